@@ -1,0 +1,1 @@
+"""gridrun: factorial segmentation-training grids on Ray."""
