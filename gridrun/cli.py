@@ -30,7 +30,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+console = Console(soft_wrap=True)  # long paths and run ids stay on one line
 err = Console(stderr=True)
 T = TypeVar("T")
 

@@ -51,7 +51,9 @@ class UNet(nn.Module):
         # note: pad to a multiple of the total stride so any image size works, crop at the end
         pad_h, pad_w = -h % self.multiple, -w % self.multiple
         if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > 1 else "replicate")
+            # reflect needs padding smaller than the image (depth 7 pads a 32 px image by 32)
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         skips = []
         for i, block in enumerate(self.down):
             if i:

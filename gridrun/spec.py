@@ -267,7 +267,9 @@ def parse_grid(raw: Any, source: str = "grid") -> Grid:
     try:
         return Grid.model_validate(raw)
     except ValidationError as exc:
-        raise GridError(f"{source}: {_describe(exc.errors()[0])}") from None
+        # note: a misspelt key also leaves the right one missing; name the misspelling
+        first = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        raise GridError(f"{source}: {_describe(first)}") from None
 
 
 def load_grid(path: str | Path) -> Grid:

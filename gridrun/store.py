@@ -40,7 +40,7 @@ CURVE_COLUMNS = [
     "peak_mem_mb",
 ]  # fmt: skip
 # reported by the worker but not table columns
-_NOT_CURVE = {"status", "params", "worker_ip", "world_size"}
+_NOT_CURVE = {"status", "params", "worker_ip"}
 STATUSES = ("ok", "infeasible", "diverged", "failed")
 
 
@@ -192,7 +192,9 @@ def run_status(run_dir: Path) -> RunState:
     return RunState(
         total=len(expected),
         done=[r for r in expected if rows.get(r, {}).get("status") == "ok"],
-        not_ok={r: (rows[r]["status"], rows[r]["error"]) for r in expected
+        # note: pandas reads a missing error back as NaN once any row holds one
+        not_ok={r: (rows[r]["status"], rows[r]["error"] if pd.notna(rows[r]["error"]) else None)
+                for r in expected
                 if r in rows and rows[r]["status"] != "ok"},
         missing=[r for r in expected if r not in rows],
     )  # fmt: skip

@@ -35,6 +35,9 @@ __all__ = [
 
 CHECKPOINT_FILE = "model.pt"
 EVAL_BATCH = 8
+# note: BCE with logits stays finite however far training blows up (BatchNorm keeps the
+# activations bounded); a training loss 100× its first epoch's is divergence too
+DIVERGED_FACTOR = 100.0
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,9 @@ def _train_epoch(plan, model, optimizer, arrays, epoch, device) -> tuple[torch.T
         logits = model(x)
         losses = per_sample_loss(plan.loss, logits, y)
         optimizer.zero_grad(set_to_none=True)
-        (losses.mean() * weight).backward()
+        # DDP averages gradients over ranks; scaling each rank's sum by world / len(batch)
+        # makes the update the mean over the global batch however unevenly it splits
+        (losses.sum() * (weight * world / len(batch))).backward()
         optimizer.step()
         steps += 1
         if weight:
@@ -206,7 +211,7 @@ def run_epochs(
     params = count_params(model)
     model = wrap(model.to(device))
     optimizer = _optimizer(plan, model.parameters())
-    step, train_time = 0, 0.0
+    step, train_time, first_loss = 0, 0.0, math.inf
     for epoch in range(1, plan.epochs + 1):
         t0 = time.perf_counter()
         train_counts, steps = _train_epoch(plan, model, optimizer, arrays, epoch, device)
@@ -231,7 +236,10 @@ def run_epochs(
             "params": params,
             "world_size": world,
         }
-        diverged = not math.isfinite(metrics["train_loss"])
+        first_loss = first_loss if epoch > 1 else metrics["train_loss"]
+        diverged = not math.isfinite(metrics["train_loss"]) or (
+            metrics["train_loss"] > DIVERGED_FACTOR * first_loss
+        )
         metrics["status"] = "diverged" if diverged else "ok"
         report(metrics, model if rank == 0 else None)
         if diverged:

@@ -1,0 +1,147 @@
+"""The CLI a user types: `plan` and `status` (`run` starts Ray and is tested end to end)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from gridrun.cli import app
+from gridrun.spec import load_grid
+from gridrun.store import Results, claim_run_dir
+
+# note: Click >= 8.2 interleaves stderr into result.output (older Click mixed it by default)
+runner = CliRunner()
+
+
+def _words(text: str) -> str:
+    """Rich wraps long lines at the terminal width; compare text with single spaces."""
+    return " ".join(text.split())
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _assert_one_clean_error_line(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    assert lines[0].startswith("error:")
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_plan_prints_the_totals(tmp_path: Path) -> None:
+    grid = _write(
+        tmp_path / "grid.yaml",
+        "name: demo\nfactors:\n  image_size: [32, 64]\n  dataset_size: [8, 16]\n"
+        "  epochs: [2]\n  batch_size: [4]\nseeds: [0, 1]\n",
+    )
+    result = runner.invoke(app, ["plan", str(grid)])
+    assert result.exit_code == 0, result.output
+    # steps per seed: 2 image sizes × (2·ceil(8/4) + 2·ceil(16/4)) = 2 × 12 = 24; two seeds
+    # synthetic: ceil(16 / 0.8) = 20 scenes, 20% of them (4) for validation
+    assert "4 cells × 2 seeds = 8 trials, 48 optimizer steps in all" in _words(result.output)
+    assert "20 images, 4 for validation, scored at 64px" in _words(result.output)
+    for cell in load_grid(grid).cells():
+        assert cell.cell_id in result.output
+
+
+def test_plan_on_a_membrane_folder_grid(membrane: Path, tmp_path: Path) -> None:
+    grid = _write(
+        tmp_path / "grid.yaml",
+        f"data: {{source: folder, path: '{membrane}', val_size: 6}}\n"
+        "factors: {image_size: [64], dataset_size: [10, 24], epochs: [3], batch_size: [4]}\n",
+    )
+    result = runner.invoke(app, ["plan", str(grid)])
+    assert result.exit_code == 0, result.output
+    # 3·ceil(10/4) + 3·ceil(24/4) = 9 + 18
+    assert "2 cells × 1 seeds = 2 trials, 27 optimizer steps in all" in _words(result.output)
+    assert "data: folder, 30 images, 6 for validation" in _words(result.output)
+
+
+def test_plan_with_an_unknown_key_is_one_line(tmp_path: Path) -> None:
+    grid = _write(
+        tmp_path / "grid.yaml",
+        "factors:\n  image_sise: [32]\n  dataset_size: [8]\n  epochs: [1]\n  batch_size: [4]\n",
+    )
+    result = runner.invoke(app, ["plan", str(grid)])
+    _assert_one_clean_error_line(result, "factors.image_sise", "did you mean 'image_size'")
+
+
+def test_plan_with_an_empty_level_is_one_line(tmp_path: Path) -> None:
+    grid = _write(
+        tmp_path / "grid.yaml",
+        "factors: {image_size: [32], dataset_size: [8], epochs: [], batch_size: [4]}\n",
+    )
+    _assert_one_clean_error_line(runner.invoke(app, ["plan", str(grid)]), "factors.epochs")
+
+
+def test_plan_on_a_missing_file_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["plan", str(tmp_path / "absent.yaml")])
+    _assert_one_clean_error_line(result, "absent.yaml")
+
+
+def test_plan_on_a_folder_with_a_mismatched_mask_names_the_file(image_folder, tmp_path) -> None:
+    root = image_folder(6)
+    Image.fromarray(np.zeros((5, 5), dtype=np.uint8)).save(root / "masks" / "03.png")
+    grid = _write(
+        tmp_path / "grid.yaml",
+        "data: {source: folder, path: data, val_size: 2}\n"
+        "factors: {image_size: [8], dataset_size: [4], epochs: [1], batch_size: [2]}\n",
+    )
+    result = runner.invoke(app, ["plan", str(grid)])
+    _assert_one_clean_error_line(result, str(root / "masks" / "03.png"))
+
+
+def test_plan_with_too_few_images_names_dataset_size(image_folder, tmp_path) -> None:
+    image_folder(6)
+    grid = _write(
+        tmp_path / "grid.yaml",
+        "data: {source: folder, path: data, val_size: 2}\n"
+        "factors: {image_size: [8], dataset_size: [5], epochs: [1], batch_size: [2]}\n",
+    )
+    result = runner.invoke(app, ["plan", str(grid)])
+    _assert_one_clean_error_line(result, "dataset_size")
+
+
+def test_status_without_a_grid_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["status", str(tmp_path)])
+    _assert_one_clean_error_line(result, "grid.yaml")
+
+
+def test_status_counts_a_run_directory(tmp_path: Path) -> None:
+    grid_file = _write(
+        tmp_path / "grid.yaml",
+        "factors: {image_size: [32], dataset_size: [8], epochs: [1], batch_size: [2, 4]}\n"
+        "seeds: [0, 1]\n",
+    )
+    grid = load_grid(grid_file)
+    run_dir = tmp_path / "run"
+    claim_run_dir(run_dir, grid.resolved_yaml())
+    results = Results(run_dir)
+    trials = grid.trials()
+    for trial, status, error, val_iou in [
+        (trials[0], "ok", None, 0.5),
+        (trials[1], "ok", None, math.nan),
+        (trials[2], "failed", "worker died", 0.1),
+    ]:
+        identity = {"cell_id": trial.cell.cell_id, "seed": trial.seed,
+                    **trial.cell.factors(), "run_id": trial.run_id}  # fmt: skip
+        results.start(trial.run_id)
+        results.add_epoch(identity, {"epoch": 1, "val_iou": val_iou, "status": "ok"})
+        results.finish(identity, status, error)
+
+    result = runner.invoke(app, ["status", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    text = _words(result.output)
+    assert f"{run_dir}: 2 done, 1 not ok, 1 missing of 4" in text
+    assert f"failed {trials[2].run_id} worker died" in text
+    assert f"missing: {trials[3].run_id}" in text
+    assert "nan" not in text

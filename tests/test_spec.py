@@ -1,0 +1,235 @@
+"""The grid file: what a user writes, what errors they see, and the cells it expands to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gridrun.spec import GridError, effective_lr, load_grid, parse_grid, steps_per_cell
+
+FACTORS = {"image_size": [32], "dataset_size": [8], "epochs": [1], "batch_size": [4]}
+
+
+def _grid(**overrides):
+    raw = {"factors": dict(FACTORS)}
+    for key, value in overrides.items():
+        if key in FACTORS:
+            raw["factors"][key] = value
+        else:
+            raw[key] = value
+    return raw
+
+
+def _error(raw) -> str:
+    with pytest.raises(GridError) as info:
+        parse_grid(raw)
+    return str(info.value)
+
+
+def test_defaults_are_filled_in() -> None:
+    grid = parse_grid({"factors": {**FACTORS, "image_size": [32, 96]}})
+    assert grid.name == "grid"
+    assert grid.data.source == "synthetic" and grid.data.val_fraction == 0.2
+    assert grid.data.num_classes == 1 and grid.data.split_seed == 0
+    assert (grid.model.name, grid.model.base_channels, grid.model.depth) == ("unet", 16, 4)
+    assert (grid.train.optimizer, grid.train.lr, grid.train.loss) == ("adam", 1e-3, "bce_dice")
+    assert grid.train.lr_scaling == "none"
+    assert grid.seeds == [0]
+    assert grid.resources.workers_per_trial == 1
+    # every cell is scored at the largest image_size unless data.eval_size says otherwise
+    assert grid.eval_size == 96
+    assert parse_grid(_grid(data={"eval_size": 48})).eval_size == 48
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "suggestion"),
+    [
+        (_grid(seed=[1]), "seed", "seeds"),
+        ({"factor": FACTORS}, "factor", "factors"),
+        (_grid(train={"lrr": 0.1}), "train.lrr", "lr"),
+        (_grid(data={"val_fractoin": 0.1}), "data.val_fractoin", "val_fraction"),
+        # the right key is then missing too; the message must name the misspelling
+        (
+            {
+                "factors": {
+                    "image_sise": [32],
+                    **{k: v for k, v in FACTORS.items() if k != "image_size"},
+                }
+            },
+            "factors.image_sise",
+            "image_size",
+        ),
+    ],
+)
+def test_unknown_key_names_the_dotted_key_and_suggests_the_right_one(
+    raw, key: str, suggestion: str
+) -> None:
+    message = _error(raw)
+    assert f"{key}: unknown key" in message
+    assert f"did you mean '{suggestion}'" in message
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "words"),
+    [
+        (_grid(epochs=[]), "factors.epochs", "at least one level"),
+        (_grid(batch_size=[2, 4, 2]), "factors.batch_size", "duplicated level(s) [2]"),
+        (_grid(image_size=[32, 0]), "factors.image_size", "positive"),
+        (_grid(dataset_size=[-8]), "factors.dataset_size", "positive"),
+        (_grid(train={"lr": 0}), "train.lr", "greater than 0"),
+        (_grid(train={"lr": -0.1}), "train.lr", "greater than 0"),
+        (_grid(dataset_size=[16, 4], batch_size=[8]), "factors.batch_size", "dataset_size 4"),
+        (
+            _grid(resources={"workers_per_trial": 3}, batch_size=[2, 4]),
+            "resources.workers_per_trial",
+            "batch of 2",
+        ),
+        (_grid(model={"name": "unet2"}), "model.name", "did you mean 'unet'"),
+        (_grid(seeds=[]), "seeds", "at least one seed"),
+        (_grid(seeds=[0, 0]), "seeds", "duplicated"),
+        (_grid(train={"loss": "ce"}), "train.loss", "num_classes"),
+        (_grid(data={"num_classes": 3}), "train.loss", "binary"),
+        (_grid(data={"source": "folder"}), "data", "path"),
+        ({"name": "x"}, "factors", "missing"),
+    ],
+)
+def test_invalid_values_name_the_key(raw, key: str, words: str) -> None:
+    message = _error(raw)
+    assert f"{key}:" in message
+    assert words in message
+
+
+def test_a_non_mapping_is_rejected() -> None:
+    assert "mapping" in _error(["factors"])
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text("name: x\nfactors:\n  image_size: [32, 64\n  epochs: [1]\n")
+    with pytest.raises(GridError, match="line 4 invalid YAML") as info:
+        load_grid(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_grid_file_is_a_grid_error(tmp_path: Path) -> None:
+    with pytest.raises(GridError, match="cannot read"):
+        load_grid(tmp_path / "absent.yaml")
+
+
+def test_load_grid_reports_the_file_and_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        "factors:\n  image_sise: [32]\n  dataset_size: [8]\n  epochs: [1]\n  batch_size: [4]\n"
+    )
+    with pytest.raises(GridError) as info:
+        load_grid(path)
+    assert str(info.value).startswith(f"{path}: factors.image_sise: unknown key")
+
+
+def test_a_full_factorial_with_two_seeds() -> None:
+    grid = parse_grid(
+        {
+            "factors": {
+                "image_size": [32, 64],
+                "dataset_size": [8, 16],
+                "epochs": [1, 2],
+                "batch_size": [2, 4],
+            },
+            "seeds": [0, 1],
+        }
+    )
+    cells, trials = grid.cells(), grid.trials()
+    assert len(cells) == 16 and len(trials) == 32
+    assert len({c.cell_id for c in cells}) == 16
+    assert len({t.run_id for t in trials}) == 32
+    assert {t.seed for t in trials} == {0, 1}
+    # every combination appears once
+    assert {(c.image_size, c.dataset_size, c.epochs, c.batch_size) for c in cells} == {
+        (i, n, e, b) for i in (32, 64) for n in (8, 16) for e in (1, 2) for b in (2, 4)
+    }
+
+
+def test_cell_ids_do_not_depend_on_key_or_level_order(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text(
+        "factors:\n  image_size: [32, 64]\n  dataset_size: [8, 16]\n"
+        "  epochs: [1, 3]\n  batch_size: [2, 4]\nseeds: [0, 1]\n"
+    )
+    second.write_text(
+        "seeds: [1, 0]\nfactors:\n  batch_size: [4, 2]\n  epochs: [3, 1]\n"
+        "  dataset_size: [16, 8]\n  image_size: [64, 32]\n"
+    )
+    a, b = load_grid(first), load_grid(second)
+    assert [c.cell_id for c in a.cells()] == [c.cell_id for c in b.cells()]
+    assert [t.run_id for t in a.trials()] == [t.run_id for t in b.trials()]
+
+
+def test_cell_id_reads_the_factor_values() -> None:
+    grid = parse_grid(_grid(image_size=[48], dataset_size=[10], epochs=[3], batch_size=[4]))
+    (cell,) = grid.cells()
+    for value in ("48", "10", "3", "4"):
+        assert value in cell.cell_id
+    (trial,) = grid.trials()
+    assert trial.run_id != cell.cell_id and trial.run_id.startswith(cell.cell_id)
+
+
+@pytest.mark.parametrize(
+    ("epochs", "dataset_size", "batch_size", "steps"),
+    [(3, 10, 4, 9), (3, 8, 4, 6), (1, 5, 5, 1), (2, 7, 1, 14)],
+)
+def test_steps_keep_the_partial_last_batch(
+    epochs: int, dataset_size: int, batch_size: int, steps: int
+) -> None:
+    assert steps_per_cell(epochs, dataset_size, batch_size) == steps
+    grid = parse_grid(_grid(epochs=[epochs], dataset_size=[dataset_size], batch_size=[batch_size]))
+    assert grid.cells()[0].steps == steps
+
+
+def test_effective_lr_linear_scaling_and_none() -> None:
+    linear = parse_grid(
+        _grid(batch_size=[2, 4, 8], dataset_size=[8], train={"lr": 0.01, "lr_scaling": "linear"})
+    )
+    assert effective_lr(linear, 2) == pytest.approx(0.01)
+    assert effective_lr(linear, 4) == pytest.approx(0.02)
+    assert effective_lr(linear, 8) == pytest.approx(0.04)
+    based = parse_grid(
+        _grid(
+            batch_size=[2, 8],
+            dataset_size=[8],
+            train={"lr": 0.01, "lr_scaling": "linear", "lr_base_batch": 4},
+        )
+    )
+    assert effective_lr(based, 8) == pytest.approx(0.02)
+    none = parse_grid(_grid(batch_size=[2, 8], dataset_size=[8], train={"lr": 0.01}))
+    assert effective_lr(none, 2) == effective_lr(none, 8) == pytest.approx(0.01)
+
+
+def test_relative_data_path_is_resolved_against_the_grid_file(tmp_path: Path) -> None:
+    folder = tmp_path / "grids"
+    folder.mkdir()
+    path = folder / "grid.yaml"
+    path.write_text(
+        "data:\n  source: folder\n  path: ../datasets/x\n"
+        "factors: {image_size: [32], dataset_size: [8], epochs: [1], batch_size: [4]}\n"
+    )
+    assert load_grid(path).data.path == (tmp_path / "datasets" / "x").resolve()
+
+
+def test_absolute_data_path_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    target = tmp_path / "elsewhere" / "data"
+    path.write_text(
+        f"data: {{source: folder, path: '{target}'}}\n"
+        "factors: {image_size: [32], dataset_size: [8], epochs: [1], batch_size: [4]}\n"
+    )
+    assert load_grid(path).data.path == target
+
+
+def test_resolved_yaml_round_trips(tmp_path: Path) -> None:
+    grid = parse_grid(_grid(seeds=[3, 1], train={"lr": 0.05}))
+    path = tmp_path / "grid.yaml"
+    path.write_text(grid.resolved_yaml())
+    again = load_grid(path)
+    assert again == grid
+    assert [t.run_id for t in again.trials()] == [t.run_id for t in grid.trials()]

@@ -1,0 +1,211 @@
+"""The run directory: atomic writes, the two tables, resume bookkeeping."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from gridrun.spec import parse_grid
+from gridrun.store import (
+    CURVE_COLUMNS,
+    TRIAL_COLUMNS,
+    Results,
+    RunDirError,
+    atomic_write,
+    claim_run_dir,
+    run_status,
+)
+
+GRID = parse_grid(
+    {
+        "name": "tiny",
+        "factors": {"image_size": [32], "dataset_size": [8], "epochs": [3], "batch_size": [2, 4]},
+        "seeds": [0, 1],
+    }
+)
+
+
+def _identity(trial) -> dict:
+    return {"cell_id": trial.cell.cell_id, "seed": trial.seed, **trial.cell.factors(),
+            "run_id": trial.run_id}  # fmt: skip
+
+
+def _epoch(epoch: int, val_iou: float, status: str = "ok", **extra) -> dict:
+    return {
+        "epoch": epoch,
+        "train_loss": 1.0 / epoch,
+        "train_iou": 0.1 * epoch,
+        "val_loss": 2.0 / epoch,
+        "val_iou": val_iou,
+        "val_dice": 0.5,
+        "val_precision": 0.5,
+        "val_recall": 0.5,
+        "val_pixel_acc": 0.9,
+        "lr": 1e-3,
+        "step": 4 * epoch,
+        "epoch_time_s": 0.5,
+        "train_time_s": 0.4 * epoch,
+        "train_samples_per_s": 20.0,
+        "peak_mem_mb": 100.0 + 10 * (epoch % 2),
+        "params": 1234,
+        "world_size": 1,
+        "worker_ip": "10.0.0.7",
+        "status": status,
+        **extra,
+    }
+
+
+def _run(results: Results, trial, val_ious, statuses=None, status="ok", error=None) -> dict:
+    identity = _identity(trial)
+    results.start(trial.run_id)
+    for i, val_iou in enumerate(val_ious, start=1):
+        results.add_epoch(identity, _epoch(i, val_iou, (statuses or {}).get(i, "ok")))
+    return results.finish(identity, status, error)
+
+
+def test_atomic_write_replaces_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "table.txt"
+    atomic_write(path, lambda tmp: tmp.write_text("first"))
+    atomic_write(path, lambda tmp: tmp.write_text("second"))
+    assert path.read_text() == "second"
+    assert [p.name for p in path.parent.iterdir()] == ["table.txt"]
+
+
+def test_atomic_write_keeps_the_previous_file_when_the_writer_fails(tmp_path: Path) -> None:
+    path = tmp_path / "table.txt"
+    path.write_text("previous")
+
+    def half_then_fail(tmp: Path) -> None:
+        tmp.write_text("half a ta")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(path, half_then_fail)
+    assert path.read_text() == "previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.txt"]
+
+
+def test_results_round_trip_through_parquet(tmp_path: Path) -> None:
+    trial = GRID.trials()[0]
+    results = Results(tmp_path)
+    row = _run(results, trial, [0.5, 0.7, 0.6])
+    assert row["status"] == "ok"
+
+    trials = pd.read_parquet(tmp_path / "trials.parquet")
+    curves = pd.read_parquet(tmp_path / "curves.parquet")
+    assert list(trials.columns[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
+    assert list(curves.columns[: len(CURVE_COLUMNS)]) == CURVE_COLUMNS
+    assert len(trials) == 1 and len(curves) == 3
+
+    t = trials.iloc[0]
+    assert (t["run_id"], t["cell_id"], t["seed"]) == (trial.run_id, trial.cell.cell_id, 0)
+    assert (t["image_size"], t["dataset_size"], t["batch_size"]) == (32, 8, 2)
+    # the best point over training, not the last
+    assert t["best_val_iou"] == pytest.approx(0.7) and t["best_epoch"] == 2
+    assert t["final_val_iou"] == pytest.approx(0.6)
+    assert t["final_train_loss"] == pytest.approx(1 / 3)
+    assert t["steps"] == 12
+    assert t["train_time_s"] == pytest.approx(1.2)
+    assert t["peak_mem_mb"] == pytest.approx(110.0)
+    assert t["params"] == 1234 and t["node_ip"] == "10.0.0.7"
+    assert t["started_at"] <= t["finished_at"]
+
+    assert curves["epoch"].tolist() == [1, 2, 3]
+    assert curves["val_iou"].tolist() == pytest.approx([0.5, 0.7, 0.6])
+    assert set(curves["run_id"]) == {trial.run_id}
+
+
+def test_a_nan_epoch_is_never_the_best(tmp_path: Path) -> None:
+    row = _run(Results(tmp_path), GRID.trials()[0], [0.3, math.nan, 0.2])
+    assert row["best_val_iou"] == pytest.approx(0.3) and row["best_epoch"] == 1
+
+
+def test_a_diverged_last_epoch_wins_over_ok(tmp_path: Path) -> None:
+    row = _run(Results(tmp_path), GRID.trials()[0], [0.4, math.nan], statuses={2: "diverged"})
+    assert row["status"] == "diverged"
+    trials = pd.read_parquet(tmp_path / "trials.parquet")
+    assert trials["status"].tolist() == ["diverged"]
+
+
+def test_a_failed_trial_keeps_its_error(tmp_path: Path) -> None:
+    row = _run(Results(tmp_path), GRID.trials()[0], [0.4], status="failed", error="OOM")
+    assert (row["status"], row["error"]) == ("failed", "OOM")
+
+
+def test_a_new_results_reloads_rows_and_lists_only_ok_trials_as_done(tmp_path: Path) -> None:
+    first, second, third = GRID.trials()[:3]
+    results = Results(tmp_path)
+    _run(results, first, [0.5, 0.6])
+    _run(results, second, [0.5], status="failed", error="boom")
+
+    reloaded = Results(tmp_path)
+    assert set(reloaded.trials) == {first.run_id, second.run_id}
+    assert reloaded.done() == {first.run_id}
+    assert len(reloaded.curves[first.run_id]) == 2
+
+    # a resumed run adds to the tables and never drops the earlier rows
+    _run(reloaded, third, [0.1, 0.2, 0.3])
+    trials = pd.read_parquet(tmp_path / "trials.parquet")
+    curves = pd.read_parquet(tmp_path / "curves.parquet")
+    assert set(trials["run_id"]) == {first.run_id, second.run_id, third.run_id}
+    assert len(curves) == 2 + 1 + 3
+
+
+def test_rerunning_a_trial_replaces_its_rows(tmp_path: Path) -> None:
+    trial = GRID.trials()[0]
+    _run(Results(tmp_path), trial, [0.1], status="failed", error="boom")
+    results = Results(tmp_path)
+    _run(results, trial, [0.4, 0.5, 0.6])
+    assert Results(tmp_path).done() == {trial.run_id}
+    assert len(pd.read_parquet(tmp_path / "trials.parquet")) == 1
+    assert len(pd.read_parquet(tmp_path / "curves.parquet")) == 3
+
+
+def test_claim_run_dir_allows_the_same_grid_and_refuses_another(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "tiny"
+    claim_run_dir(run_dir, GRID.resolved_yaml())
+    assert (run_dir / "grid.yaml").read_text() == GRID.resolved_yaml()
+    other = GRID.model_copy(update={"seeds": [0, 1, 2]}).resolved_yaml()
+    # before any trial has finished the directory may still change its grid
+    claim_run_dir(run_dir, other)
+    claim_run_dir(run_dir, GRID.resolved_yaml())
+
+    _run(Results(run_dir), GRID.trials()[0], [0.5])
+    claim_run_dir(run_dir, GRID.resolved_yaml())
+    with pytest.raises(RunDirError, match="different grid") as info:
+        claim_run_dir(run_dir, other)
+    assert str(run_dir) in str(info.value)
+    assert (run_dir / "grid.yaml").read_text() == GRID.resolved_yaml()
+
+
+def test_claim_run_dir_refuses_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "not_a_dir"
+    path.write_text("x")
+    with pytest.raises(RunDirError, match="not a directory"):
+        claim_run_dir(path, GRID.resolved_yaml())
+
+
+def test_run_status_counts_done_not_ok_and_missing(tmp_path: Path) -> None:
+    claim_run_dir(tmp_path, GRID.resolved_yaml())
+    trials = GRID.trials()
+    assert len(trials) == 4
+    results = Results(tmp_path)
+    _run(results, trials[0], [0.5])
+    _run(results, trials[1], [math.nan], statuses={1: "diverged"})
+    _run(results, trials[2], [], status="failed", error="worker died")
+    state = run_status(tmp_path)
+    assert state.total == 4
+    assert state.done == [trials[0].run_id]
+    assert state.not_ok == {
+        trials[1].run_id: ("diverged", None),
+        trials[2].run_id: ("failed", "worker died"),
+    }
+    assert state.missing == [trials[3].run_id]
+
+
+def test_run_status_without_grid_file(tmp_path: Path) -> None:
+    with pytest.raises(RunDirError, match="grid.yaml"):
+        run_status(tmp_path)

@@ -1,0 +1,243 @@
+"""The worker loop without Ray: counts, metrics, checkpoints, divergence, and a real
+two-process torch.distributed run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from gridrun.data import SizedArrays, prepare
+from gridrun.models import build_model, count_params
+from gridrun.spec import parse_grid
+from gridrun.train import TrialPlan, per_sample_loss, run_epochs, save_checkpoint
+
+torch.set_num_threads(1)
+
+TINY_MODEL = {"base_channels": 4, "depth": 3}
+CURVE_METRICS = {
+    "train_loss", "train_iou", "val_loss", "val_iou", "val_dice", "val_precision",
+    "val_recall", "val_pixel_acc", "val_miou", "lr", "epoch_time_s", "train_samples_per_s",
+    "peak_mem_mb",
+}  # fmt: skip
+# measured per process, so they may differ between ranks
+LOCAL_TIMINGS = {"epoch_time_s", "train_time_s", "train_samples_per_s"}
+
+
+def _plan(**overrides) -> TrialPlan:
+    values = {
+        "run_id": "t",
+        "seed": 0,
+        "image_size": 16,
+        "dataset_size": 10,
+        "epochs": 2,
+        "batch_size": 4,
+        "model_name": "unet",
+        "model_options": TINY_MODEL,
+        "in_channels": 1,
+        "num_classes": 1,
+        "eval_size": 20,
+        "loss": "bce_dice",
+        "optimizer": "adam",
+        "lr": 1e-3,
+    }
+    return TrialPlan(**{**values, **overrides})
+
+
+def _random_arrays(train: int, val: int, size: int, eval_size: int, labels: int = 2):
+    rng = np.random.default_rng(0)
+    arrays = SizedArrays(
+        train_x=rng.integers(0, 256, (train, 1, size, size), dtype=np.uint8),
+        train_y=rng.integers(0, labels, (train, size, size), dtype=np.uint8),
+        val_x=rng.integers(0, 256, (val, 1, size, size), dtype=np.uint8),
+    )
+    return arrays, rng.integers(0, labels, (val, eval_size, eval_size), dtype=np.uint8)
+
+
+def _collect(plan: TrialPlan, arrays, val_y) -> list[dict]:
+    reports: list[dict] = []
+    run_epochs(plan, arrays, val_y, lambda metrics, model: reports.append(metrics))
+    return reports
+
+
+@pytest.fixture(scope="module")
+def membrane_32(membrane: Path):
+    """Membrane at image_size 32, ten training images, six for validation, scored at 40."""
+    grid = parse_grid(
+        {
+            "data": {"source": "folder", "path": str(membrane), "val_size": 6, "eval_size": 40},
+            "factors": {"image_size": [32], "dataset_size": [10], "epochs": [2], "batch_size": [4]},
+        }
+    )
+    return prepare(grid)
+
+
+def test_run_epochs_on_membrane_reports_each_epoch(membrane_32, tmp_path: Path) -> None:
+    # dataset_size 10 with batch 4: batches of 4, 4 and a partial 2 -> 3 steps per epoch
+    plan = _plan(image_size=32, eval_size=40, dataset_size=10, batch_size=4, epochs=2)
+    reports, models = [], []
+
+    def report(metrics, model) -> None:
+        reports.append(metrics)
+        models.append(model)
+        save_checkpoint(plan, model, metrics["epoch"], tmp_path)
+
+    run_epochs(plan, membrane_32.sizes[32], membrane_32.val_y, report)
+
+    assert [r["epoch"] for r in reports] == [1, 2]
+    assert [r["step"] for r in reports] == [3, 6]
+    for r in reports:
+        assert set(r) >= CURVE_METRICS
+        assert r["status"] == "ok" and r["world_size"] == 1
+        # every validation pixel at the evaluation resolution, every training pixel once
+        assert r["val_pixels"] == 6 * 40 * 40
+        assert r["train_pixels"] == 10 * 32 * 32
+        assert r["lr"] == pytest.approx(1e-3)
+        assert math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"])
+        for key in ("train_iou", "val_iou", "val_dice", "val_miou", "val_pixel_acc"):
+            assert 0.0 <= r[key] <= 1.0
+        assert r["epoch_time_s"] > 0 and r["train_samples_per_s"] > 0 and r["peak_mem_mb"] > 0
+    assert reports[1]["train_time_s"] > reports[0]["train_time_s"]
+    assert reports[0]["params"] == count_params(build_model("unet", 1, 1, **TINY_MODEL))
+
+    # the checkpoint written from the last report reloads into the same model
+    state = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 2 and TrialPlan(**state["plan"]) == plan
+    reloaded = build_model(plan.model_name, plan.in_channels, plan.num_classes, **TINY_MODEL)
+    reloaded.load_state_dict(state["state_dict"])
+    x = torch.from_numpy(membrane_32.sizes[32].val_x[:2]).float() / 255
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(x), models[-1].eval()(x))
+
+
+def test_the_same_seed_reproduces_a_trial() -> None:
+    arrays, val_y = _random_arrays(8, 3, 16, 16)
+    plan = _plan(dataset_size=8, eval_size=16, epochs=1)
+    first, again = _collect(plan, arrays, val_y), _collect(plan, arrays, val_y)
+    other = _collect(dataclasses.replace(plan, seed=1), arrays, val_y)
+    assert first[0]["train_loss"] == again[0]["train_loss"]
+    assert first[0]["val_loss"] == again[0]["val_loss"]
+    assert other[0]["train_loss"] != first[0]["train_loss"]
+
+
+def test_multiclass_reports_per_class_iou() -> None:
+    arrays, val_y = _random_arrays(6, 2, 16, 16, labels=3)
+    plan = _plan(dataset_size=6, eval_size=16, epochs=1, num_classes=3, loss="ce_dice")
+    (report,) = _collect(plan, arrays, val_y)
+    assert {"val_iou_c0", "val_iou_c1", "val_iou_c2"} <= set(report)
+    assert report["val_pixels"] == 2 * 16 * 16
+    assert report["val_iou"] == pytest.approx(
+        np.nanmean([report[f"val_iou_c{k}"] for k in range(3)])
+    )
+
+
+def test_a_huge_learning_rate_diverges_and_stops_early() -> None:
+    arrays, val_y = _random_arrays(8, 2, 16, 16)
+    plan = _plan(dataset_size=8, eval_size=16, epochs=4, optimizer="sgd", lr=1e30)
+    reports = _collect(plan, arrays, val_y)
+    assert len(reports) < 4
+    assert reports[-1]["status"] == "diverged"
+    assert not math.isfinite(reports[-1]["train_loss"])
+
+
+def test_a_finite_but_exploding_loss_is_divergence_too() -> None:
+    # BCE with logits stays finite at lr 1e6 but grows far past its first epoch's value
+    arrays, val_y = _random_arrays(8, 2, 16, 16)
+    plan = _plan(dataset_size=8, eval_size=16, epochs=6, optimizer="sgd", lr=1e6)
+    reports = _collect(plan, arrays, val_y)
+    assert reports[-1]["status"] == "diverged"
+    assert math.isfinite(reports[-1]["train_loss"])
+    assert reports[-1]["train_loss"] > 100 * reports[0]["train_loss"]
+    assert all(r["status"] == "ok" for r in reports[:-1])
+
+
+def test_per_sample_loss_hand_values() -> None:
+    logits = torch.zeros(2, 1, 8, 8)  # p = 0.5 everywhere
+    ones = torch.ones(2, 8, 8, dtype=torch.long)
+    assert per_sample_loss("bce", logits, ones).tolist() == pytest.approx([math.log(2)] * 2)
+    # soft Dice with smoothing 1: 1 - (2·32 + 1) / (32 + 64 + 1)
+    dice = 1 - 65 / 97
+    assert per_sample_loss("dice", logits, ones).tolist() == pytest.approx([dice] * 2)
+    assert per_sample_loss("bce_dice", logits, ones).tolist() == pytest.approx(
+        [math.log(2) + dice] * 2
+    )
+
+
+@pytest.mark.parametrize(("loss", "channels"), [("bce_dice", 1), ("dice", 1), ("ce_dice", 3)])
+def test_per_sample_loss_does_not_depend_on_chunking(loss: str, channels: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, channels, 6, 6, generator=g)
+    target = torch.randint(0, max(2, channels), (4, 6, 6), generator=g)
+    # the last image has no foreground: a batch-wide Dice would differ from per-sample Dice
+    target[3] = 0
+    whole = per_sample_loss(loss, logits, target)
+    assert whole.shape == (4,)
+    chunks = torch.cat(
+        [per_sample_loss(loss, logits[i : i + 2], target[i : i + 2]) for i in (0, 2)]
+    )
+    torch.testing.assert_close(whole.mean(), chunks.mean())
+    torch.testing.assert_close(whole, chunks)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _distributed_worker(rank: int, port: int, out_dir: str) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        # 9 images in batches of 4, 4, 1: rank 1 gets nothing of the last batch;
+        # 5 validation images split 3 / 2
+        arrays, val_y = _random_arrays(9, 5, 16, 20)
+        plan = _plan(dataset_size=9, batch_size=4, eval_size=20, epochs=2)
+        reports = []
+
+        def report(metrics, model) -> None:
+            reports.append({**metrics, "has_model": model is not None})
+
+        run_epochs(plan, arrays, val_y, report, wrap=torch.nn.parallel.DistributedDataParallel)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(reports))
+        # both ranks leave together: a rank tearing gloo down while its peer still sends
+        # aborts ("terminate called without an active exception")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_run_reduces_counts_across_ranks(tmp_path: Path) -> None:
+    context = mp.spawn(
+        _distributed_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=False
+    )
+    deadline = time.monotonic() + 90
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the two-process run did not finish in 90 s")
+    rank0 = json.loads((tmp_path / "rank0.json").read_text())
+    rank1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert [r["epoch"] for r in rank0] == [r["epoch"] for r in rank1] == [1, 2]
+    assert [r["has_model"] for r in rank0 + rank1] == [True, True, False, False]
+    for a, b in zip(rank0, rank1, strict=True):
+        shared = set(a) - LOCAL_TIMINGS - {"has_model"}
+        assert {k: a[k] for k in shared} == {k: b[k] for k in shared}
+        assert a["world_size"] == 2
+        assert a["val_pixels"] == 5 * 20 * 20
+        assert a["train_pixels"] == 9 * 16 * 16
+        assert a["status"] == "ok"
+    assert [r["step"] for r in rank0] == [3, 6]
