@@ -128,14 +128,18 @@ def _cost_sentences(tables: ReportTables, metric: str) -> list[str]:
         )
     scaling = tables.scaling
     if len(scaling):
-        threshold, largest = scaling["doubling_below_1pt_at"].median(), scaling["max_size"].max()
-        # note: past the measured sizes the power law is an extrapolation; say so
-        where = (
-            f"past ~{threshold:.0f} images a doubling gains < 1 point"
-            if threshold <= largest
-            else f"a doubling past the largest size measured ({largest:.0f}) still gains a median "
-            f"{100 * scaling['doubling_gain_at_max'].median():.1f} points"
-        )
+        threshold = scaling["doubling_below_1pt_at"].median()
+        smallest, largest = scaling["min_size"].min(), scaling["max_size"].max()
+        # note: outside the measured sizes the power law is an extrapolation; say so
+        if threshold <= smallest:
+            where = f"a doubling gains < 1 point already from the smallest size ({smallest:.0f})"
+        elif threshold <= largest:
+            where = f"past ~{threshold:.0f} images a doubling gains < 1 point"
+        else:
+            where = (
+                f"a doubling past the largest size measured ({largest:.0f}) still gains a "
+                f"median {100 * scaling['doubling_gain_at_max'].median():.1f} points"
+            )
         out.append(f"data scaling: median exponent {scaling['exponent'].median():.2f}; {where}")
     return out
 

@@ -24,11 +24,20 @@ runner = CliRunner()
 
 @pytest.fixture(scope="session")
 def ray_cluster():
+    """Two nodes of one CPU and one `fake_gpu` each: trials really spread over nodes,
+    and GPU-style packing is tested on CPUs."""
     ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    yield ray
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    cluster = Cluster()
+    for _ in range(2):
+        cluster.add_node(num_cpus=1, resources={"fake_gpu": 1}, include_dashboard=False)
+    ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.ERROR)
+    yield cluster
     ray.shutdown()
+    cluster.shutdown()
 
 
 def _write(tmp_path: Path, grid: dict) -> Path:
@@ -86,7 +95,7 @@ def test_grid_runs_end_to_end_and_resumes(ray_cluster, tmp_path):
     )
 
 
-def test_two_workers_train_data_parallel(ray_cluster, tmp_path):
+def test_two_workers_train_data_parallel_across_two_nodes(ray_cluster, tmp_path):
     grid_file = _write(
         tmp_path,
         {
@@ -107,6 +116,29 @@ def test_two_workers_train_data_parallel(ray_cluster, tmp_path):
     assert curves["val_pixels"].tolist() == [3 * 32 * 32]
     assert curves["train_pixels"].tolist() == [6 * 32 * 32]
     assert curves["step"].tolist() == [2]
+
+
+def test_trials_pack_by_custom_resource_and_run_side_by_side(ray_cluster, tmp_path):
+    # each worker needs a fake_gpu; the cluster has two, so exactly two trials overlap
+    grid_file = _write(
+        tmp_path,
+        {
+            "name": "packing",
+            "data": {"source": "synthetic", "val_size": 2},
+            "model": {"base_channels": 4, "depth": 2},
+            "factors": {"image_size": [16], "dataset_size": [4], "epochs": [1],
+                        "batch_size": [2, 4]},
+            "resources": {"custom": {"fake_gpu": 1}},
+        },
+    )  # fmt: skip
+    out = tmp_path / "run"
+    result = _run(grid_file, out)
+    assert result.exit_code == 0, result.output
+    assert "2 at a time" in result.output
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert (trials["status"] == "ok").all()
+    first_end = trials["finished_at"].min()
+    assert (trials["started_at"] < first_end).all()
 
 
 def test_failed_trial_becomes_a_row_and_the_grid_goes_on(ray_cluster, tmp_path):

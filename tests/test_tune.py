@@ -1,0 +1,68 @@
+"""The fan-out's pure parts: how many trials fit at once, how failures are classified."""
+
+from __future__ import annotations
+
+import pytest
+
+from gridrun.spec import parse_grid
+from gridrun.tune import ClusterError, _classify, _first_line, max_concurrency, plan_trial
+
+FACTORS = {"image_size": [32], "dataset_size": [8], "epochs": [1], "batch_size": [4]}
+
+
+def _grid(**resources):
+    return parse_grid({"factors": FACTORS, "resources": resources})
+
+
+def test_trials_whose_workers_fit_run_at_once_and_no_more():
+    # the trial process holds no CPU: on 2 CPUs two 1-CPU trials run, never a third
+    assert max_concurrency(_grid(), {"CPU": 2}, use_gpu=False) == 2
+    assert max_concurrency(_grid(workers_per_trial=2), {"CPU": 2}, use_gpu=False) == 1
+    assert max_concurrency(_grid(cpus_per_worker=3), {"CPU": 16}, use_gpu=False) == 5
+
+
+def test_gpu_trials_are_packed_by_gpus_not_cpus():
+    grid = _grid(workers_per_trial=2, gpus_per_worker=1, cpus_per_worker=2)
+    assert max_concurrency(grid, {"CPU": 64, "GPU": 8}, use_gpu=True) == 4
+    assert max_concurrency(grid, {"CPU": 6, "GPU": 8}, use_gpu=True) == 1
+
+
+def test_custom_resources_limit_packing_like_a_gpu():
+    grid = _grid(custom={"fake_gpu": 1})
+    assert max_concurrency(grid, {"CPU": 8, "fake_gpu": 3}, use_gpu=False) == 3
+
+
+def test_a_trial_the_cluster_cannot_hold_is_a_clear_error():
+    with pytest.raises(ClusterError, match=r"needs 4 CPU but the cluster has 2 CPU"):
+        max_concurrency(_grid(workers_per_trial=2, cpus_per_worker=2), {"CPU": 2}, False)
+    with pytest.raises(ClusterError, match=r"GPU"):
+        max_concurrency(_grid(), {"CPU": 2}, use_gpu=True)
+
+
+def test_explicit_concurrency_is_trusted_for_autoscaling_clusters():
+    assert max_concurrency(_grid(max_concurrent_trials=7), {"CPU": 2}, False) == 7
+
+
+def test_out_of_memory_is_infeasible_other_errors_failed():
+    try:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    except RuntimeError as exc:
+        assert _classify(exc) == "infeasible"
+    assert _classify(ValueError("Expected more than 1 value per channel")) == "failed"
+    assert _first_line(ValueError("boom\n\nlast line")) == "ValueError: last line"
+
+
+def test_trial_plan_carries_the_effective_learning_rate():
+    grid = parse_grid(
+        {
+            "factors": {**FACTORS, "batch_size": [2, 8]},
+            "train": {"lr": 0.01, "lr_scaling": "linear"},
+        }
+    )
+    from gridrun.data import Prepared
+
+    prepared = Prepared(in_channels=3, num_labels=2, eval_size=32, val_y=None)
+    plans = {t.cell.batch_size: plan_trial(grid, t, prepared) for t in grid.trials()}
+    assert plans[2].lr == pytest.approx(0.01)
+    assert plans[8].lr == pytest.approx(0.04)
+    assert plans[8].run_id == "img32_n8_ep1_bs8_s0"
