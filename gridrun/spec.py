@@ -108,7 +108,8 @@ class Factors(_Strict):
         bad = [v for v in levels if v <= 0]
         if bad:
             raise ValueError(f"levels must be positive, got {bad}")
-        return levels
+        # note: kept sorted, so a file listing levels in another order is the same grid
+        return sorted(levels)
 
 
 class Resources(_Strict):
@@ -137,7 +138,7 @@ class Grid(_Strict):
             raise ValueError("needs at least one seed")
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"duplicated seed(s) in {seeds}")
-        return seeds
+        return sorted(seeds)
 
     @model_validator(mode="after")
     def _consistent(self) -> Grid:
@@ -168,13 +169,11 @@ class Grid(_Strict):
 
     def cells(self) -> list[Cell]:
         f = self.factors
-        combos = itertools.product(
-            sorted(f.image_size), sorted(f.dataset_size), sorted(f.epochs), sorted(f.batch_size)
-        )
+        combos = itertools.product(f.image_size, f.dataset_size, f.epochs, f.batch_size)
         return [Cell(*combo) for combo in combos]
 
     def trials(self) -> list[Trial]:
-        return [Trial(cell, seed) for cell in self.cells() for seed in sorted(self.seeds)]
+        return [Trial(cell, seed) for cell in self.cells() for seed in self.seeds]
 
     def resolved_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -163,6 +163,8 @@ def test_cell_ids_do_not_depend_on_key_or_level_order(tmp_path: Path) -> None:
     a, b = load_grid(first), load_grid(second)
     assert [c.cell_id for c in a.cells()] == [c.cell_id for c in b.cells()]
     assert [t.run_id for t in a.trials()] == [t.run_id for t in b.trials()]
+    # the same grid, so a run directory made from one resumes from the other
+    assert a.resolved_yaml() == b.resolved_yaml()
 
 
 def test_cell_id_reads_the_factor_values() -> None:
