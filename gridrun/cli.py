@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -51,18 +50,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return tuple(errors)
 
 
-@contextmanager
-def _fail_cleanly() -> Iterator[None]:
+def _guarded(fn: Callable[[], T]) -> T:
+    """Run fn; an error the user can fix becomes one line on stderr and exit code 2."""
     try:
-        yield
+        return fn()
     except _user_errors() as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-
-
-def _guarded(fn: Callable[[], T]) -> T:
-    with _fail_cleanly():
-        return fn()
 
 
 class _LiveProgress:

@@ -42,6 +42,8 @@ CURVE_COLUMNS = [
 # reported by the worker but not table columns
 _NOT_CURVE = {"status", "params", "worker_ip"}
 STATUSES = ("ok", "infeasible", "diverged", "failed")
+# a rerun would give the same answer; only "failed" (a crash, a lost node) is retried
+FINAL_STATUSES = ("ok", "infeasible", "diverged")
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
@@ -114,8 +116,9 @@ class Results:
         self._started: dict[str, datetime] = {}
 
     def done(self) -> set[str]:
-        """Trials that finished ok: a resumed run skips them."""
-        return {run_id for run_id, row in self.trials.items() if row["status"] == "ok"}
+        """Trials with a final answer (ok, diverged, infeasible): a resumed run skips them
+        and runs again only what failed or never ran."""
+        return {r for r, row in self.trials.items() if row["status"] in FINAL_STATUSES}
 
     def start(self, run_id: str) -> None:
         self._started[run_id] = datetime.now(UTC)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -247,6 +249,9 @@ def run_grid(
     if not trials:
         return RunSummary(len(grid.trials()), summary_skipped, {}, concurrency, use_gpu)
 
+    for t in trials:
+        # a retried trial starts afresh, not from the failed attempt's checkpoints
+        shutil.rmtree(run_dir / "train" / t.run_id, ignore_errors=True)
     plans = {t.run_id: plan_trial(grid, t, prepared) for t in trials}
     identities = {
         t.run_id: {"cell_id": t.cell.cell_id, "seed": t.seed, **t.cell.factors(),
@@ -276,7 +281,8 @@ def run_grid(
             trial_dirname_creator=lambda trial: trial.config["run_id"],
         ),
         run_config=tune.RunConfig(
-            name="tune",
+            # one Tune experiment per invocation, so a resumed run never mixes states
+            name=f"tune-{datetime.now(UTC):%Y%m%d-%H%M%S}",
             storage_path=str((run_dir / "ray").resolve()),
             callbacks=[_results_callback(results, identities, listener)],
             verbose=0,

@@ -163,3 +163,11 @@ def test_failed_trial_becomes_a_row_and_the_grid_goes_on(ray_cluster, tmp_path):
     assert "Expected more than 1 value per channel" in trials.loc[2, "error"]
     status = runner.invoke(app, ["status", str(out)])
     assert "1 done, 1 not ok, 0 missing of 2" in status.output
+
+    # a rerun retries only the failed trial (afresh, in a new Tune experiment)
+    again = _run(grid_file, out)
+    assert "1 already done" in again.output
+    retried = pd.read_parquet(out / "trials.parquet").set_index("batch_size")
+    assert retried.loc[3, "finished_at"] == trials.loc[3, "finished_at"]
+    assert retried.loc[2, "finished_at"] > trials.loc[2, "finished_at"]
+    assert len(list((out / "ray").glob("tune-*"))) == 2

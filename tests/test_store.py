@@ -135,6 +135,15 @@ def test_a_failed_trial_keeps_its_error(tmp_path: Path) -> None:
     assert (row["status"], row["error"]) == ("failed", "OOM")
 
 
+def test_resume_skips_final_answers_and_retries_failures(tmp_path: Path) -> None:
+    ok, failed, diverged = GRID.trials()[:3]
+    results = Results(tmp_path)
+    _run(results, ok, [0.5, 0.6])
+    _run(results, failed, [0.5], status="failed", error="node lost")
+    _run(results, diverged, [0.4, math.nan], statuses={2: "diverged"})
+    assert Results(tmp_path).done() == {ok.run_id, diverged.run_id}
+
+
 def test_a_new_results_reloads_rows_and_lists_only_ok_trials_as_done(tmp_path: Path) -> None:
     first, second, third = GRID.trials()[:3]
     results = Results(tmp_path)
