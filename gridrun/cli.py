@@ -87,14 +87,14 @@ class _LiveProgress:
 def run(
     grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run directory [default: runs/<name>].")
+        Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<grid name>).")
     ] = None,
     address: Annotated[
         str | None,
         typer.Option(help="Ray cluster address ('auto' inside a cluster); none = local Ray."),
     ] = None,
 ) -> None:
-    """Run every (cell, seed) of the grid; resumes a run directory, skipping finished trials."""
+    """Run every (cell, seed) of the grid; rerun to resume (only failed trials are retried)."""
     from gridrun.data import prepare
     from gridrun.spec import load_grid
     from gridrun.store import claim_run_dir

@@ -241,3 +241,23 @@ def test_two_process_run_reduces_counts_across_ranks(tmp_path: Path) -> None:
         assert a["train_pixels"] == 9 * 16 * 16
         assert a["status"] == "ok"
     assert [r["step"] for r in rank0] == [3, 6]
+
+
+def test_training_on_membrane_beats_the_constant_prediction(membrane: Path) -> None:
+    grid = parse_grid(
+        {
+            "data": {"source": "folder", "path": str(membrane), "val_size": 6},
+            "factors": {"image_size": [64], "dataset_size": [12], "epochs": [16],
+                        "batch_size": [2]},
+        }
+    )  # fmt: skip
+    prepared = prepare(grid)
+    plan = _plan(
+        image_size=64, dataset_size=12, epochs=16, batch_size=2, eval_size=64, lr=3e-3,
+        model_options={"base_channels": 16, "depth": 4},
+    )  # fmt: skip
+    reports = _collect(plan, prepared.sizes[64], prepared.val_y)
+    # predicting "cell interior" everywhere: foreground IoU = its pixel share, background 0
+    interior = float(prepared.val_y.mean())
+    assert reports[-1]["val_miou"] > interior / 2 + 0.1
+    assert reports[-1]["val_iou"] > interior
