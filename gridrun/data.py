@@ -7,8 +7,12 @@ trial starts; every data problem surfaces here too."""
 
 from __future__ import annotations
 
+import functools
 import math
+import multiprocessing
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +33,7 @@ __all__ = [
     "plan_split",
     "prepare",
     "read_folder",
+    "render_scenes",
     "resize_images",
     "resize_masks",
     "validation_examples",
@@ -171,24 +176,46 @@ def plan_split(grid: Grid, available: int | None) -> tuple[int, int]:
     return val, total
 
 
-def _examples(grid: Grid) -> tuple[int, int, Callable[[int], Example]]:
-    """(validation count, total, fetch): fetch(i) gives example i at its native size."""
+Fetch = Callable[[Sequence[int]], list[Example]]
+# below this many megapixels of scenes, starting processes costs more than it saves
+PARALLEL_MPIX = 16.0
+
+
+def _render_one(index: int, size: int, seed: int) -> Example:
+    from gridrun.synthetic import render
+
+    image, mask = render(index, size, seed=seed)
+    return image, mask, f"scene{index:05d}"
+
+
+def render_scenes(indices: Sequence[int], size: int, seed: int) -> list[Example]:
+    """Synthetic scenes at `size`, rendered on every core when there are many."""
+    render = functools.partial(_render_one, size=size, seed=seed)
+    workers = min(os.cpu_count() or 1, len(indices))
+    if workers < 2 or len(indices) * size**2 / 1e6 < PARALLEL_MPIX:
+        return [render(int(i)) for i in indices]
+    # note: fork, not spawn: spawn re-imports the caller's __main__; the children only
+    # run numpy and Pillow, and the driver never initialises CUDA before this point
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context) as executor:
+        return list(executor.map(render, [int(i) for i in indices], chunksize=4))
+
+
+def _examples(grid: Grid) -> tuple[int, int, Fetch]:
+    """(validation count, total, fetch): fetch(indices) gives those examples at native size."""
     if grid.data.source == "folder":
         assert grid.data.path is not None
         pool = read_folder(grid.data.path, grid.data.num_classes)
         val_count, total = plan_split(grid, len(pool.images))
-        return val_count, total, lambda i: (pool.images[i], pool.masks[i], pool.names[i])
-
-    from gridrun.synthetic import render
-
+        return (
+            val_count,
+            total,
+            lambda idx: [(pool.images[i], pool.masks[i], pool.names[i]) for i in idx],
+        )
     # note: scenes are rendered at the evaluation resolution, then resized like any folder
     native = max(grid.eval_size, max(grid.factors.image_size))
-
-    def fetch(i: int) -> Example:
-        image, mask = render(i, native, seed=grid.data.split_seed)
-        return image, mask, f"scene{i:05d}"
-
-    return *plan_split(grid, None), fetch
+    val_count, total = plan_split(grid, None)
+    return val_count, total, lambda idx: render_scenes(idx, native, grid.data.split_seed)
 
 
 def _stack_resized(arrays: Sequence[np.ndarray], size: int, mode: str) -> torch.Tensor:
@@ -224,7 +251,7 @@ def check(grid: Grid) -> tuple[int, int]:
     return val_count, total
 
 
-def _split(grid: Grid) -> tuple[np.ndarray, np.ndarray, Callable[[int], Example]]:
+def _split(grid: Grid) -> tuple[np.ndarray, np.ndarray, Fetch]:
     """Validation indices, training indices in training order, and fetch."""
     val_count, total, fetch = _examples(grid)
     if grid.data.source == "synthetic":
@@ -239,14 +266,14 @@ def _split(grid: Grid) -> tuple[np.ndarray, np.ndarray, Callable[[int], Example]
 def validation_examples(grid: Grid, count: int) -> list[Example]:
     """The first `count` validation examples at native size (for overlays)."""
     val_idx, _, fetch = _split(grid)
-    return [fetch(int(i)) for i in val_idx[:count]]
+    return fetch(val_idx[:count])
 
 
 def prepare(grid: Grid) -> Prepared:
     """Read or render the data once, split it, and resize it once per image_size."""
     val_idx, train_idx, fetch = _split(grid)
-    val = [fetch(int(i)) for i in val_idx]
-    train = [fetch(int(i)) for i in train_idx]
+    examples = fetch(np.concatenate([val_idx, train_idx]))
+    val, train = examples[: len(val_idx)], examples[len(val_idx) :]
     prepared = Prepared(
         in_channels=val[0][0].shape[2],
         num_labels=max(2, grid.data.num_classes),
@@ -255,7 +282,7 @@ def prepare(grid: Grid) -> Prepared:
         train_names=[name for _, _, name in train],
         val_names=[name for _, _, name in val],
     )
-    for size in sorted(grid.factors.image_size):
+    for size in grid.factors.image_size:
         prepared.sizes[size] = SizedArrays(
             train_x=resize_images([image for image, _, _ in train], size),
             train_y=resize_masks([mask for _, mask, _ in train], size),

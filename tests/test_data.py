@@ -213,3 +213,16 @@ def test_prepare_on_an_rgb_folder_has_three_input_channels(image_folder) -> None
     assert prepared.in_channels == 3
     assert prepared.sizes[4].train_x.shape == (4, 3, 4, 4)
     assert prepared.val_y.shape == (2, 4, 4)
+
+
+def test_scenes_rendered_on_many_cores_equal_those_rendered_on_one(monkeypatch) -> None:
+    import gridrun.data as data
+
+    monkeypatch.setattr(data, "PARALLEL_MPIX", float("inf"))
+    serial = data.render_scenes([3, 0, 5], 32, seed=1)
+    monkeypatch.setattr(data, "PARALLEL_MPIX", 0.0)
+    monkeypatch.setattr(data.os, "cpu_count", lambda: 2)
+    parallel = data.render_scenes([3, 0, 5], 32, seed=1)
+    assert [name for _, _, name in parallel] == ["scene00003", "scene00000", "scene00005"]
+    for (image_a, mask_a, _), (image_b, mask_b, _) in zip(serial, parallel, strict=True):
+        assert np.array_equal(image_a, image_b) and np.array_equal(mask_a, mask_b)

@@ -261,3 +261,14 @@ def test_training_on_membrane_beats_the_constant_prediction(membrane: Path) -> N
     interior = float(prepared.val_y.mean())
     assert reports[-1]["val_miou"] > interior / 2 + 0.1
     assert reports[-1]["val_iou"] > interior
+
+
+def test_the_same_trial_twice_gives_the_same_curve() -> None:
+    # a seed is a replicate: rerunning it must reproduce it, not draw a new one
+    arrays, val_y = _random_arrays(10, 3, 16, 20)
+    plan = _plan(epochs=2)
+    first, second = _collect(plan, arrays, val_y), _collect(plan, arrays, val_y)
+    keep = lambda r: {k: v for k, v in r.items() if k not in LOCAL_TIMINGS | {"peak_mem_mb"}}  # noqa: E731
+    assert [keep(r) for r in first] == [keep(r) for r in second]
+    other_seed = _collect(dataclasses.replace(plan, seed=1), arrays, val_y)
+    assert other_seed[-1]["train_loss"] != first[-1]["train_loss"]
