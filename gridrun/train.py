@@ -120,6 +120,12 @@ def _peak_mem_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _sync(device: torch.device) -> None:
+    # CUDA kernels run asynchronously: wait for them before reading the clock
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _to_input(x: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x)).to(device).float().div_(255)
 
@@ -215,13 +221,16 @@ def run_epochs(
     for epoch in range(1, plan.epochs + 1):
         t0 = time.perf_counter()
         train_counts, steps = _train_epoch(plan, model, optimizer, arrays, epoch, device)
+        _sync(device)
         t1 = time.perf_counter()
         val_counts = _validate(plan, model, arrays.val_x, val_y, device)
+        _sync(device)
         t2 = time.perf_counter()
         step += steps
         train_time += t1 - t0
         reduced = _all_reduce(torch.cat([train_counts, val_counts]).double())
-        peak = _all_reduce(torch.tensor([_peak_mem_mb(device)]), dist.ReduceOp.MAX)
+        # on GPU workers NCCL reduces device tensors only
+        peak = _all_reduce(torch.tensor([_peak_mem_mb(device)], device=device), dist.ReduceOp.MAX)
         k = len(train_counts)
         metrics: dict[str, Any] = {
             "epoch": epoch,
