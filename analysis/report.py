@@ -1,7 +1,7 @@
 """``gridrun report``: a run directory in, ``report/`` with tables, plots and HTML out.
 
 Layout written under ``DIR/report/``: ``index.html`` (self-contained, images
-embedded), ``tables/*.csv`` and ``plots/*.png``.
+embedded), ``tables/*.csv`` and ``plots/*.png``, each file written atomically.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from analysis.learning_curves import get_learning_curves_info, get_learning_curv
 from analysis.load import FACTORS, RunData, higher_is_better, load_run
 from analysis.overlays import get_overlay_info, get_overlay_plot
 from analysis.pareto import get_pareto_info, get_pareto_plot
+from gridrun.store import atomic_write
 
 __all__ = ["Report", "write_report"]
 
@@ -51,7 +52,7 @@ class Report:
 
 def _save(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=90)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     return path
 
 
@@ -131,8 +132,9 @@ def _sections(
             "Training curves",
             paragraphs=(
                 "Plateau: the validation metric no longer beats its best by 0.005 for 5 epochs "
-                "(centred 5-epoch median). Overfitting onset: Prechelt's GL > 5 while the "
-                "training loss is still below its value at the validation minimum.",
+                "(centred 5-epoch median), and never later climbs 5 × 0.005 above it. "
+                "Overfitting onset: Prechelt's GL > 5 while the training loss is still below "
+                "its value at the validation minimum.",
             ),
             tables=(
                 ("plateaus", tables.plateau, "tables/plateau.csv"),
@@ -182,7 +184,7 @@ def write_report(run_dir: Path, metric: str = "val_iou", overlays: bool = True) 
     table_paths = {}
     for name, frame in tables.csv_tables().items():
         table_paths[name] = table_dir / f"{name}.csv"
-        frame.to_csv(table_paths[name], index=False)
+        atomic_write(table_paths[name], lambda tmp, f=frame: f.to_csv(tmp, index=False))
 
     with sns.axes_style("whitegrid"):
         plots, notes = _draw_plots(data, tables, plot_dir, overlays)
@@ -192,6 +194,6 @@ def write_report(run_dir: Path, metric: str = "val_iou", overlays: bool = True) 
         findings,
         _sections(data, tables, plots, notes),
     )
-    html_path.write_text(page, encoding="utf-8")
+    atomic_write(html_path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     all_notes = [n for group in notes.values() for n in group]
     return Report(html_path, findings, table_paths, plots, all_notes)
