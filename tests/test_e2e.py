@@ -40,7 +40,15 @@ def ray_cluster():
     cluster.shutdown()
 
 
-def _write(tmp_path: Path, grid: dict) -> Path:
+def _write(tmp_path: Path, name: str, factors: dict, val_size: int, **sections) -> Path:
+    """A tiny synthetic grid file: a 4-channel, 2-level U-Net unless `model` is given."""
+    grid = {
+        "name": name,
+        "data": {"source": "synthetic", "val_size": val_size},
+        "model": {"base_channels": 4, "depth": 2},
+        "factors": {k: [v] if isinstance(v, int) else v for k, v in factors.items()},
+        **sections,
+    }
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))
     return path
@@ -51,16 +59,8 @@ def _run(grid_file: Path, out: Path):
 
 
 def test_grid_runs_end_to_end_and_resumes(ray_cluster, tmp_path):
-    grid_file = _write(
-        tmp_path,
-        {
-            "name": "e2e",
-            "data": {"source": "synthetic", "val_size": 3},
-            "model": {"base_channels": 4, "depth": 2},
-            "factors": {"image_size": [32], "dataset_size": [8], "epochs": [2],
-                        "batch_size": [3, 8]},
-        },
-    )  # fmt: skip
+    factors = {"image_size": 32, "dataset_size": 8, "epochs": 2, "batch_size": [3, 8]}
+    grid_file = _write(tmp_path, "e2e", factors, val_size=3)
     out = tmp_path / "run"
     result = _run(grid_file, out)
     assert result.exit_code == 0, result.output
@@ -96,17 +96,9 @@ def test_grid_runs_end_to_end_and_resumes(ray_cluster, tmp_path):
 
 
 def test_two_workers_train_data_parallel_across_two_nodes(ray_cluster, tmp_path):
-    grid_file = _write(
-        tmp_path,
-        {
-            "name": "ddp",
-            "data": {"source": "synthetic", "val_size": 3},
-            "model": {"base_channels": 4, "depth": 2},
-            "factors": {"image_size": [32], "dataset_size": [6], "epochs": [1],
-                        "batch_size": [4]},
-            "resources": {"workers_per_trial": 2},
-        },
-    )  # fmt: skip
+    factors = {"image_size": 32, "dataset_size": 6, "epochs": 1, "batch_size": 4}
+    resources = {"workers_per_trial": 2}
+    grid_file = _write(tmp_path, "ddp", factors, val_size=3, resources=resources)
     out = tmp_path / "run"
     result = _run(grid_file, out)
     assert result.exit_code == 0, result.output
@@ -120,17 +112,9 @@ def test_two_workers_train_data_parallel_across_two_nodes(ray_cluster, tmp_path)
 
 def test_trials_pack_by_custom_resource_and_run_side_by_side(ray_cluster, tmp_path):
     # each worker needs a fake_gpu; the cluster has two, so exactly two trials overlap
-    grid_file = _write(
-        tmp_path,
-        {
-            "name": "packing",
-            "data": {"source": "synthetic", "val_size": 2},
-            "model": {"base_channels": 4, "depth": 2},
-            "factors": {"image_size": [16], "dataset_size": [4], "epochs": [1],
-                        "batch_size": [2, 4]},
-            "resources": {"custom": {"fake_gpu": 1}},
-        },
-    )  # fmt: skip
+    factors = {"image_size": 16, "dataset_size": 4, "epochs": 1, "batch_size": [2, 4]}
+    resources = {"custom": {"fake_gpu": 1}}
+    grid_file = _write(tmp_path, "packing", factors, val_size=2, resources=resources)
     out = tmp_path / "run"
     result = _run(grid_file, out)
     assert result.exit_code == 0, result.output
@@ -144,16 +128,9 @@ def test_trials_pack_by_custom_resource_and_run_side_by_side(ray_cluster, tmp_pa
 def test_failed_trial_becomes_a_row_and_the_grid_goes_on(ray_cluster, tmp_path):
     # lraspp pools 16 px down to 1×1; BatchNorm cannot train on the final batch of one
     # image there, so the cell with batch 2 on 3 images fails at its second step
-    grid_file = _write(
-        tmp_path,
-        {
-            "name": "fails",
-            "data": {"source": "synthetic", "val_size": 2},
-            "model": {"name": "lraspp_mobilenet_v3_large"},
-            "factors": {"image_size": [16], "dataset_size": [3], "epochs": [1],
-                        "batch_size": [2, 3]},
-        },
-    )  # fmt: skip
+    factors = {"image_size": 16, "dataset_size": 3, "epochs": 1, "batch_size": [2, 3]}
+    model = {"name": "lraspp_mobilenet_v3_large"}
+    grid_file = _write(tmp_path, "fails", factors, val_size=2, model=model)
     out = tmp_path / "run"
     result = _run(grid_file, out)
     assert result.exit_code == 1, result.output
