@@ -243,11 +243,12 @@ def run_grid(
         raise ClusterError("resources.use_gpu: true but the cluster has no GPU")
 
     results = Results(run_dir)
-    trials = [t for t in grid.trials() if t.run_id not in results.done()]
-    summary_skipped = len(grid.trials()) - len(trials)
+    done, every = results.done(), grid.trials()
+    trials = [t for t in every if t.run_id not in done]
+    skipped = len(every) - len(trials)
     concurrency = min(max_concurrency(grid, cluster, use_gpu), max(1, len(trials)))
     if not trials:
-        return RunSummary(len(grid.trials()), summary_skipped, {}, concurrency, use_gpu)
+        return RunSummary(len(every), skipped, {}, concurrency, use_gpu)
 
     for t in trials:
         # a retried trial starts afresh, not from the failed attempt's checkpoints
@@ -293,4 +294,4 @@ def run_grid(
     for t in trials:
         status = results.trials.get(t.run_id, {}).get("status", "failed")
         statuses[status] = statuses.get(status, 0) + 1
-    return RunSummary(len(grid.trials()), summary_skipped, statuses, concurrency, use_gpu)
+    return RunSummary(len(every), skipped, statuses, concurrency, use_gpu)
