@@ -3,11 +3,12 @@ Errors a user can fix print one line and exit with code 2."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,12 +22,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from gridrun.runs import TrialInfo
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
-    help="Factorial segmentation-training grids on Ray: grid file in, Parquet tables out.",
+    help="Factorial segmentation-training grids on Ray: grid file in, Parquet tables out.\n\n"
+    "Example: gridrun run grids/quick.yaml && gridrun report runs/quick --open",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 console = Console(soft_wrap=True)  # long paths and run ids stay on one line
@@ -37,10 +40,11 @@ T = TypeVar("T")
 def _user_errors() -> tuple[type[Exception], ...]:
     from gridrun.data import DataError
     from gridrun.spec import GridError
+    from gridrun.storage import StorageError
     from gridrun.store import RunDirError
     from gridrun.tune import ClusterError
 
-    errors: list[type[Exception]] = [GridError, DataError, ClusterError, RunDirError]
+    errors: list[type[Exception]] = [GridError, DataError, ClusterError, RunDirError, StorageError]
     try:
         from analysis.load import AnalysisInputError
 
@@ -60,62 +64,125 @@ def _guarded(fn: Callable[[], T]) -> T:
 
 
 class _LiveProgress:
-    """Tune's callbacks run in the driver; they move this bar."""
+    """The collector's events move this bar; each running (cell, seed) gets a row of its
+    own with its epoch and latest validation metric."""
 
-    def __init__(self, progress: Progress, total: int):
-        self.progress = progress
-        self.task = progress.add_task("trials", total=total, running=0, failed=0)
-        self.running: set[str] = set()
+    def __init__(self, progress: Progress, total: int, metric: str = "val_iou"):
+        self.progress, self.metric = progress, metric
+        self.task = progress.add_task("trials", total=total, info="")
+        self.running: dict[str, Any] = {}
         self.failed = 0
-
-    def _update(self, advance: int = 0) -> None:
-        self.progress.update(
-            self.task, advance=advance, running=len(self.running), failed=self.failed
-        )
-
-    def trial_started(self, run_id: str) -> None:
-        self.running.add(run_id)
         self._update()
 
-    def trial_finished(self, run_id: str, status: str) -> None:
-        self.running.discard(run_id)
+    def _update(self, advance: int = 0) -> None:
+        info = f"running {len(self.running)}  not ok {self.failed}"
+        self.progress.update(self.task, advance=advance, info=info)
+
+    def trial_started(self, trial: TrialInfo) -> None:
+        self.running[trial.run_id] = self.progress.add_task(
+            f"  {trial.run_id}", total=trial.factors["epochs"], info=""
+        )
+        self._update()
+
+    def trial_epoch(self, trial: TrialInfo, epoch: int, metrics: dict[str, Any]) -> None:
+        task = self.running.get(trial.run_id)
+        if task is not None:
+            value = metrics.get(self.metric)
+            shown = f"{value:.3f}" if isinstance(value, float) else "-"
+            self.progress.update(task, completed=epoch, info=f"{self.metric} {shown}")
+
+    def trial_finished(self, trial: TrialInfo, status: str) -> None:
+        task = self.running.pop(trial.run_id, None)
+        if task is not None:
+            self.progress.remove_task(task)
         self.failed += status != "ok"
         self._update(advance=1)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"gridrun {version('gridrun')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Factorial segmentation-training grids on Ray: grid file in, Parquet tables out."""
 
 
 @app.command()
 def run(
     grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<grid name>).")
+        str | None,
+        typer.Option(
+            "--out", "-o", help="Study directory or URI, e.g. s3://bucket/study "
+            "(default: runs/<grid name>)."
+        ),
     ] = None,
     address: Annotated[
         str | None,
         typer.Option(help="Ray cluster address ('auto' inside a cluster); none = local Ray."),
     ] = None,
+    mlflow: Annotated[
+        str | None,
+        typer.Option(help="Also log to MLflow at this tracking URI (e.g. sqlite:///mlflow.db)."),
+    ] = None,
 ) -> None:
-    """Run every (cell, seed) of the grid; rerun to resume (only failed trials are retried)."""
-    from gridrun.data import prepare
+    """Run every (cell, seed) of the grid; rerun to resume (only failed trials are retried).
+
+    Examples:
+
+      gridrun run grids/quick.yaml
+
+      gridrun run grids/study.yaml --address auto --out s3://bucket/study
+    """
     from gridrun.spec import load_grid
-    from gridrun.store import claim_run_dir
-    from gridrun.tune import run_grid
+    from gridrun.storage import Storage
+    from gridrun.store import StudyLock, claim_study
 
     grid = _guarded(lambda: load_grid(grid_file))
-    run_dir = out or Path("runs") / grid.name
+    study = _guarded(lambda: Storage(out or Path("runs") / grid.name))
+    _guarded(study.check)
     started = time.monotonic()
-    with console.status("preparing data (read, split, resize once per image_size)"):
-        prepared = _guarded(lambda: prepare(grid))
-    _guarded(lambda: claim_run_dir(run_dir, grid.resolved_yaml()))
+    lock = StudyLock(study)
+    _guarded(lock.acquire)
+    try:
+        extended = _guarded(lambda: claim_study(study, grid.resolved_yaml()))
+        _run(grid, study, address, mlflow or grid.tracking.mlflow, started, extended)
+    finally:
+        lock.release()
+
+
+def _run(grid, study, address, mlflow_uri, started, extended) -> None:
+    from gridrun.data import prepare_on_ray
+    from gridrun.layout import EXAMPLES_FILE, TENSORBOARD_DIR
+    from gridrun.tune import init_ray, run_grid
+
+    with console.status("starting Ray and preparing data (resized once per image_size)"):
+        _guarded(lambda: init_ray(address))
+        prepared = _guarded(lambda: prepare_on_ray(grid, grid.tracking.overlay_images))
+    if prepared.examples is not None and not study.exists(EXAMPLES_FILE):
+        image, truth = prepared.examples
+        study.write_bytes(EXAMPLES_FILE, _npz(image=image, truth=truth))
+    tracker = _tracker(grid, study, mlflow_uri, TENSORBOARD_DIR)
     console.print(
         f"[bold]{grid.name}[/]: {len(grid.cells())} cells × {len(grid.seeds)} seeds = "
-        f"{len(grid.trials())} trials; data ready in {time.monotonic() - started:.1f}s; "
-        f"results in {run_dir}"
+        f"{len(grid.trials())} trials{' (study extended)' if extended else ''}; "
+        f"ready in {time.monotonic() - started:.1f}s; results in {study}"
     )
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("running {task.fields[running]}  not ok {task.fields[failed]}"),
+        TextColumn("{task.fields[info]}"),
         TextColumn("elapsed"),
         TimeElapsedColumn(),
         TextColumn("eta"),
@@ -124,72 +191,162 @@ def run(
     )
     with progress:
         live = _LiveProgress(progress, len(grid.trials()))
-        summary = _guarded(lambda: run_grid(grid, prepared, run_dir, address, live))
+        try:
+            summary = _guarded(lambda: run_grid(grid, prepared, study, live, tracker))
+        finally:
+            tracker.close()
         progress.update(live.task, completed=summary.total)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing new"
     console.print(
         f"done in {time.monotonic() - started:.0f}s: {counts}"
         + (f"; {summary.skipped} already done" if summary.skipped else "")
-        + f" ({summary.concurrency} at a time, {'GPU' if summary.use_gpu else 'CPU'} workers)"
+        + f"; {summary.training_runs} training runs in {summary.bundles} work units, "
+        f"{summary.epochs_trained} epochs trained for {summary.epochs_requested} requested "
+        f"({summary.concurrency} at a time, {'GPU' if summary.use_gpu else 'CPU'} workers)"
     )
-    console.print(f"tables: {run_dir / 'trials.parquet'}, {run_dir / 'curves.parquet'}")
+    console.print(f"tables: {study.join('trials.parquet')}, {study.join('curves.parquet')}")
     if summary.statuses.get("ok", 0) < sum(summary.statuses.values()):
         raise typer.Exit(1)
 
 
+def _npz(**arrays) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _tracker(grid, study, mlflow_uri, tensorboard_dir):
+    from gridrun.tracking import make_trackers
+
+    if not grid.tracking.tensorboard:
+        return make_trackers(None, mlflow_uri, grid.name)
+    local = study.local_path(tensorboard_dir)
+    if local is not None:
+        return make_trackers(local, mlflow_uri, grid.name)
+    import tempfile
+
+    # object storage: event files are written locally and uploaded as each trial ends
+    scratch = Path(tempfile.mkdtemp(prefix="gridrun-tb-"))
+
+    def upload(folder: Path) -> None:
+        study.upload(folder, f"{tensorboard_dir}/{folder.name}")
+
+    return make_trackers(scratch, mlflow_uri, grid.name, upload=upload)
+
+
 @app.command()
 def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")]) -> None:
-    """Validate the grid and its data; print cells, trials and optimizer steps."""
+    """Validate the grid and its data; print cells, training runs, epochs and steps.
+
+    Example: gridrun plan grids/study.yaml
+    """
     from gridrun.data import check
+    from gridrun.runs import estimate_seconds, plan_run, training_runs
     from gridrun.spec import effective_lr, load_grid
 
     grid = _guarded(lambda: load_grid(grid_file))
     val_count, total = _guarded(lambda: check(grid))
-    table = Table("cell_id", *("image", "data", "epochs", "batch"), "steps", "lr", box=None)
+    runs = training_runs(grid, grid.trials())
+    served = {t.run_id: run.run_id for run in runs for t in run.trials}
+    table = Table(
+        "cell_id", *("image", "data", "epochs", "batch"), "steps", "lr", "trained by", box=None
+    )
     for cell in grid.cells():
+        run_of = served[f"{cell.cell_id}_s{grid.seeds[0]}"]
         table.add_row(
             cell.cell_id,
             *(str(v) for v in cell.factors().values()),
             str(cell.steps),
             f"{effective_lr(grid, cell.batch_size):.3g}",
+            run_of.rsplit("_s", 1)[0] if run_of != f"{cell.cell_id}_s{grid.seeds[0]}" else "itself",
         )
     console.print(table)
-    steps = sum(c.steps for c in grid.cells()) * len(grid.seeds)
+    requested = sum(t.cell.epochs for t in grid.trials())
+    trained = sum(run.epochs for run in runs)
+    steps = sum(run.epochs * math.ceil(run.lead.cell.dataset_size / run.lead.cell.batch_size)
+                for run in runs)  # fmt: skip
+    plans = [plan_run(grid, run, 3, grid.eval_size) for run in runs]
+    gpu_hours = sum(estimate_seconds(p, True, grid.resources.workers_per_trial) for p in plans)
     console.print(
         f"{len(grid.cells())} cells × {len(grid.seeds)} seeds = {len(grid.trials())} trials, "
-        f"{steps} optimizer steps in all; data: {grid.data.source}, {total} images, "
-        f"{val_count} for validation, scored at {grid.eval_size}px"
+        f"served by {len(runs)} training runs: {trained} epochs trained for {requested} "
+        f"requested ({requested / trained:.2f}×), {steps} optimizer steps in all"
+    )
+    reason = grid.share_reason()
+    if reason:
+        console.print(f"epochs not shared: {reason}")
+    console.print(
+        f"data: {grid.data.source}, {total} images, {val_count} for validation, scored at "
+        f"{grid.eval_size}px; training estimate at nominal GPU throughput: "
+        + (f"{gpu_hours / 3600:.3g} GPU-hours" if gpu_hours >= 36 else "under 0.01 GPU-hours")
     )
 
 
 @app.command()
-def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
-    """Trials done, not ok (failed, diverged, infeasible) and missing in a run directory."""
-    from gridrun.store import run_status
+def status(
+    study_dir: Annotated[str, typer.Argument(help="A study directory or URI.")],
+) -> None:
+    """Trials done, running, not ok (failed, diverged, infeasible) and missing.
 
-    state = _guarded(lambda: run_status(run_dir))
+    Example: gridrun status s3://bucket/study
+    """
+    from gridrun.storage import Storage
+    from gridrun.store import study_state
+
+    study = _guarded(lambda: Storage(study_dir))
+    state = _guarded(lambda: study_state(study))
     console.print(
-        f"{run_dir}: {len(state.done)} done, {len(state.not_ok)} not ok, "
-        f"{len(state.missing)} missing of {state.total}"
+        f"{study}: {len(state.done)} done, {len(state.running)} running, "
+        f"{len(state.not_ok)} not ok, {len(state.missing)} missing of {state.total}"
     )
+    if state.lock is not None:
+        console.print(f"  driver: {state.lock.describe()}", highlight=False)
+    for run_id, epoch in sorted(state.running.items()):
+        console.print(f"  running    {run_id}  epoch {epoch}", highlight=False)
     for run_id, (status_, error) in sorted(state.not_ok.items()):
         console.print(f"  {status_:<10} {run_id}  {error or ''}", highlight=False)
     if state.missing:
         console.print(f"  missing: {', '.join(state.missing)}", highlight=False)
+    if (state.missing or state.running) and state.seconds_per_step:
+        left = state.steps_left * state.seconds_per_step
+        console.print(
+            f"  about {left / 60:.1f} worker-minutes of training left "
+            f"({state.steps_left} steps at the measured {state.seconds_per_step:.3g} s/step)",
+            highlight=False,
+        )
 
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    study_dir: Annotated[str, typer.Argument(help="A study directory or URI.")],
     metric: Annotated[str, typer.Option(help="Curve metric to analyse.")] = "val_iou",
+    to: Annotated[
+        Path | None, typer.Option(help="Write the report here (default: STUDY/report).")
+    ] = None,
+    open_: Annotated[bool, typer.Option("--open", help="Open the page in a browser.")] = False,
 ) -> None:
-    """Write DIR/report/ (index.html, tables/, plots/) and print the main findings."""
+    """Write the report (index.html, tables/, plots/) and print the main findings.
+
+    Examples:
+
+      gridrun report runs/quick --open
+
+      gridrun report s3://bucket/study --to ./study-report
+    """
     from analysis.report import write_report
 
-    result = _guarded(lambda: write_report(run_dir, metric=metric))
+    result = _guarded(lambda: write_report(study_dir, metric=metric, to=to))
     for line in result.findings:
         console.print(f"• {line}", highlight=False)
     console.print(f"report: {result.html_path}")
+    if open_:
+        import webbrowser
+
+        webbrowser.open(Path(result.html_path).resolve().as_uri())
 
 
 def main() -> None:

@@ -1,9 +1,11 @@
-"""Data sources and their preprocessing.
+"""Data preparation: split once, resize once per image_size, before any trial starts.
 
 One fixed validation set serves the whole grid and training subsets are nested (the
 first n images of one fixed order), so the data-set-size effect is not confounded with
-which images were drawn. Each image is resized once per image_size, here, before any
-trial starts; every data problem surfaces here too."""
+which images were drawn. `prepare` does the work in this process; `prepare_on_ray` does
+the same work as Ray tasks spread over the cluster and leaves the arrays in the object
+store, where the trainers fetch them. Both give byte-identical arrays, and every data
+problem surfaces as one DataError naming the file. Sources live in `gridrun.sources`."""
 
 from __future__ import annotations
 
@@ -11,19 +13,34 @@ import functools
 import math
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
+from gridrun.sources import (
+    IMAGE_SUFFIXES,
+    DataError,
+    Example,
+    Files,
+    Pool,
+    Scenes,
+    folder_files,
+    read_folder,
+    render_scene,
+    torchvision_files,
+)
 from gridrun.spec import Grid
 
+if TYPE_CHECKING:
+    from ray import ObjectRef
+
 __all__ = [
+    "EXAMPLES_SHOWN",
     "IMAGE_SUFFIXES",
     "DataError",
     "Pool",
@@ -32,6 +49,7 @@ __all__ = [
     "check",
     "plan_split",
     "prepare",
+    "prepare_on_ray",
     "read_folder",
     "render_scenes",
     "resize_images",
@@ -39,24 +57,11 @@ __all__ = [
     "validation_examples",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-
-
-Example = tuple[np.ndarray, np.ndarray, str]  # image (H, W, C), mask (H, W), name
-
-
-class DataError(ValueError):
-    """A data problem the user can fix; the message names the file."""
-
-
-@dataclass
-class Pool:
-    """Every image of the source at its native size: images (H, W, C) uint8, masks
-    (H, W) uint8 class labels (0/1 for binary)."""
-
-    images: list[np.ndarray]
-    masks: list[np.ndarray]
-    names: list[str]
+EXAMPLES_SHOWN = 4  # validation images kept at eval_size for overlays and TensorBoard
+# below this many megapixels of scenes, starting processes costs more than it saves
+PARALLEL_MPIX = 16.0
+# prepare_on_ray: at most this many images per task, so a chunk stays a modest object
+MAX_CHUNK = 32
 
 
 @dataclass(frozen=True)
@@ -70,86 +75,23 @@ class SizedArrays:
 
 @dataclass
 class Prepared:
+    """A grid's data, ready for trials. From `prepare`, the arrays themselves; from
+    `prepare_on_ray`, `val_y` and every `sizes[s]` are ObjectRefs (ray.get gives the array
+    or the SizedArrays) that the driver never fetches."""
+
     in_channels: int
     num_labels: int  # 2 for binary data, else num_classes
     eval_size: int
-    val_y: np.ndarray  # (V, E, E) uint8: validation truth at the evaluation resolution
-    sizes: dict[int, SizedArrays] = field(default_factory=dict)
+    val_y: np.ndarray | ObjectRef  # (V, E, E) uint8: validation truth at eval_size
+    sizes: dict[int, SizedArrays | ObjectRef] = field(default_factory=dict)
     train_names: list[str] = field(default_factory=list)
     val_names: list[str] = field(default_factory=list)
-
-
-def _to_rgb_or_gray(image: Image.Image) -> np.ndarray:
-    if image.mode in ("L", "1"):
-        return np.asarray(image.convert("L"))[:, :, None]
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(image, dtype=np.float64)
-        scale = 257.0 if image.mode.startswith("I;16") else 1.0
-        return np.clip(arr / scale, 0, 255).astype(np.uint8)[:, :, None]
-    return np.asarray(image.convert("RGB"))
-
-
-def _read(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable image ({exc.__class__.__name__}: {exc})") from None
-
-
-def _mask_labels(mask: Image.Image, num_classes: int, path: Path) -> np.ndarray:
-    if num_classes == 1:
-        # binary: foreground is mask > 127, whatever the file's mode
-        return (np.asarray(mask.convert("L")) > 127).astype(np.uint8)
-    arr = np.asarray(mask if mask.mode in ("L", "P") else mask.convert("L"))
-    if arr.max() >= num_classes:
-        raise DataError(
-            f"{path}: mask holds class {int(arr.max())} but data.num_classes is {num_classes}"
-        )
-    return arr.astype(np.uint8)
-
-
-def _by_stem(folder: Path) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
-            continue
-        if path.stem in files:
-            raise DataError(f"{path}: two files share the stem {path.stem!r}")
-        files[path.stem] = path
-    return files
-
-
-def read_folder(root: Path, num_classes: int = 1) -> Pool:
-    """`root/images/*` and `root/masks/*` matched by file stem."""
-    image_dir, mask_dir = root / "images", root / "masks"
-    for folder in (root, image_dir, mask_dir):
-        if not folder.is_dir():
-            raise DataError(f"{folder}: no such directory (data.path needs images/ and masks/)")
-    images, masks = _by_stem(image_dir), _by_stem(mask_dir)
-    if not images:
-        raise DataError(f"{image_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    for stem in sorted(images.keys() - masks.keys()):
-        raise DataError(f"{images[stem]}: no mask with the stem {stem!r} in {mask_dir}")
-    for stem in sorted(masks.keys() - images.keys()):
-        raise DataError(f"{masks[stem]}: no image with the stem {stem!r} in {image_dir}")
-
-    pool = Pool([], [], [])
-    for stem in sorted(images):
-        image, mask = _read(images[stem]), _read(masks[stem])
-        if image.size != mask.size:
-            raise DataError(
-                f"{masks[stem]}: mask is {mask.size[0]}x{mask.size[1]} but its image "
-                f"{images[stem].name} is {image.size[0]}x{image.size[1]}"
-            )
-        pool.images.append(_to_rgb_or_gray(image))
-        pool.masks.append(_mask_labels(mask, num_classes, masks[stem]))
-        pool.names.append(stem)
-    if len({img.shape[2] for img in pool.images}) > 1:
-        # mixed grayscale and colour: promote everything to RGB
-        pool.images = [np.repeat(i, 3, axis=2) if i.shape[2] == 1 else i for i in pool.images]
-    return pool
+    # the first K validation images at eval_size (K = EXAMPLES_SHOWN unless asked): images
+    # (K, E, E, 3) uint8, grey repeated to three channels, and truth (K, E, E) uint8 labels
+    # with ignore_index kept; None only where a Prepared is built by hand
+    examples: tuple[np.ndarray, np.ndarray] | None = None
+    # "<node id>:<pid>" of each Ray worker process that read, rendered or resized (Ray only)
+    workers: tuple[str, ...] = ()
 
 
 def plan_split(grid: Grid, available: int | None) -> tuple[int, int]:
@@ -165,7 +107,7 @@ def plan_split(grid: Grid, available: int | None) -> tuple[int, int]:
     else:
         total = available
     val = d.val_size if d.val_size is not None else max(1, round(total * d.val_fraction))
-    where = "data.path" if available is not None else "data.num_images"
+    where = {"folder": "data.path", "torchvision": "data.root"}.get(d.source, "data.num_images")
     if val >= total:
         raise DataError(f"data.val_size: {val} validation images leave none of {total} to train")
     if total - val < most:
@@ -176,21 +118,9 @@ def plan_split(grid: Grid, available: int | None) -> tuple[int, int]:
     return val, total
 
 
-Fetch = Callable[[Sequence[int]], list[Example]]
-# below this many megapixels of scenes, starting processes costs more than it saves
-PARALLEL_MPIX = 16.0
-
-
-def _render_one(index: int, size: int, seed: int) -> Example:
-    from gridrun.synthetic import render
-
-    image, mask = render(index, size, seed=seed)
-    return image, mask, f"scene{index:05d}"
-
-
 def render_scenes(indices: Sequence[int], size: int, seed: int) -> list[Example]:
     """Synthetic scenes at `size`, rendered on every core when there are many."""
-    render = functools.partial(_render_one, size=size, seed=seed)
+    render = functools.partial(render_scene, size=size, seed=seed)
     workers = min(os.cpu_count() or 1, len(indices))
     if workers < 2 or len(indices) * size**2 / 1e6 < PARALLEL_MPIX:
         return [render(int(i)) for i in indices]
@@ -201,21 +131,59 @@ def render_scenes(indices: Sequence[int], size: int, seed: int) -> list[Example]
         return list(executor.map(render, [int(i) for i in indices], chunksize=4))
 
 
-def _examples(grid: Grid) -> tuple[int, int, Fetch]:
-    """(validation count, total, fetch): fetch(indices) gives those examples at native size."""
-    if grid.data.source == "folder":
-        assert grid.data.path is not None
-        pool = read_folder(grid.data.path, grid.data.num_classes)
-        val_count, total = plan_split(grid, len(pool.images))
-        return (
-            val_count,
-            total,
-            lambda idx: [(pool.images[i], pool.masks[i], pool.names[i]) for i in idx],
-        )
-    # note: scenes are rendered at the evaluation resolution, then resized like any folder
-    native = max(grid.eval_size, max(grid.factors.image_size))
-    val_count, total = plan_split(grid, None)
-    return val_count, total, lambda idx: render_scenes(idx, native, grid.data.split_seed)
+def _source(grid: Grid) -> tuple[int, int, Files | Scenes]:
+    """(validation count, total, source): the source listed, nothing read yet."""
+    d = grid.data
+    if d.source == "synthetic":
+        val_count, total = plan_split(grid, None)
+        # note: scenes are rendered at the evaluation resolution, then resized like files
+        native = max(grid.eval_size, max(grid.factors.image_size))
+        return val_count, total, Scenes(total, native, d.split_seed)
+    if d.source == "folder":
+        assert d.path is not None
+        files = folder_files(d.path, d.num_classes, d.ignore_index)
+    else:
+        assert d.name is not None and d.root is not None and d.split is not None
+        assert d.ignore_index is not None
+        files = torchvision_files(d.name, d.root, d.split, d.ignore_index)
+    val_count, total = plan_split(grid, len(files))
+    return val_count, total, files
+
+
+def _split(grid: Grid) -> tuple[np.ndarray, np.ndarray, Files | Scenes]:
+    """Validation indices, training indices in training order, and the source."""
+    val_count, total, source = _source(grid)
+    if grid.data.source == "synthetic":
+        # scenes are drawn independently: scenes 0..V-1 validate, whatever the grid asks
+        order = np.arange(total)
+    else:
+        order = np.random.default_rng(grid.data.split_seed).permutation(total)
+    train = order[val_count : val_count + max(grid.factors.dataset_size)]
+    return np.sort(order[:val_count]), train, source
+
+
+def _fetch(source: Files | Scenes, indices: Sequence[int]) -> list[Example]:
+    if isinstance(source, Scenes):
+        return render_scenes(indices, source.size, source.seed)
+    return source.read(indices)
+
+
+def check(grid: Grid) -> tuple[int, int]:
+    """Check the data and the split: (validation count, total). Every image and mask of a
+    folder is read; a torchvision data set's listed files must exist (read when prepared)."""
+    val_count, total, source = _source(grid)
+    if isinstance(source, Files) and grid.data.source == "folder":
+        for i in range(len(source)):
+            source.read([i])
+    elif isinstance(source, Files) and (missing := source.missing()) is not None:
+        raise DataError(f"{missing}: listed in the {grid.data.split!r} split but missing")
+    return val_count, total
+
+
+def validation_examples(grid: Grid, count: int) -> list[Example]:
+    """The first `count` validation examples at native size (for overlays)."""
+    val_idx, _, source = _split(grid)
+    return _fetch(source, val_idx[:count])
 
 
 def _stack_resized(arrays: Sequence[np.ndarray], size: int, mode: str) -> torch.Tensor:
@@ -241,51 +209,162 @@ def resize_images(images: Sequence[np.ndarray], size: int) -> np.ndarray:
 
 
 def resize_masks(masks: Sequence[np.ndarray], size: int) -> np.ndarray:
-    """(H, W) label masks → (N, size, size) uint8, nearest (labels are never blended)."""
+    """(H, W) label masks → (N, size, size) uint8, nearest: labels, the ignore value
+    included, are never blended."""
     return _stack_resized(masks, size, "nearest")[:, 0].to(torch.uint8).numpy()
 
 
-def check(grid: Grid) -> tuple[int, int]:
-    """Read every file (folder data) and check the split: (validation count, total)."""
-    val_count, total, _ = _examples(grid)
-    return val_count, total
+def _images(examples: Sequence[Example], channels: int) -> list[np.ndarray]:
+    """The examples' images, grey ones repeated to `channels` (grey and colour mixed)."""
+    return [i if i.shape[2] == channels else np.repeat(i, channels, 2) for i, _, _ in examples]
 
 
-def _split(grid: Grid) -> tuple[np.ndarray, np.ndarray, Fetch]:
-    """Validation indices, training indices in training order, and fetch."""
-    val_count, total, fetch = _examples(grid)
-    if grid.data.source == "synthetic":
-        # scenes are drawn independently: scenes 0..V-1 validate, whatever the grid asks
-        order = np.arange(total)
-    else:
-        order = np.random.default_rng(grid.data.split_seed).permutation(total)
-    train = order[val_count : val_count + max(grid.factors.dataset_size)]
-    return np.sort(order[:val_count]), train, fetch
+def _shown(
+    val: Sequence[Example], channels: int, eval_size: int, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    first = val[:count]
+    if not first:
+        empty = np.zeros((0, eval_size, eval_size, 3), np.uint8)
+        return empty, empty[..., 0]
+    images = resize_images(_images(first, channels), eval_size).transpose(0, 2, 3, 1)
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    truth = resize_masks([mask for _, mask, _ in first], eval_size)
+    return np.ascontiguousarray(images), truth
 
 
-def validation_examples(grid: Grid, count: int) -> list[Example]:
-    """The first `count` validation examples at native size (for overlays)."""
-    val_idx, _, fetch = _split(grid)
-    return fetch(val_idx[:count])
-
-
-def prepare(grid: Grid) -> Prepared:
-    """Read or render the data once, split it, and resize it once per image_size."""
-    val_idx, train_idx, fetch = _split(grid)
-    examples = fetch(np.concatenate([val_idx, train_idx]))
+def prepare(grid: Grid, shown: int = EXAMPLES_SHOWN) -> Prepared:
+    """Read or render the data once, split it, and resize it once per image_size, here;
+    keep the first `shown` validation images at eval_size as `examples`."""
+    val_idx, train_idx, source = _split(grid)
+    examples = _fetch(source, np.concatenate([val_idx, train_idx]))
     val, train = examples[: len(val_idx)], examples[len(val_idx) :]
-    prepared = Prepared(
-        in_channels=val[0][0].shape[2],
+    # note: grey and colour images mixed: every image gets three channels
+    channels = max(image.shape[2] for image, _, _ in examples)
+    sizes = {
+        size: SizedArrays(
+            train_x=resize_images(_images(train, channels), size),
+            train_y=resize_masks([mask for _, mask, _ in train], size),
+            val_x=resize_images(_images(val, channels), size),
+        )
+        for size in grid.factors.image_size
+    }
+    return Prepared(
+        in_channels=channels,
         num_labels=max(2, grid.data.num_classes),
         eval_size=grid.eval_size,
         val_y=resize_masks([mask for _, mask, _ in val], grid.eval_size),
+        sizes=sizes,
         train_names=[name for _, _, name in train],
         val_names=[name for _, _, name in val],
+        examples=_shown(val, channels, grid.eval_size, shown),
     )
+
+
+# --- the same on Ray: each function below runs as a task, wherever Ray places it --------
+
+
+def _worker() -> str:
+    import ray
+
+    return f"{ray.get_runtime_context().get_node_id()[:8]}:{os.getpid()}"
+
+
+def _read_task(source: Files | Scenes, indices: np.ndarray) -> tuple[list[Example], Any]:
+    examples = source.read(indices)
+    return examples, (max(image.shape[2] for image, _, _ in examples), _worker())
+
+
+def _resize_task(examples: list[Example], size: int, channels: int, images: bool, masks: bool):
+    x = resize_images(_images(examples, channels), size) if images else None
+    y = resize_masks([mask for _, mask, _ in examples], size) if masks else None
+    return x, y, _worker()
+
+
+def _stack_sized_task(val_chunks: int, *parts) -> tuple[SizedArrays, set[str]]:
+    val, train = parts[:val_chunks], parts[val_chunks:]
+    arrays = SizedArrays(
+        train_x=np.concatenate([x for x, _, _ in train]),
+        train_y=np.concatenate([y for _, y, _ in train]),
+        val_x=np.concatenate([x for x, _, _ in val]),
+    )
+    return arrays, {w for _, _, w in parts} | {_worker()}
+
+
+def _stack_truth_task(*parts) -> tuple[np.ndarray, set[str]]:
+    return np.concatenate([y for _, y, _ in parts]), {w for _, _, w in parts} | {_worker()}
+
+
+def _shown_task(channels: int, eval_size: int, count: int, *chunks: list[Example]):
+    return _shown([e for chunk in chunks for e in chunk], channels, eval_size, count)
+
+
+def _get(refs: Any) -> Any:
+    """ray.get, with a DataError raised in a task re-raised here as the one line it is."""
+    import ray
+
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, DataError):
+            raise DataError(str(exc.cause)) from None
+        raise
+
+
+def prepare_on_ray(
+    grid: Grid, shown: int = EXAMPLES_SHOWN, chunk_size: int | None = None
+) -> Prepared:
+    """`prepare`, done by Ray tasks spread over the cluster; Ray must be initialised.
+
+    Files are read (or scenes rendered) by one task per chunk of images, and each chunk
+    is resized by one task per image_size, where the tasks run: a folder or data.root
+    must be at the same path on every node. One task per image_size then stacks the
+    chunks, so `sizes[s]` is one ObjectRef to a SizedArrays and `val_y` one to an array.
+    Only chunk metadata and the few `examples` come back to the driver."""
+    import ray
+
+    val_idx, train_idx, source = _split(grid)
+    if chunk_size is None:
+        # two chunks per CPU keep every CPU busy while the slowest chunks finish
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        chunk_size = min(MAX_CHUNK, math.ceil((len(val_idx) + len(train_idx)) / (2 * cpus)))
+    read = ray.remote(num_returns=2, scheduling_strategy="SPREAD")(_read_task)
+    # note: default scheduling prefers the node holding a task's arguments, so each chunk
+    # is resized where it was read: spread like the reads, no native images moved
+    resize = ray.remote(_resize_task)
+    source_ref = ray.put(source)
+
+    def chunks(indices: np.ndarray) -> list[Any]:
+        starts = range(0, len(indices), chunk_size)
+        return [read.remote(source_ref, indices[s : s + chunk_size]) for s in starts]
+
+    val_reads, train_reads = chunks(val_idx), chunks(train_idx)
+    infos = _get([info for _, info in val_reads + train_reads])
+    channels = max(c for c, _ in infos)
+    val_chunks, train_chunks = [r for r, _ in val_reads], [r for r, _ in train_reads]
+
+    stack_sized = ray.remote(num_returns=2)(_stack_sized_task)
+    sizes, done = {}, []
     for size in grid.factors.image_size:
-        prepared.sizes[size] = SizedArrays(
-            train_x=resize_images([image for image, _, _ in train], size),
-            train_y=resize_masks([mask for _, mask, _ in train], size),
-            val_x=resize_images([image for image, _, _ in val], size),
-        )
-    return prepared
+        parts = [resize.remote(c, size, channels, True, False) for c in val_chunks]
+        parts += [resize.remote(c, size, channels, True, True) for c in train_chunks]
+        sizes[size], workers = stack_sized.remote(len(val_chunks), *parts)
+        done.append(workers)
+    eval_size = grid.eval_size
+    truth = [resize.remote(c, eval_size, channels, False, True) for c in val_chunks]
+    val_y, workers = ray.remote(num_returns=2)(_stack_truth_task).remote(*truth)
+    done.append(workers)
+    first = val_chunks[: math.ceil(shown / chunk_size)]
+    examples_ref = ray.remote(_shown_task).remote(channels, eval_size, shown, *first)
+    examples, *done_sets = _get([examples_ref, *done])
+    return Prepared(
+        in_channels=channels,
+        num_labels=max(2, grid.data.num_classes),
+        eval_size=eval_size,
+        val_y=val_y,
+        sizes=sizes,
+        train_names=[source.names[i] for i in train_idx],
+        val_names=[source.names[i] for i in val_idx],
+        examples=tuple(examples),
+        workers=tuple(sorted(set().union(*done_sets, (w for _, w in infos)))),
+    )

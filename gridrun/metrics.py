@@ -15,10 +15,22 @@ def predict_labels(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1)
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_labels: int) -> torch.Tensor:
-    """cm[t, p] = pixels of true class t predicted as p (int64, on pred's device)."""
-    index = target.reshape(-1).long() * num_labels + pred.reshape(-1).long()
-    return torch.bincount(index, minlength=num_labels**2).reshape(num_labels, num_labels)
+def confusion_matrix(
+    pred: torch.Tensor, target: torch.Tensor, num_labels: int, ignore_index: int | None = None
+) -> torch.Tensor:
+    """cm[t, p] = pixels of true class t predicted as p (int64, on pred's device); pixels
+    whose truth is `ignore_index` are not counted."""
+    target, pred = target.reshape(-1).long(), pred.reshape(-1).long()
+    index = target * num_labels + pred
+    bins = num_labels**2
+    if ignore_index is not None:
+        # note: an extra bin for ignored pixels, dropped below; boolean masking would make
+        # the GPU wait for the host at every step
+        index = torch.where(target == ignore_index, bins, index)
+    # note: bincount on CUDA reads the maximum back to the host; scatter_add does not
+    counts = torch.zeros(bins + 1, dtype=torch.int64, device=index.device)
+    counts.scatter_add_(0, index, torch.ones_like(index))
+    return counts[:bins].reshape(num_labels, num_labels)
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,13 @@ from pydantic import (
     model_validator,
 )
 
+from gridrun.layout import FACTORS
+
 __all__ = [
     "FACTORS",
+    "MODEL_NAMES",
+    "TORCHVISION_DATASETS",
+    "TOTAL_EPOCH_SCHEDULES",
     "Cell",
     "Grid",
     "GridError",
@@ -34,7 +39,16 @@ __all__ = [
     "steps_per_cell",
 ]
 
-FACTORS = ("image_size", "dataset_size", "epochs", "batch_size")
+# the models gridrun.models builds (kept here so validating a grid needs no torch)
+MODEL_NAMES = (
+    "unet",
+    "lraspp_mobilenet_v3_large",
+    "deeplabv3_mobilenet_v3_large",
+    "deeplabv3_resnet50",
+    "fcn_resnet50",
+)
+# learning-rate schedules whose value at an epoch depends on the total epoch count
+TOTAL_EPOCH_SCHEDULES = ("poly", "cosine")
 
 
 class GridError(ValueError):
@@ -45,12 +59,31 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# torchvision data sets read from data.root, never downloaded: the num_classes each can be
+# read with and its splits (the first of each is the default)
+TORCHVISION_DATASETS: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
+    "VOCSegmentation": ((21,), ("train", "val", "trainval")),
+    # pet against background: binary (1) or two classes (2); trimap borders are ignored
+    "OxfordIIITPet": ((1, 2), ("trainval", "test")),
+    # the 19 trainId classes; every other label is ignored
+    "Cityscapes": ((19,), ("train", "val")),
+}
+
+
 class DataConfig(_Strict):
-    source: Literal["synthetic", "folder"] = "synthetic"
+    source: Literal["synthetic", "folder", "torchvision"] = "synthetic"
     path: Path | None = None
+    # torchvision: which data set, the folder holding it (relative to the grid file) and
+    # the split whose images form the pool, split again into training and validation
+    name: str | None = None
+    root: Path | None = None
+    split: str | None = None
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     val_size: PositiveInt | None = None
-    num_classes: PositiveInt = 1
+    # masks are uint8 labels: at most 255 classes
+    num_classes: Annotated[int, Field(ge=1, le=255)] = 1
+    # mask value left out of the loss and the metrics (borders, void); torchvision: 255
+    ignore_index: Annotated[int, Field(ge=0, le=255)] | None = None
     # note: every cell is scored at this one resolution; default = largest image_size
     eval_size: PositiveInt | None = None
     # seeds the train/validation split and, for synthetic data, the scenes themselves
@@ -58,11 +91,81 @@ class DataConfig(_Strict):
     # synthetic only: how many scenes exist; default = exactly what the grid needs
     num_images: PositiveInt | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _torchvision_defaults(cls, raw: Any) -> Any:
+        # note: filled in before validation, so the resolved grid file shows them
+        if not isinstance(raw, dict) or raw.get("source") != "torchvision":
+            return raw
+        defaults: dict[str, Any] = {"ignore_index": 255}
+        name = raw.get("name")
+        if isinstance(name, str) and name in TORCHVISION_DATASETS:
+            classes, splits = TORCHVISION_DATASETS[name]
+            defaults.update(num_classes=classes[0], split=splits[0])
+        return {**defaults, **raw}
+
+    @field_validator("path", "root")
+    @classmethod
+    def _openable(cls, value: Path | None) -> Path | None:
+        # note: a double-quoted YAML string can hold a NUL, which no file path may hold
+        if value is not None and "\0" in str(value):
+            raise ValueError("a path cannot hold a NUL character")
+        return value
+
     @model_validator(mode="after")
-    def _folder_needs_path(self) -> DataConfig:
+    def _source_keys(self) -> DataConfig:
         if self.source == "folder" and self.path is None:
             raise ValueError("path: required when source is 'folder'")
+        if self.source != "torchvision":
+            for key in ("name", "root", "split"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: only for source 'torchvision'")
+        else:
+            self._torchvision_keys()
+        labels = max(2, self.num_classes)
+        if self.ignore_index is not None and self.ignore_index < labels:
+            raise ValueError(
+                f"ignore_index: {self.ignore_index} is a class label when num_classes is "
+                f"{self.num_classes}; use a value from {labels} to 255, e.g. 255"
+            )
         return self
+
+    def _torchvision_keys(self) -> None:
+        for key in ("name", "root"):
+            if getattr(self, key) is None:
+                raise ValueError(f"{key}: required when source is 'torchvision'")
+        if self.name not in TORCHVISION_DATASETS:
+            known = ", ".join(TORCHVISION_DATASETS)
+            raise ValueError(
+                f"name: unknown data set {self.name!r}"
+                f"{_did_you_mean(str(self.name), TORCHVISION_DATASETS)}; one of {known}"
+            )
+        if self.path is not None:
+            raise ValueError("path: for folder data; a torchvision data set lies in root")
+        classes, splits = TORCHVISION_DATASETS[self.name]
+        if self.num_classes not in classes:
+            raise ValueError(
+                f"num_classes: {self.name} is read with num_classes "
+                f"{' or '.join(map(str, classes))}, not {self.num_classes}"
+            )
+        if self.split not in splits:
+            raise ValueError(
+                f"split: {self.name} has the splits {', '.join(splits)}, not {self.split!r}"
+            )
+        if self.ignore_index is None:
+            raise ValueError(
+                f"ignore_index: {self.name} masks mark void pixels; give the value that "
+                "stands for them (default 255)"
+            )
+
+    def relative_to(self, base: Path) -> DataConfig:
+        """This config with a relative `path` or `root` taken relative to `base`."""
+        update = {
+            key: (base / value).resolve()
+            for key in ("path", "root")
+            if (value := getattr(self, key)) is not None and not value.is_absolute()
+        }
+        return self.model_copy(update=update)
 
 
 class ModelConfig(_Strict):
@@ -73,8 +176,6 @@ class ModelConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        from gridrun.models import MODEL_NAMES
-
         if name not in MODEL_NAMES:
             raise ValueError(f"unknown model {name!r}{_did_you_mean(name, MODEL_NAMES)}")
         return name
@@ -89,6 +190,19 @@ class TrainConfig(_Strict):
     loss: Literal["bce_dice", "bce", "dice", "ce", "ce_dice"] = "bce_dice"
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    # constant | warmup_constant (linear warm-up, then constant) | poly (torchvision's
+    # segmentation reference: (1 - step/total)^0.9 after warm-up) | cosine (to 0)
+    schedule: Literal["constant", "warmup_constant", "poly", "cosine"] = "constant"
+    warmup_epochs: Annotated[int, Field(ge=0)] = 0
+    # note: cells that differ only in epochs share one training run (their curves are
+    # prefixes of the longest one) unless the schedule looks at the total epoch count
+    share_epochs: bool = True
+    # GPU only: bf16 autocast where the GPU supports it (else fp16 with a grad scaler)
+    amp: Literal["auto"] | bool = "auto"
+    channels_last: Literal["auto"] | bool = "auto"
+    # GPU only: torch.compile with CUDA graphs; worth its ~20 s per run once a run lasts
+    # minutes, since small models are otherwise bound by kernel launches
+    compile: bool = False
 
 
 class Factors(_Strict):
@@ -120,6 +234,20 @@ class Resources(_Strict):
     # extra custom Ray resources each worker needs, e.g. {"fake_gpu": 1}
     custom: dict[str, PositiveFloat] = Field(default_factory=dict)
     max_concurrent_trials: Literal["auto"] | PositiveInt = "auto"
+    # short training runs share one long-lived TorchTrainer worker group (one start-up)
+    pack: bool = True
+    # times a training run restarts from its last epoch after a lost worker or node
+    max_restarts: Annotated[int, Field(ge=0)] = 2
+
+
+class TrackingConfig(_Strict):
+    tensorboard: bool = True
+    # an MLflow tracking URI (sqlite:///mlflow.db, a folder, or a server); none = off
+    mlflow: str | None = None
+    # predictions of a few fixed validation images every this many epochs (and at
+    # every cell's own last epoch), for TensorBoard and the report's overlays
+    overlay_every: PositiveInt = 5
+    overlay_images: Annotated[int, Field(ge=0, le=16)] = 4
 
 
 class Grid(_Strict):
@@ -130,6 +258,7 @@ class Grid(_Strict):
     factors: Factors
     seeds: list[int] = [0]
     resources: Resources = Resources()
+    tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("seeds")
     @classmethod
@@ -161,7 +290,29 @@ class Grid(_Strict):
             )
         if self.train.loss in ("ce", "ce_dice") and self.data.num_classes == 1:
             raise ValueError(f"train.loss: {self.train.loss!r} needs data.num_classes > 1")
+        if self.train.warmup_epochs >= max(f.epochs) and self.train.schedule != "constant":
+            raise ValueError(
+                f"train.warmup_epochs: {self.train.warmup_epochs} warm-up epochs leave none "
+                f"of the longest cell's {max(f.epochs)}"
+            )
         return self
+
+    def epochs_shared(self) -> bool:
+        """Whether cells differing only in epochs can share one training run."""
+        return self.share_reason() is None
+
+    def share_reason(self) -> str | None:
+        """Why cells differing only in epochs must each train alone, or None."""
+        if len(self.factors.epochs) == 1:
+            return "one epochs level: nothing to share"
+        if not self.train.share_epochs:
+            return "train.share_epochs is false"
+        if self.train.schedule in TOTAL_EPOCH_SCHEDULES:
+            return (
+                f"train.schedule {self.train.schedule!r} depends on the total epoch count, "
+                "so each epochs level trains separately"
+            )
+        return None
 
     @property
     def eval_size(self) -> int:
@@ -245,9 +396,16 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
+def _key_text(part: Any) -> str:
+    # note: a key holding a line break, other control characters or edge spaces is
+    # quoted, so the message stays one line and shows the key exactly
+    text = str(part)
+    return text if text and text.isprintable() and text.strip() == text else repr(text)
+
+
 def _describe(error: dict[str, Any]) -> str:
     loc = tuple(error["loc"])
-    key = ".".join(str(p) for p in loc if not str(p).startswith("function-after"))
+    key = ".".join(_key_text(p) for p in loc if not str(p).startswith("function-after"))
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key{_did_you_mean(str(loc[-1]), _fields_at(loc))}"
     if error["type"] == "missing":
@@ -258,6 +416,20 @@ def _describe(error: dict[str, Any]) -> str:
     if message.startswith(f"{loc[-1]}:"):
         message = message.split(":", 1)[1].strip()
     return f"{key}: {message}"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader; a scalar its constructors cannot read (2024-13-45, 0b_,
+    !!int x, !!bool maybe) is a YAML error with its line, not a bare ValueError."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, KeyError, AttributeError, TypeError) as exc:
+            tag = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {node.value!r:.40} as {tag}", node.start_mark
+            ) from exc
 
 
 def parse_grid(raw: Any, source: str = "grid") -> Grid:
@@ -274,18 +446,21 @@ def parse_grid(raw: Any, source: str = "grid") -> Grid:
 def load_grid(path: str | Path) -> Grid:
     path = Path(path)
     try:
-        text = path.read_text()
+        # note: bytes, so a file in another encoding is a YAML error (PyYAML reads UTF-8,
+        # and UTF-16 with a byte-order mark), not a UnicodeDecodeError
+        content = path.read_bytes()
     except OSError as exc:
         raise GridError(f"{path}: cannot read grid file ({exc.strerror})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(content, Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise GridError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        # note: str(exc) spans several lines; its first line says what is wrong
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise GridError(f"{path}:{where} invalid YAML ({problem})") from None
+    except RecursionError:
+        raise GridError(f"{path}: invalid YAML (nested too deeply)") from None
     grid = parse_grid(raw, str(path))
-    if grid.data.path is not None and not grid.data.path.is_absolute():
-        # note: relative data paths are relative to the grid file, so grids travel with data
-        resolved = (path.parent / grid.data.path).resolve()
-        grid = grid.model_copy(update={"data": grid.data.model_copy(update={"path": resolved})})
-    return grid
+    # note: relative data paths are relative to the grid file, so grids travel with data
+    return grid.model_copy(update={"data": grid.data.relative_to(path.parent)})

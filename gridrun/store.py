@@ -1,66 +1,51 @@
-"""The run directory: the resolved grid, the two Parquet tables, resume bookkeeping.
-Every file is written to a temporary name and renamed into place, so a reader (or a
-crash) never sees half a table."""
+"""The study directory: the resolved grid, the two Parquet tables, the lock that keeps
+one driver writing, and resume bookkeeping. Every file goes through `Storage`, whose
+writes are atomic, so a reader (or a crash) never sees half a table."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
-import tempfile
-from collections.abc import Callable
+import socket
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
+
+from gridrun.layout import (
+    CURVE_COLUMNS,
+    CURVES_FILE,
+    GRID_FILE,
+    LOCK_FILE,
+    PROGRESS_FILE,
+    TRIAL_COLUMNS,
+    TRIALS_FILE,
+    Status,
+)
+from gridrun.runs import TrialInfo
+from gridrun.storage import Storage
 
 __all__ = [
-    "CURVE_COLUMNS",
-    "TRIAL_COLUMNS",
     "Results",
     "RunDirError",
-    "RunState",
-    "claim_run_dir",
-    "run_status",
-    "atomic_write",
-    "read_table",
+    "StudyLock",
+    "StudyState",
+    "claim_study",
+    "study_state",
     "summarize_trial",
 ]
 
-TRIAL_COLUMNS = [
-    "cell_id", "seed", "image_size", "dataset_size", "epochs", "batch_size", "status",
-    "error", "final_val_iou", "final_train_iou", "final_val_loss", "final_train_loss",
-    "best_val_iou", "best_epoch", "steps", "train_time_s", "peak_mem_mb", "params", "lr",
-    "run_id", "node_ip", "started_at", "finished_at",
-]  # fmt: skip
-CURVE_COLUMNS = [
-    "cell_id", "seed", "image_size", "dataset_size", "epochs", "batch_size", "run_id",
-    "epoch", "train_loss", "train_iou", "val_loss", "val_iou", "val_dice", "val_precision",
-    "val_recall", "val_pixel_acc", "lr", "step", "epoch_time_s", "train_samples_per_s",
-    "peak_mem_mb",
-]  # fmt: skip
-# reported by the worker but not table columns
-_NOT_CURVE = {"status", "params", "worker_ip"}
-STATUSES = ("ok", "infeasible", "diverged", "failed")
-# a rerun would give the same answer; only "failed" (a crash, a lost node) is retried
-FINAL_STATUSES = ("ok", "infeasible", "diverged")
+# reported by the worker but not curve columns
+_NOT_CURVE = {"status", "params", "worker_ip", "predictions", "error"}
 
 
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call write(tmp) on a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+class RunDirError(ValueError):
+    """The study directory cannot be used as asked (the message names it)."""
 
 
 def _ordered(rows: list[dict[str, Any]], leading: list[str]) -> pd.DataFrame:
@@ -72,10 +57,14 @@ def _ordered(rows: list[dict[str, Any]], leading: list[str]) -> pd.DataFrame:
     return frame[leading + extra]
 
 
+def _nan_low(value: Any) -> float:
+    return float("-inf") if value is None or value != value else float(value)
+
+
 def summarize_trial(
     identity: dict[str, Any], epochs: list[dict[str, Any]], status: str, error: str | None
 ) -> dict[str, Any]:
-    """One trials.parquet row from a trial's per-epoch rows."""
+    """One trials.parquet row from a trial's per-epoch rows (up to its own epoch)."""
     row: dict[str, Any] = {**identity, "status": status, "error": error}
     if epochs:
         last = epochs[-1]
@@ -92,54 +81,54 @@ def summarize_trial(
             peak_mem_mb=max(r.get("peak_mem_mb") or 0.0 for r in epochs),
             params=last.get("params"),
             node_ip=last.get("worker_ip"),
+            node_id=last.get("node_id"),
+            predictions=last.get("predictions"),
         )
     return row
 
 
-def _nan_low(value: Any) -> float:
-    return float("-inf") if value is None or value != value else float(value)
-
-
 class Results:
-    """Rows of one run directory, flushed to Parquet as each trial finishes."""
+    """Rows of one study, flushed to Parquet as each trial finishes."""
 
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-        self.trials_path = run_dir / "trials.parquet"
-        self.curves_path = run_dir / "curves.parquet"
-        trials, curves = read_table(self.trials_path), read_table(self.curves_path)
+    def __init__(self, study: Storage):
+        self.study = study
+        trials, curves = study.read_parquet(TRIALS_FILE), study.read_parquet(CURVES_FILE)
         self.trials: dict[str, dict[str, Any]] = {r["run_id"]: r for r in trials.to_dict("records")}
         self.curves: dict[str, list[dict[str, Any]]] = {}
         for record in curves.to_dict("records"):
             self.curves.setdefault(record["run_id"], []).append(record)
-        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._pending: dict[str, dict[int, dict[str, Any]]] = {}
         self._started: dict[str, datetime] = {}
 
     def done(self) -> set[str]:
-        """Trials with a final answer (ok, diverged, infeasible): a resumed run skips them
-        and runs again only what failed or never ran."""
-        return {r for r, row in self.trials.items() if row["status"] in FINAL_STATUSES}
+        """Trials with a final answer: a resumed run skips them and runs only the rest."""
+        return {r for r, row in self.trials.items() if Status(row["status"]).final}
 
     def start(self, run_id: str) -> None:
-        self._started[run_id] = datetime.now(UTC)
-        self._pending[run_id] = []
+        self._started.setdefault(run_id, datetime.now(UTC))
+        self._pending.setdefault(run_id, {})
 
-    def add_epoch(self, identity: dict[str, Any], metrics: dict[str, Any]) -> None:
+    def add_epoch(self, trial: TrialInfo, metrics: dict[str, Any]) -> None:
+        identity = trial.row()
         row = {**identity, **{k: v for k, v in metrics.items() if k not in identity}}
-        self._pending.setdefault(identity["run_id"], []).append(row)
+        # note: keyed by epoch, so an epoch reported again after a restart is kept once
+        self._pending.setdefault(trial.run_id, {})[int(metrics["epoch"])] = row
+
+    def pending(self, run_id: str) -> bool:
+        return run_id in self._pending
 
     def finish(
-        self, identity: dict[str, Any], status: str, error: str | None = None
+        self, trial: TrialInfo, status: str, error: str | None = None, checkpoint: str | None = None
     ) -> dict[str, Any]:
-        run_id = identity["run_id"]
-        epochs = self._pending.pop(run_id, [])
-        if epochs and epochs[-1].get("status") in STATUSES and status == "ok":
-            status = epochs[-1]["status"]
-        row = summarize_trial(identity, epochs, status, error)
-        row["started_at"] = self._started.pop(run_id, None)
+        epochs = [row for _, row in sorted(self._pending.pop(trial.run_id, {}).items())]
+        row = summarize_trial(trial.row(), epochs, status, error)
+        row["checkpoint"] = checkpoint
+        row["started_at"] = self._started.pop(trial.run_id, None) or datetime.now(UTC)
         row["finished_at"] = datetime.now(UTC)
-        self.trials[run_id] = row
-        self.curves[run_id] = [{k: v for k, v in r.items() if k not in _NOT_CURVE} for r in epochs]
+        self.trials[trial.run_id] = row
+        self.curves[trial.run_id] = [
+            {k: v for k, v in r.items() if k not in _NOT_CURVE} for r in epochs
+        ]
         self.flush()
         return row
 
@@ -148,56 +137,190 @@ class Results:
         curves = _ordered([r for rows in self.curves.values() for r in rows], CURVE_COLUMNS)
         trials = trials.sort_values(["cell_id", "seed"], ignore_index=True)
         curves = curves.sort_values(["cell_id", "seed", "epoch"], ignore_index=True)
-        atomic_write(self.trials_path, lambda tmp: trials.to_parquet(tmp, index=False))
-        atomic_write(self.curves_path, lambda tmp: curves.to_parquet(tmp, index=False))
+        self.study.write_parquet(TRIALS_FILE, trials)
+        self.study.write_parquet(CURVES_FILE, curves)
 
 
-class RunDirError(ValueError):
-    """The run directory cannot be used as asked (the message names it)."""
+def _first_difference(old: Any, new: Any, key: str = "") -> str | None:
+    """The dotted key of the first value that differs between two resolved grids."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in list(old) + [k for k in new if k not in old]:
+            found = _first_difference(old.get(k), new.get(k), f"{key}.{k}" if key else k)
+            if found:
+                return found
+        return None
+    return None if old == new else key
 
 
-GRID_FILE = "grid.yaml"
+def _grows(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """None if `new` only adds factor levels or seeds to `old`; else the first key that
+    changes otherwise."""
+    for name, levels in old["factors"].items():
+        if not set(levels) <= set(new["factors"].get(name, [])):
+            return f"factors.{name}"
+    if not set(old["seeds"]) <= set(new["seeds"]):
+        return "seeds"
+    rest_old = {k: v for k, v in old.items() if k not in ("factors", "seeds")}
+    rest_new = {k: v for k, v in new.items() if k not in ("factors", "seeds")}
+    return _first_difference(rest_old, rest_new)
 
 
-def claim_run_dir(run_dir: Path, resolved_yaml: str) -> None:
-    """Create `run_dir` for this grid, or resume it if it holds the same grid."""
-    grid_path = run_dir / GRID_FILE
-    started = (run_dir / "trials.parquet").exists()
-    if started and grid_path.exists() and grid_path.read_text() != resolved_yaml:
+def claim_study(study: Storage, resolved_yaml: str) -> bool:
+    """Create the study for this grid, resume it if it holds the same grid, or extend it
+    if the new grid only adds levels or seeds. Returns True when it was extended."""
+    study.check()
+    if not study.exists(GRID_FILE):
+        study.write_text(GRID_FILE, resolved_yaml)
+        return False
+    existing = study.read_text(GRID_FILE)
+    if existing == resolved_yaml:
+        return False
+    old, new = yaml.safe_load(existing), yaml.safe_load(resolved_yaml)
+    if not study.exists(TRIALS_FILE):
+        study.write_text(GRID_FILE, resolved_yaml)  # nothing ran yet: the new grid wins
+        return False
+    differs = _grows(old, new)
+    if differs is not None:
         raise RunDirError(
-            f"{run_dir}: holds the results of a different grid; pass --out to choose another "
-            "directory (results are never overwritten)"
+            f"{study}: holds the results of a different grid ({differs} differs; a grid may "
+            "only add levels or seeds to a study); pass --out to choose another directory"
         )
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: exists and is not a directory")
-    atomic_write(grid_path, lambda tmp: tmp.write_text(resolved_yaml))
+    study.write_text(GRID_FILE, resolved_yaml)
+    return True
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    host: str
+    pid: int
+    started_at: str
+    heartbeat: float
+
+    def describe(self) -> str:
+        return f"process {self.pid} on {self.host}, started {self.started_at}"
+
+
+class StudyLock:
+    """One writing driver per study. The lock names its holder and is refreshed every
+    HEARTBEAT_S; a lock whose process is gone (same host) or whose heartbeat is older
+    than STALE_S (another host) is taken over. Readers never need it."""
+
+    HEARTBEAT_S = 20.0
+    STALE_S = 120.0
+
+    def __init__(self, study: Storage):
+        self.study = study
+        self.me = LockHolder(
+            socket.gethostname(), os.getpid(), datetime.now(UTC).isoformat(timespec="seconds"), 0
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _payload(self) -> bytes:
+        return json.dumps({**self.me.__dict__, "heartbeat": time.time()}).encode()
+
+    def holder(self) -> LockHolder | None:
+        try:
+            return LockHolder(**json.loads(self.study.read_bytes(LOCK_FILE)))
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+
+    def _alive(self, holder: LockHolder) -> bool:
+        if holder.host == self.me.host:
+            try:
+                os.kill(holder.pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+            return True
+        return time.time() - holder.heartbeat < self.STALE_S
+
+    def acquire(self) -> None:
+        if not self.study.create_exclusive(LOCK_FILE, self._payload()):
+            holder = self.holder()
+            if holder is not None and holder.pid != self.me.pid and self._alive(holder):
+                raise RunDirError(
+                    f"{self.study}: in use by another gridrun run ({holder.describe()}); "
+                    "wait for it or stop it"
+                )
+            # note: the holder is gone; take the lock over
+            self.study.write_bytes(LOCK_FILE, self._payload())
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="study-lock")
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.HEARTBEAT_S):
+            holder = self.holder()
+            if holder is None or (holder.host, holder.pid) == (self.me.host, self.me.pid):
+                self.study.write_bytes(LOCK_FILE, self._payload())
+
+    def release(self) -> None:
+        self._stop.set()
+        holder = self.holder()
+        if holder is not None and (holder.host, holder.pid) == (self.me.host, self.me.pid):
+            self.study.delete(LOCK_FILE)
+
+    def __enter__(self) -> StudyLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass
-class RunState:
+class StudyState:
     total: int
     done: list[str]
     not_ok: dict[str, tuple[str, str | None]]
     missing: list[str]
+    running: dict[str, int]  # trials training now (a live driver): their latest epoch
+    lock: LockHolder | None
+    seconds_per_step: float | None  # measured: training time per optimizer step
+    steps_left: int
 
 
-def run_status(run_dir: Path) -> RunState:
-    from gridrun.spec import GridError, load_grid
+def study_state(study: Storage) -> StudyState:
+    from gridrun.spec import GridError, parse_grid
 
-    grid_path = run_dir / GRID_FILE
-    if not grid_path.exists():
-        raise RunDirError(f"{run_dir}: not a gridrun run directory (no {GRID_FILE})")
+    if not study.exists(GRID_FILE):
+        raise RunDirError(f"{study}: not a gridrun study (no {GRID_FILE})")
     try:
-        expected = [t.run_id for t in load_grid(grid_path).trials()]
+        grid = parse_grid(yaml.safe_load(study.read_text(GRID_FILE)), str(study))
     except GridError as exc:
         raise RunDirError(str(exc)) from None
-    rows = {r["run_id"]: r for r in read_table(run_dir / "trials.parquet").to_dict("records")}
-    return RunState(
+    trials = grid.trials()
+    rows = {r["run_id"]: r for r in study.read_parquet(TRIALS_FILE).to_dict("records")}
+    expected = [t.run_id for t in trials]
+    missing = [t for t in trials if t.run_id not in rows]
+    lock = StudyLock(study).holder()
+    running: dict[str, int] = {}
+    if lock is not None and study.exists(PROGRESS_FILE):
+        progress = json.loads(study.read_text(PROGRESS_FILE))
+        running = {r: e for r, e in progress.get("running", {}).items() if r not in rows}
+    # note: what is left to train, with cells differing only in epochs sharing a run
+    from gridrun.runs import training_runs
+
+    left = training_runs(grid, missing)
+    steps_left = sum(r.epochs * math.ceil(r.lead.cell.dataset_size / r.lead.cell.batch_size)
+                     for r in left)  # fmt: skip
+    table = study.read_parquet(TRIALS_FILE)
+    rate = None
+    if len(table) and {"train_time_s", "steps"} <= set(table.columns):
+        ok = table[(table["status"] == "ok") & (table["steps"] > 0)]
+        if len(ok):
+            rate = float(ok["train_time_s"].sum() / ok["steps"].sum())
+    return StudyState(
         total=len(expected),
-        done=[r for r in expected if rows.get(r, {}).get("status") == "ok"],
+        done=[r for r in expected if rows.get(r, {}).get("status") == Status.OK.value],
         # note: pandas reads a missing error back as NaN once any row holds one
         not_ok={r: (rows[r]["status"], rows[r]["error"] if pd.notna(rows[r]["error"]) else None)
                 for r in expected
-                if r in rows and rows[r]["status"] != "ok"},
-        missing=[r for r in expected if r not in rows],
+                if r in rows and rows[r]["status"] != Status.OK.value},
+        missing=[t.run_id for t in missing if t.run_id not in running],
+        running=running,
+        lock=lock,
+        seconds_per_step=rate,
+        steps_left=steps_left,
     )  # fmt: skip

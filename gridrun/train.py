@@ -1,17 +1,19 @@
-"""The loop one Ray Train worker runs: train and validate each epoch, reduce counts
-across workers, report once per epoch. `run_epochs` is plain torch so it can be tested
-without Ray; `train_loop_per_worker` is the thin Ray wrapper."""
+"""The loop a Ray Train worker runs: a bundle's training runs one after another, each
+trained and validated epoch by epoch, counts reduced across workers, one report per
+epoch. `run_epochs` is plain torch so it can be tested without Ray;
+`train_loop_per_worker` is the thin Ray wrapper that adds checkpoints and reports."""
 
 from __future__ import annotations
 
+import io
+import json
 import math
 import os
 import resource
-import tempfile
+import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,84 +23,49 @@ import torch.nn.functional as F
 from torch import nn
 
 from gridrun.data import SizedArrays
+from gridrun.layout import (
+    Status,
+    checkpoint_path,
+    error_line,
+    latest_checkpoint_path,
+    predictions_path,
+    run_end_path,
+)
+from gridrun.losses import per_sample_loss
 from gridrun.metrics import confusion_matrix, predict_labels, scores
 from gridrun.models import build_model, count_params
+from gridrun.runs import Bundle, RunPlan, lr_at
 
-__all__ = [
-    "CHECKPOINT_FILE",
-    "TrialPlan",
-    "per_sample_loss",
-    "run_epochs",
-    "save_checkpoint",
-    "train_loop_per_worker",
-]
+__all__ = ["EpochEnd", "run_epochs", "train_loop_per_worker"]
 
-CHECKPOINT_FILE = "model.pt"
 EVAL_BATCH = 8
 # note: BCE with logits stays finite however far training blows up (BatchNorm keeps the
 # activations bounded); a training loss 100× its first epoch's is divergence too
 DIVERGED_FACTOR = 100.0
 
 
-@dataclass(frozen=True)
-class TrialPlan:
-    """Everything a worker needs to train one (cell, seed), as plain values."""
+@dataclass
+class EpochEnd:
+    """One finished epoch: its metrics (equal on every rank) and, on rank 0, the
+    predictions of the overlay images when this epoch shows them."""
 
-    run_id: str
-    seed: int
-    image_size: int
-    dataset_size: int
-    epochs: int
-    batch_size: int
-    model_name: str
-    model_options: dict[str, Any]
-    in_channels: int
-    num_classes: int  # as in the grid file: 1 = binary
-    eval_size: int
-    loss: str
-    optimizer: str
-    lr: float
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-
-    @property
-    def num_labels(self) -> int:
-        return max(2, self.num_classes)
+    metrics: dict[str, Any]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    predictions: np.ndarray | None = None
+    state: dict[str, Any] = field(default_factory=dict)  # what a restart needs besides weights
 
 
-def _soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 − soft Dice per sample; over the foreground for binary, mean over classes else."""
-    if logits.shape[1] == 1:
-        prob = torch.sigmoid(logits[:, 0])[:, None]
-        onehot = target[:, None].float()
-    else:
-        prob = logits.softmax(dim=1)
-        onehot = F.one_hot(target.long(), logits.shape[1]).permute(0, 3, 1, 2).float()
-    inter = (prob * onehot).sum(dim=(2, 3))
-    total = prob.sum(dim=(2, 3)) + onehot.sum(dim=(2, 3))
-    return 1 - ((2 * inter + 1) / (total + 1)).mean(dim=1)
-
-
-def per_sample_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(N,) losses, so a batch split across workers or chunks averages the same."""
-    parts = []
-    if name in ("bce", "bce_dice"):
-        bce = F.binary_cross_entropy_with_logits(logits[:, 0], target.float(), reduction="none")
-        parts.append(bce.mean(dim=(1, 2)))
-    if name in ("ce", "ce_dice"):
-        parts.append(F.cross_entropy(logits, target.long(), reduction="none").mean(dim=(1, 2)))
-    if name in ("dice", "bce_dice", "ce_dice"):
-        parts.append(_soft_dice_loss(logits, target))
-    return torch.stack(parts).sum(dim=0)
-
-
-def _optimizer(plan: TrialPlan, params) -> torch.optim.Optimizer:
+def _optimizer(plan: RunPlan, params, fused: bool = False) -> torch.optim.Optimizer:
+    # note: fused (one kernel for all parameters) on GPU, where a small model's step is
+    # otherwise bound by kernel launches; the same update rule either way
     if plan.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay
-        )
+            params, lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay,
+            fused=fused or None,
+        )  # fmt: skip
     cls = torch.optim.AdamW if plan.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=plan.lr, weight_decay=plan.weight_decay)
+    return cls(params, lr=plan.lr, weight_decay=plan.weight_decay, fused=fused or None)
 
 
 def _world() -> tuple[int, int]:
@@ -126,22 +93,71 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _to_input(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x)).to(device).float().div_(255)
+@dataclass
+class _Device:
+    """Where tensors live and how they are computed: AMP and memory format on GPU."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    @classmethod
+    def for_plan(cls, plan: RunPlan, device: torch.device) -> _Device:
+        if device.type != "cuda":
+            return cls(device)
+        torch.backends.cudnn.benchmark = True
+        amp = None
+        if plan.amp in ("auto", True):
+            amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return cls(device, amp, plan.channels_last in ("auto", True))
+
+    def put(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 host or device array → this device (non-blocking from pinned memory)."""
+        t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+        if self.device.type == "cuda" and t.device.type == "cpu":
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
+
+    def input(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        t = self.put(x).float().div_(255)
+        return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
+
+    def target(self, y: np.ndarray | torch.Tensor) -> torch.Tensor:
+        return self.put(y).long()
+
+    def autocast(self):
+        return torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=bool(self.amp_dtype)
+        )
+
+    def resident(self, x: np.ndarray) -> np.ndarray | torch.Tensor:
+        """A run's uint8 arrays on the GPU once, when they take under a quarter of free
+        memory: no host copy per step. On CPU they stay where the object store put them."""
+        if self.device.type != "cuda":
+            return x
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return self.put(x) if x.nbytes < free / 4 else x
 
 
-def _to_target(y: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(y)).to(device).long()
+def _index(x: np.ndarray | torch.Tensor, idx: np.ndarray):
+    return x[_device_indices(x, idx)]
 
 
-def _train_epoch(plan, model, optimizer, arrays, epoch, device) -> tuple[torch.Tensor, int]:
+def _device_indices(x: np.ndarray | torch.Tensor, idx: np.ndarray):
+    """`idx` where `x` lives: as is for host arrays, a tensor on x's device otherwise."""
+    return torch.from_numpy(idx).to(x.device) if isinstance(x, torch.Tensor) else idx
+
+
+def _train_epoch(plan, model, forward, optimizer, scaler, dev, train_x, train_y, epoch, step):
     """One pass over the first dataset_size images; returns [loss sum, n, cm...] counts."""
     rank, world = _world()
     model.train()
+    # note: the order depends on (seed, epoch) only, so any epoch count shares its prefix
     order = np.random.default_rng([plan.seed, epoch]).permutation(plan.dataset_size)
-    cm = torch.zeros(plan.num_labels, plan.num_labels, dtype=torch.int64, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    seen, steps = 0, 0
+    cm = torch.zeros(plan.num_labels, plan.num_labels, dtype=torch.int64, device=dev.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev.device)
+    seen = 0
+    batches = []
     for start in range(0, plan.dataset_size, plan.batch_size):
         batch = order[start : start + plan.batch_size]
         # global batch: each worker takes every world-th image of it
@@ -151,42 +167,72 @@ def _train_epoch(plan, model, optimizer, arrays, epoch, device) -> tuple[torch.T
             # a final batch smaller than the world: train on a duplicate with zero weight
             # so every rank still joins DDP's gradient all-reduce
             mine, weight = np.sort(batch[:1]), 0.0
-        x, y = _to_input(arrays.train_x[mine], device), _to_target(arrays.train_y[mine], device)
-        logits = model(x)
-        losses = per_sample_loss(plan.loss, logits, y)
+        batches.append((mine, weight, len(batch)))
+    # note: the epoch's indices reach the GPU in one copy; a copy per step would make the
+    # host wait for the GPU every step
+    flat = _device_indices(train_x, np.concatenate([m for m, _, _ in batches]))
+    offset = 0
+    for mine, weight, batch_len in batches:
+        idx = flat[offset : offset + len(mine)]
+        offset += len(mine)
+        x, y = dev.input(train_x[idx]), dev.target(train_y[idx])
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(plan, step)
+        with dev.autocast():
+            logits = forward(x)
+            losses = per_sample_loss(plan.loss, logits.float(), y, plan.ignore_index)
         optimizer.zero_grad(set_to_none=True)
         # DDP averages gradients over ranks; scaling each rank's sum by world / len(batch)
         # makes the update the mean over the global batch however unevenly it splits
-        (losses.sum() * (weight * world / len(batch))).backward()
-        optimizer.step()
-        steps += 1
+        scaler.scale(losses.sum() * (weight * world / batch_len)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
         if weight:
             loss_sum += losses.detach().sum().double()
             seen += len(mine)
-            cm += confusion_matrix(predict_labels(logits.detach()), y, plan.num_labels)
-    counts = torch.cat([loss_sum[None], torch.tensor([seen], device=device), cm.flatten()])
-    return counts.double(), steps
+            cm += confusion_matrix(
+                predict_labels(logits.detach()), y, plan.num_labels, plan.ignore_index
+            )
+    counts = torch.cat([loss_sum[None], torch.tensor([seen], device=dev.device), cm.flatten()])
+    return counts.double(), step
+
+
+def _eval_logits(plan, forward, dev, x) -> torch.Tensor:
+    """Logits at the evaluation resolution: predicted at image_size, upsampled."""
+    with dev.autocast():
+        logits = forward(dev.input(x)).float()
+    if logits.shape[-1] != plan.eval_size:
+        logits = F.interpolate(
+            logits, size=(plan.eval_size,) * 2, mode="bilinear", align_corners=False
+        )
+    return logits
 
 
 @torch.no_grad()
-def _validate(plan, model, val_x, val_y, device) -> torch.Tensor:
-    """Predict at image_size, score at eval_size; this rank's share of the validation set."""
+def _validate(plan, model, forward, dev, val_x, val_y) -> torch.Tensor:
+    """Score at eval_size this rank's share of the validation set. Draws no random
+    numbers, so validating never shifts the training stream."""
     rank, world = _world()
     model.eval()
     mine = np.arange(rank, len(val_x), world)
-    cm = torch.zeros(plan.num_labels, plan.num_labels, dtype=torch.int64, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    cm = torch.zeros(plan.num_labels, plan.num_labels, dtype=torch.int64, device=dev.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev.device)
     for start in range(0, len(mine), EVAL_BATCH):
         idx = mine[start : start + EVAL_BATCH]
-        logits = model(_to_input(val_x[idx], device))
-        if logits.shape[-1] != plan.eval_size:
-            logits = F.interpolate(
-                logits, size=(plan.eval_size,) * 2, mode="bilinear", align_corners=False
-            )
-        y = _to_target(val_y[idx], device)
-        loss_sum += per_sample_loss(plan.loss, logits, y).sum().double()
-        cm += confusion_matrix(predict_labels(logits), y, plan.num_labels)
-    return torch.cat([loss_sum[None], torch.tensor([len(mine)], device=device), cm.flatten()])
+        logits = _eval_logits(plan, forward, dev, _index(val_x, idx))
+        y = dev.target(_index(val_y, idx))
+        loss_sum += per_sample_loss(plan.loss, logits, y, plan.ignore_index).sum().double()
+        cm += confusion_matrix(predict_labels(logits), y, plan.num_labels, plan.ignore_index)
+    return torch.cat([loss_sum[None], torch.tensor([len(mine)], device=dev.device), cm.flatten()])
+
+
+@torch.no_grad()
+def _predict(plan, model, forward, dev, val_x) -> np.ndarray:
+    """Predicted labels (uint8, N×E×E) of the first overlay_images validation images."""
+    model.eval()
+    logits = _eval_logits(plan, forward, dev, val_x[: plan.overlay_images])
+    return predict_labels(logits).to(torch.uint8).cpu().numpy()
 
 
 def _unpack(counts: torch.Tensor, num_labels: int, prefix: str) -> dict[str, float]:
@@ -198,59 +244,91 @@ def _unpack(counts: torch.Tensor, num_labels: int, prefix: str) -> dict[str, flo
     return out
 
 
-Report = Callable[[dict[str, Any], nn.Module | None], None]
+def overlay_epochs(plan: RunPlan) -> set[int]:
+    """Epochs whose predictions are kept: every overlay_every-th and each cell's own."""
+    if plan.overlay_images == 0:
+        return set()
+    return {e for e in range(1, plan.epochs + 1) if e % plan.overlay_every == 0} | set(
+        plan.stops
+    )
 
 
 def run_epochs(
-    plan: TrialPlan,
+    plan: RunPlan,
     arrays: SizedArrays,
     val_y: np.ndarray,
-    report: Report,
     device: torch.device | None = None,
     wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
-) -> None:
-    """Train `plan`; after each epoch call report(metrics, model-or-None-on-other-ranks)."""
-    device = device or torch.device("cpu")
+    resume: dict[str, Any] | None = None,
+) -> Iterator[EpochEnd]:
+    """Train `plan`, yielding after each epoch; stops after a diverged epoch. `resume` is
+    a checkpoint written from an earlier EpochEnd: training goes on after its epoch."""
+    dev = _Device.for_plan(plan, device or torch.device("cpu"))
     rank, world = _world()
     torch.manual_seed(plan.seed)
     model = build_model(plan.model_name, plan.in_channels, plan.num_classes, **plan.model_options)
     params = count_params(model)
-    model = wrap(model.to(device))
-    optimizer = _optimizer(plan, model.parameters())
-    step, train_time, first_loss = 0, 0.0, math.inf
-    for epoch in range(1, plan.epochs + 1):
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+    model = model.to(dev.device)
+    if dev.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = wrap(model)
+    optimizer = _optimizer(plan, model.parameters(), fused=dev.device.type == "cuda")
+    # note: the compiled function only runs the model; weights, train()/eval() and the
+    # state dict stay those of `model`
+    forward = model
+    if plan.compile and dev.device.type == "cuda":
+        forward = torch.compile(model, mode="reduce-overhead")
+    scaler = torch.amp.GradScaler(enabled=dev.amp_dtype == torch.float16)
+    state = {"step": 0, "train_time": 0.0, "first_loss": math.inf, "epoch": 0}
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        state = {k: resume[k] for k in state}
+    train_x = dev.resident(arrays.train_x[: plan.dataset_size])
+    train_y = dev.resident(arrays.train_y[: plan.dataset_size])
+    val_x, val_y_dev = dev.resident(arrays.val_x), dev.resident(val_y)
+    shown = overlay_epochs(plan)
+    for epoch in range(state["epoch"] + 1, plan.epochs + 1):
+        _sync(dev.device)
         t0 = time.perf_counter()
-        train_counts, steps = _train_epoch(plan, model, optimizer, arrays, epoch, device)
-        _sync(device)
+        train_counts, state["step"] = _train_epoch(
+            plan, model, forward, optimizer, scaler, dev, train_x, train_y, epoch, state["step"]
+        )
+        _sync(dev.device)
         t1 = time.perf_counter()
-        val_counts = _validate(plan, model, arrays.val_x, val_y, device)
-        _sync(device)
+        val_counts = _validate(plan, model, forward, dev, val_x, val_y_dev)
+        _sync(dev.device)
         t2 = time.perf_counter()
-        step += steps
-        train_time += t1 - t0
+        state["train_time"] += t1 - t0
         reduced = _all_reduce(torch.cat([train_counts, val_counts]).double())
         # on GPU workers NCCL reduces device tensors only
-        peak = _all_reduce(torch.tensor([_peak_mem_mb(device)], device=device), dist.ReduceOp.MAX)
+        peak = _all_reduce(
+            torch.tensor([_peak_mem_mb(dev.device)], device=dev.device), dist.ReduceOp.MAX
+        )
         k = len(train_counts)
         metrics: dict[str, Any] = {
             "epoch": epoch,
             **_unpack(reduced[:k], plan.num_labels, "train_"),
             **_unpack(reduced[k:], plan.num_labels, "val_"),
             "lr": optimizer.param_groups[0]["lr"],
-            "step": step,
+            "step": state["step"],
             "epoch_time_s": t2 - t0,
-            "train_time_s": train_time,
+            "train_time_s": state["train_time"],
             "train_samples_per_s": plan.dataset_size / max(t1 - t0, 1e-9),
             "peak_mem_mb": float(peak.item()),
             "params": params,
             "world_size": world,
         }
-        first_loss = first_loss if epoch > 1 else metrics["train_loss"]
+        if epoch == 1:
+            state["first_loss"] = metrics["train_loss"]
         diverged = not math.isfinite(metrics["train_loss"]) or (
-            metrics["train_loss"] > DIVERGED_FACTOR * first_loss
+            metrics["train_loss"] > DIVERGED_FACTOR * state["first_loss"]
         )
-        metrics["status"] = "diverged" if diverged else "ok"
-        report(metrics, model if rank == 0 else None)
+        metrics["status"] = Status.DIVERGED.value if diverged else Status.OK.value
+        state["epoch"] = epoch
+        predictions = _predict(plan, model, forward, dev, arrays.val_x) if epoch in shown else None
+        yield EpochEnd(metrics, model, optimizer, predictions if rank == 0 else None, dict(state))
         if diverged:
             return
 
@@ -259,41 +337,147 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def save_checkpoint(plan: TrialPlan, model: nn.Module, epoch: int, directory: Path) -> Path:
-    path = directory / CHECKPOINT_FILE
-    torch.save(
-        {"state_dict": _unwrap(model).state_dict(), "epoch": epoch, "plan": plan.__dict__},
-        path,
-    )
-    return path
+def _save(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _inject_fault(faults: str, plan: RunPlan, epoch: int, where: str) -> None:
+    """Chaos testing: GRIDRUN_FAULTS="kind@training_run:epoch,..." in the driver's
+    environment makes a worker fail in `training_run` at `epoch`: `raise` and `oom` before
+    the epoch's report, `kill` (SIGKILL of the worker process) right after its checkpoint."""
+    for fault in filter(None, faults.split(",")):
+        kind, _, target = fault.partition("@")
+        run, _, at = target.rpartition(":")
+        if run != plan.training_run or int(at) != epoch:
+            continue
+        if kind == "raise" and where == "epoch":
+            raise RuntimeError(f"injected fault in {run} at epoch {epoch}")
+        if kind == "oom" and where == "epoch":
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected in {run})")
+        if kind == "kill" and where == "checkpoint":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_run(
+    plan: RunPlan,
+    arrays: SizedArrays,
+    val_y: np.ndarray,
+    study,
+    send: Callable[[dict[str, Any]], None],
+    tag: dict[str, Any],
+    history: list[dict[str, Any]],
+    device: torch.device | None = None,
+    wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+    faults: str = "",
+) -> None:
+    """Train one run of a bundle, resuming from its latest checkpoint if one exists;
+    rank 0 writes the checkpoints and predictions the trial rows point to. Every report
+    sent (metrics + `tag`) is appended to `history`, which the checkpoint keeps."""
+    rank, _ = _world()
+    latest = latest_checkpoint_path(plan.training_run)
+    resume = None
+    if study.exists(latest):
+        resume = torch.load(io.BytesIO(study.read_bytes(latest)), weights_only=False)
+        if resume["epoch"] > plan.epochs:
+            resume = None  # trained past what is needed now: start again
+    if resume is not None:
+        # note: Ray Train delivers reports on a poll, so a worker killed just after
+        # reporting may have lost its last reports; send them again (the driver keeps
+        # each epoch once)
+        history.extend(resume.get("history", []))
+        for full in history:
+            send(full)
+    for end in run_epochs(plan, arrays, val_y, device, wrap, resume):
+        epoch = end.metrics["epoch"]
+        _inject_fault(faults, plan, epoch, "epoch")
+        full = {**end.metrics, "predictions": None, **tag}
+        if rank == 0:
+            weights = _unwrap(end.model).state_dict()
+            if epoch in plan.stops:
+                blob = _save({"state_dict": weights, "epoch": epoch, "plan": plan.__dict__})
+                for run_id in plan.stops[epoch]:
+                    study.write_bytes(checkpoint_path(run_id), blob)
+            if end.predictions is not None:
+                full["predictions"] = predictions_path(plan.training_run, epoch)
+                study.write_bytes(full["predictions"], _npz(pred=end.predictions))
+        history.append(full)
+        if rank == 0:
+            checkpoint = {
+                "model": weights,
+                "optimizer": end.optimizer.state_dict(),
+                "history": history,
+                **end.state,
+            }
+            study.write_bytes(latest, _save(checkpoint))
+        send(full)
+        _inject_fault(faults, plan, epoch, "checkpoint")
+
+
+def _end_run(study, plan: RunPlan, history: list[dict[str, Any]]) -> None:
+    """Mark the run ended, with every report it sent (a restart sends them again)."""
+    study.write_text(run_end_path(plan.training_run), json.dumps({"history": history}))
+
+
+def run_ended(study, training_run: str) -> dict[str, Any] | None:
+    path = run_end_path(training_run)
+    return json.loads(study.read_text(path)) if study.exists(path) else None
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """What each Ray Train worker runs."""
+    """What each Ray Train worker runs: every run of the bundle not ended yet. A run that
+    raises is reported as failed (or infeasible) and the bundle goes on with the next."""
     import ray
     import ray.train
     import ray.train.torch
 
-    plan: TrialPlan = config["plan"]
-    arrays: SizedArrays = ray.get(config["arrays"])
-    val_y: np.ndarray = ray.get(config["val_y"])
-    node_ip = ray.util.get_node_ip_address()
+    from gridrun.storage import Storage
 
-    def report(metrics: dict[str, Any], model: nn.Module | None) -> None:
-        metrics = {**metrics, "worker_ip": node_ip, "run_id": plan.run_id}
-        if model is None:
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(plan, model, metrics["epoch"], Path(tmp))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
+    bundle: Bundle = config["bundle"]
+    refs: dict[Any, Any] = config["refs"]
+    study = Storage(config["study"])
+    node = {
+        "worker_ip": ray.util.get_node_ip_address(),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        # which process trained an epoch: a restarted worker group shows a new one
+        "worker_pid": os.getpid(),
+    }
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    run_epochs(
-        plan,
-        arrays,
-        val_y,
-        report,
-        device=ray.train.torch.get_device(),
-        wrap=ray.train.torch.prepare_model,
-    )
+    device = ray.train.torch.get_device()
+    val_y = ray.get(refs["val_y"])
+
+    def arrays_for(plan: RunPlan) -> SizedArrays:
+        return ray.get(refs[plan.image_size])
+
+    rank, world = _world()
+    for plan in bundle.runs:
+        ended = run_ended(study, plan.training_run)
+        if ended is not None:
+            # a restarted worker group: this run ended before the restart
+            for full in ended.get("history", []):
+                ray.train.report(full)
+            continue
+        tag = {**node, "training_run": plan.training_run}
+        history: list[dict[str, Any]] = []
+        try:
+            train_run(
+                plan, arrays_for(plan), val_y, study, ray.train.report, tag, history,
+                device, ray.train.torch.prepare_model, config.get("faults", ""),
+            )  # fmt: skip
+        except Exception as exc:
+            if world > 1:
+                raise  # the other ranks wait in a collective: restart the group
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            status, error = Status.from_exception(exc).value, error_line(exc)
+            history.append({"status": status, "error": error, "epoch": None, **tag})
+            ray.train.report(history[-1])
+        if rank == 0:
+            _end_run(study, plan, history)

@@ -1,31 +1,34 @@
-"""The trial (a Tune function that builds and fits one TorchTrainer) and the Tuner
-that fans every (cell, seed) of a grid out over the cluster."""
+"""How work units reach Ray: each bundle of training runs is one Tune trial that fits a
+TorchTrainer; the Tuner fans the bundles out over the cluster, and a Tune callback
+hands every report to the `Collector` in the driver."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-import shutil
-import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from gridrun.collect import Collector, Listener
 from gridrun.data import Prepared
-from gridrun.spec import Grid, Trial, effective_lr
+from gridrun.layout import RAY_DIR, Status, error_line, latest_checkpoint_path, run_end_path
+from gridrun.runs import Bundle, TrialInfo, pack, plan_run, training_runs, trial_info
+from gridrun.spec import Grid
+from gridrun.storage import Storage
 from gridrun.store import Results
-from gridrun.train import TrialPlan
 
 __all__ = [
     "TRIAL_RESOURCES",
     "ClusterError",
-    "Listener",
     "RunSummary",
+    "WorkPlan",
+    "init_ray",
     "max_concurrency",
-    "plan_trial",
+    "plan_work",
     "run_grid",
     "worker_resources",
 ]
@@ -34,15 +37,13 @@ __all__ = [
 # each holding a CPU while waiting for a worker deadlock a 2-CPU machine); Tune needs a
 # non-empty request, so it asks for one byte of memory
 TRIAL_RESOURCES = {"cpu": 0, "memory": 1}
+# note: Ray Train notices a finished worker group on a poll (2 s by default); on a local
+# machine a short poll costs nothing and saves most of a second per bundle
+LOCAL_HEALTH_CHECK_S = "0.2"
 
 
 class ClusterError(RuntimeError):
     """The cluster cannot run the grid as asked (the message names the resource)."""
-
-
-class Listener(Protocol):
-    def trial_started(self, run_id: str) -> None: ...
-    def trial_finished(self, run_id: str, status: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class RunSummary:
     statuses: dict[str, int]
     concurrency: int
     use_gpu: bool
+    training_runs: int
+    bundles: int
+    epochs_trained: int
+    epochs_requested: int
 
 
 def worker_resources(grid: Grid, use_gpu: bool) -> dict[str, float]:
@@ -63,7 +68,7 @@ def worker_resources(grid: Grid, use_gpu: bool) -> dict[str, float]:
 
 
 def max_concurrency(grid: Grid, cluster: Mapping[str, float], use_gpu: bool) -> int:
-    """How many trials can hold all their workers at once, so none waits forever."""
+    """How many work units can hold all their workers at once, so none waits forever."""
     per_trial = {
         k: v * grid.resources.workers_per_trial for k, v in worker_resources(grid, use_gpu).items()
     }
@@ -81,139 +86,154 @@ def max_concurrency(grid: Grid, cluster: Mapping[str, float], use_gpu: bool) -> 
     return fits
 
 
-def plan_trial(grid: Grid, trial: Trial, prepared: Prepared) -> TrialPlan:
-    cell = trial.cell
-    return TrialPlan(
-        run_id=trial.run_id,
-        seed=trial.seed,
-        image_size=cell.image_size,
-        dataset_size=cell.dataset_size,
-        epochs=cell.epochs,
-        batch_size=cell.batch_size,
-        model_name=grid.model.name,
-        model_options={"base_channels": grid.model.base_channels, "depth": grid.model.depth}
-        if grid.model.name == "unet"
-        else {},
-        in_channels=prepared.in_channels,
-        num_classes=grid.data.num_classes,
-        eval_size=prepared.eval_size,
-        loss=grid.train.loss,
-        optimizer=grid.train.optimizer,
-        lr=effective_lr(grid, cell.batch_size),
-        weight_decay=grid.train.weight_decay,
-        momentum=grid.train.momentum,
+@dataclass(frozen=True)
+class WorkPlan:
+    """What one invocation trains: the trials still to do, grouped into training runs
+    and packed into bundles."""
+
+    trials: dict[str, list[TrialInfo]]  # training run -> the trials it serves
+    bundles: list[Bundle]
+    epochs_requested: int
+    skipped: int
+
+    @property
+    def epochs_trained(self) -> int:
+        return sum(p.epochs for b in self.bundles for p in b.runs)
+
+
+def plan_work(
+    grid: Grid,
+    done: set[str],
+    in_channels: int,
+    eval_size: int,
+    slots: int,
+    use_gpu: bool,
+) -> WorkPlan:
+    every = grid.trials()
+    todo = [t for t in every if t.run_id not in done]
+    runs = training_runs(grid, todo)
+    plans = [plan_run(grid, run, in_channels, eval_size) for run in runs]
+    bundles = pack(
+        plans, slots, use_gpu, grid.resources.workers_per_trial, enabled=grid.resources.pack
+    )
+    return WorkPlan(
+        trials={run.run_id: [trial_info(grid, run, t) for t in run.trials] for run in runs},
+        bundles=bundles,
+        epochs_requested=sum(t.cell.epochs for t in todo),
+        skipped=len(every) - len(todo),
     )
 
 
-def _classify(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(exc)).lower()
-    return "infeasible" if "out of memory" in text or "outofmemoryerror" in text else "failed"
-
-
-def _first_line(exc: BaseException) -> str:
-    failures = getattr(exc, "worker_failures", None)
-    if failures:
-        exc = next(iter(failures.values()))
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:500]
-
-
-def _trial(config: dict[str, Any], plans: dict[str, TrialPlan], refs: dict, setup: dict) -> None:
-    """One Tune trial: fit a TorchTrainer for one (cell, seed)."""
+def _bundle_trial(config: dict[str, Any], bundles: dict[str, Bundle], setup: dict) -> None:
+    """One Tune trial: train a bundle's runs in one TorchTrainer. If the trainer fails
+    for good (restarts used up), the run it was on is reported failed and a new trainer
+    takes the runs it had not reached."""
     from ray import tune
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from gridrun.train import train_loop_per_worker
+    from gridrun.train import run_ended, train_loop_per_worker
 
-    plan = plans[config["run_id"]]
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"plan": plan, "arrays": refs[plan.image_size], "val_y": refs["val_y"]},
-        scaling_config=ScalingConfig(
-            num_workers=setup["workers"],
-            use_gpu=setup["use_gpu"],
-            resources_per_worker=setup["worker_resources"],
-        ),
-        run_config=RunConfig(
-            name=plan.run_id,
-            storage_path=setup["storage"],
-            callbacks=[TuneReportCallback()],
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
-            failure_config=FailureConfig(max_failures=0),
-        ),
-    )
-    try:
-        trainer.fit()
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a row, the grid goes on
-        tune.report({"status": _classify(exc), "error": _first_line(exc)})
+    bundle = bundles[config["bundle_id"]]
+    study = Storage(setup["study"])
+    remaining = list(bundle.runs)
+    attempt = 0
+    while remaining:
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={
+                "bundle": replace(bundle, runs=tuple(remaining)),
+                "refs": setup["refs"],
+                "study": setup["study"],
+                "faults": setup["faults"],
+            },
+            scaling_config=ScalingConfig(
+                num_workers=setup["workers"],
+                use_gpu=setup["use_gpu"],
+                resources_per_worker=setup["worker_resources"],
+            ),
+            run_config=RunConfig(
+                name=f"{bundle.bundle_id}-{attempt}",
+                storage_path=setup["storage"],
+                callbacks=[TuneReportCallback()],
+                failure_config=FailureConfig(max_failures=setup["max_restarts"]),
+            ),
+        )
+        try:
+            trainer.fit()
+            return
+        except Exception as exc:  # noqa: BLE001 - the run is that run's row; others go on
+            remaining = [p for p in remaining if run_ended(study, p.training_run) is None]
+            if not remaining:
+                return
+            lost = remaining.pop(0)
+            status, error = Status.from_exception(exc).value, error_line(exc)
+            report = {"training_run": lost.training_run, "status": status, "error": error,
+                      "epoch": None}  # fmt: skip
+            study.write_text(run_end_path(lost.training_run), json.dumps({"history": [report]}))
+            tune.report(report)
+            attempt += 1
 
 
-class _ResultsCallback:
-    """Runs in the driver: per-epoch rows in, tables flushed as each trial ends.
-    (Made a tune.Callback by `_results_callback`, so importing this module needs no Ray.)"""
+class _TuneCallback:
+    """Runs in the driver: Tune's events in, the collector's rows out.
+    (Made a tune.Callback by `_tune_callback`, so importing this module needs no Ray.)"""
 
-    def __init__(self, results: Results, identities: dict[str, dict], listener: Listener | None):
-        self.results, self.identities, self.listener = results, identities, listener
-        self.last: dict[str, dict[str, Any]] = {}
+    def __init__(self, collector: Collector, bundles: dict[str, Bundle], study: Storage):
+        self.collector, self.bundles, self.study = collector, bundles, study
 
     def __getstate__(self) -> dict:
         # note: the Tuner pickles its callbacks into its experiment state; this one lives
         # only in the driver that made it (it holds the open tables), so save nothing
         return {}
 
+    def _runs(self, trial) -> list[str]:
+        return [p.training_run for p in self.bundles[trial.config["bundle_id"]].runs]
+
     def on_trial_start(self, iteration, trials, trial, **info):
-        run_id = trial.config["run_id"]
-        self.results.start(run_id)
-        if self.listener:
-            self.listener.trial_started(run_id)
+        self.collector.start(self._runs(trial))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id = trial.config["run_id"]
-        self.last[run_id] = result
-        if "epoch" in result and result.get("run_id") == run_id:
-            from ray.tune.result import AUTO_RESULT_KEYS
+        self.collector.report(result)
 
-            # keep what the worker reported, drop Tune's bookkeeping
-            drop = {*AUTO_RESULT_KEYS, "done", "trial_id", "experiment_tag", "checkpoint_path"}
-            metrics = {k: v for k, v in result.items() if k not in drop}
-            self.results.add_epoch(self.identities[run_id], metrics)
-
-    def _finish(self, trial, status: str, error: str | None) -> None:
-        run_id = trial.config["run_id"]
-        row = self.results.finish(self.identities[run_id], status, error)
-        if self.listener:
-            self.listener.trial_finished(run_id, row["status"])
+    def _end(self, trial, error: str) -> None:
+        runs = self._runs(trial)
+        self.collector.lost(runs, error)
+        for run in runs:
+            self.study.delete(run_end_path(run))
+            if self.collector.final(run):
+                # only the rows' checkpoints stay; a run to retry keeps its latest epoch
+                self.study.delete(latest_checkpoint_path(run))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        last = self.last.get(trial.config["run_id"], {})
-        self._finish(trial, last.get("status", "ok"), last.get("error"))
+        self._end(trial, "the work unit ended before this run reported")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = str(getattr(trial, "error_msg", None) or "trial process failed")
-        self._finish(trial, "failed", error.strip().splitlines()[-1][:500])
+        self._end(trial, error.strip().splitlines()[-1][:500])
 
 
-def _results_callback(results: Results, identities: dict[str, dict], listener: Listener | None):
+def _tune_callback(collector: Collector, bundles: dict[str, Bundle], study: Storage):
     from ray import tune
 
-    cls = type("ResultsCallback", (_ResultsCallback, tune.Callback), {})
-    return cls(results, identities, listener)
+    cls = type("GridrunCallback", (_TuneCallback, tune.Callback), {})
+    return cls(collector, bundles, study)
 
 
-def _init_ray(address: str | None) -> None:
-    """Join `address`, or start a local Ray. On a cluster, submit with
-    `ray job submit --working-dir .` (or install gridrun on the nodes) so workers import it."""
+def init_ray(address: str | None) -> None:
+    """Join `address`, or start a private local Ray. On a cluster, submit with
+    `ray job submit --working-dir .` (or install gridrun on the nodes)."""
     import ray
 
     if ray.is_initialized():
         return
     if address is None:
-        # a private, single-user local cluster: no token files, no dashboard, and no
-        # preemption watcher (one process less per trial; measured in benchmarks/)
+        # a private, single-user local cluster: no token files, no dashboard, no
+        # preemption watcher, and a short poll for finished worker groups
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", LOCAL_HEALTH_CHECK_S)
     ray.init(
         address=address,
         log_to_driver=False,
@@ -222,76 +242,113 @@ def _init_ray(address: str | None) -> None:
     )
 
 
-def run_grid(
-    grid: Grid,
-    prepared: Prepared,
-    run_dir: Path,
-    address: str | None = None,
-    listener: Listener | None = None,
-) -> RunSummary:
-    """Run every (cell, seed) of `grid` not already done in `run_dir`."""
-    # the classic reporter at verbose=0 prints nothing; the progress bar is ours
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+def cluster_gpu(grid: Grid) -> tuple[dict[str, float], bool]:
     import ray
-    from ray import tune
 
-    _init_ray(address)
     cluster = ray.cluster_resources()
     want_gpu = grid.resources.use_gpu
     use_gpu = cluster.get("GPU", 0) > 0 if want_gpu == "auto" else bool(want_gpu)
     if use_gpu and cluster.get("GPU", 0) == 0 and grid.resources.max_concurrent_trials == "auto":
         raise ClusterError("resources.use_gpu: true but the cluster has no GPU")
+    return cluster, use_gpu
 
-    results = Results(run_dir)
-    done, every = results.done(), grid.trials()
-    trials = [t for t in every if t.run_id not in done]
-    skipped = len(every) - len(trials)
-    concurrency = min(max_concurrency(grid, cluster, use_gpu), max(1, len(trials)))
-    if not trials:
-        return RunSummary(len(every), skipped, {}, concurrency, use_gpu)
 
-    for t in trials:
-        # a retried trial starts afresh, not from the failed attempt's checkpoints
-        shutil.rmtree(run_dir / "train" / t.run_id, ignore_errors=True)
-    plans = {t.run_id: plan_trial(grid, t, prepared) for t in trials}
-    identities = {
-        t.run_id: {"cell_id": t.cell.cell_id, "seed": t.seed, **t.cell.factors(),
-                   "run_id": t.run_id, "lr": plans[t.run_id].lr}
-        for t in trials
-    }  # fmt: skip
-    refs: dict[Any, Any] = {"val_y": ray.put(prepared.val_y)}
+def run_grid(
+    grid: Grid,
+    prepared: Prepared,
+    study: Storage,
+    listener: Listener | None = None,
+    tracker: Any = None,
+) -> RunSummary:
+    """Train every (cell, seed) of `grid` not already done in `study` (Ray is running)."""
+    # the classic reporter at verbose=0 prints nothing; the progress bar is ours
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+    from ray import tune
+
+    cluster, use_gpu = cluster_gpu(grid)
+    results = Results(study)
+    slots = max_concurrency(grid, cluster, use_gpu)
+    work = plan_work(
+        grid, results.done(), prepared.in_channels, prepared.eval_size, slots, use_gpu
+    )
+    concurrency = min(slots, max(1, len(work.bundles)))
+
+    def summary(statuses: dict[str, int]) -> RunSummary:
+        return RunSummary(
+            total=len(grid.trials()),
+            skipped=work.skipped,
+            statuses=statuses,
+            concurrency=concurrency,
+            use_gpu=use_gpu,
+            training_runs=len(work.trials),
+            bundles=len(work.bundles),
+            epochs_trained=work.epochs_trained,
+            epochs_requested=work.epochs_requested,
+        )
+
+    if not work.bundles:
+        return summary({})
+    for run in work.trials:
+        # a retried run starts from its latest epoch, never from a stale end marker
+        study.delete(run_end_path(run))
+
+    def put(value):
+        return value if isinstance(value, ray.ObjectRef) else ray.put(value)
+
+    refs: dict[Any, Any] = {"val_y": put(prepared.val_y)}
     for size, arrays in prepared.sizes.items():
-        refs[size] = ray.put(arrays)
+        refs[size] = put(arrays)
     setup = {
         "workers": grid.resources.workers_per_trial,
         "use_gpu": use_gpu,
         "worker_resources": worker_resources(grid, use_gpu),
-        "storage": str((run_dir / "train").resolve()),
+        "storage": study.join(RAY_DIR),
+        "study": study.uri,
+        "refs": refs,
+        "max_restarts": grid.resources.max_restarts,
+        # chaos testing only (see train._inject_fault)
+        "faults": os.environ.get("GRIDRUN_FAULTS", ""),
     }
+    bundles = {b.bundle_id: b for b in work.bundles}
+    examples = getattr(prepared, "examples", None)
+    collector = Collector(
+        results, work.trials, listener, tracker, examples, lambda rel: _read_pred(study, rel)
+    )
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, plans=plans, refs=refs, setup=setup), TRIAL_RESOURCES
+        tune.with_parameters(_bundle_trial, bundles=bundles, setup=setup), TRIAL_RESOURCES
     )
     tuner = tune.Tuner(
         trainable,
-        param_space={"run_id": tune.grid_search([t.run_id for t in trials])},
+        param_space={"bundle_id": tune.grid_search([b.bundle_id for b in work.bundles])},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=concurrency,
             # a finished trial's process takes the next trial: one torch import less each
             reuse_actors=True,
-            trial_name_creator=lambda trial: trial.config["run_id"],
-            trial_dirname_creator=lambda trial: trial.config["run_id"],
+            trial_name_creator=lambda trial: trial.config["bundle_id"],
+            trial_dirname_creator=lambda trial: trial.config["bundle_id"],
         ),
         run_config=tune.RunConfig(
             # one Tune experiment per invocation, so a resumed run never mixes states
-            name=f"tune-{datetime.now(UTC):%Y%m%d-%H%M%S}",
-            storage_path=str((run_dir / "ray").resolve()),
-            callbacks=[_results_callback(results, identities, listener)],
+            name=f"tune-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}",
+            storage_path=study.join(RAY_DIR),
+            callbacks=[_tune_callback(collector, bundles, study)],
             verbose=0,
         ),
     )
     tuner.fit()
     statuses: dict[str, int] = {}
-    for t in trials:
-        status = results.trials.get(t.run_id, {}).get("status", "failed")
-        statuses[status] = statuses.get(status, 0) + 1
-    return RunSummary(len(every), skipped, statuses, concurrency, use_gpu)
+    for trials in work.trials.values():
+        for t in trials:
+            status = results.trials.get(t.run_id, {}).get("status", Status.FAILED.value)
+            statuses[status] = statuses.get(status, 0) + 1
+    return summary(statuses)
+
+
+def _read_pred(study: Storage, rel: str):
+    import io
+
+    import numpy as np
+
+    with np.load(io.BytesIO(study.read_bytes(rel))) as data:
+        return data["pred"]

@@ -1,0 +1,275 @@
+"""Training runs and work units. Pure: no Ray, no torch.
+
+A *trial* is one (cell, seed). A *training run* is what is actually trained: the trials
+that differ only in `epochs` share one run trained to the largest of their epoch counts,
+and each trial reads its numbers off the run's curve at its own epoch (exact while
+nothing depends on the total epoch count: data order is seeded per epoch, validation
+draws no random numbers, and the schedule does not look at the last epoch). A *bundle*
+is a work unit: training runs trained one after another by one long-lived TorchTrainer
+worker group, so the worker start-up is paid once per bundle, not once per run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from gridrun.layout import FACTORS
+from gridrun.spec import Grid, Trial, effective_lr
+
+__all__ = [
+    "Bundle",
+    "RunPlan",
+    "TrialInfo",
+    "TrainingRun",
+    "estimate_seconds",
+    "lr_at",
+    "pack",
+    "plan_run",
+    "trial_info",
+    "training_runs",
+]
+
+# note: rough training throughput (pixels × samples per second and worker) of the default
+# U-Net, measured on one CPU core and on one H100 with AMP (docs/performance.md); it only
+# decides what is packed, so being off by 2× costs little
+CPU_PIXELS_PER_S = 2.0e6
+GPU_PIXELS_PER_S = 1.0e8
+# a bundle's worker group takes ~10 s to start; a run shorter than 10× that is packed
+STARTUP_S = 10.0
+LONG_RUN_S = 10 * STARTUP_S
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """Who a row belongs to: one (cell, seed), and the training run it is read from."""
+
+    run_id: str
+    cell_id: str
+    seed: int
+    factors: dict[str, int]
+    training_run: str
+    # fixed settings worth showing beside the factors (lr, model, schedule, ...)
+    hparams: dict[str, float | int | str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        clash = set(self.hparams) & {*self.factors, "seed"}
+        if clash:
+            raise ValueError(f"hparams repeat the trial's identity: {sorted(clash)}")
+
+    def __hash__(self) -> int:  # note: the dict fields are not hashable; run_id names a trial
+        return hash(self.run_id)
+
+    @property
+    def params(self) -> dict[str, float | int | str]:
+        """The factors, the seed, then the fixed hparams: what a tracker shows as settings."""
+        return {**self.factors, "seed": self.seed, **self.hparams}
+
+    def row(self) -> dict[str, Any]:
+        """The identity columns of this trial's rows in both tables."""
+        return {
+            "cell_id": self.cell_id,
+            "seed": self.seed,
+            **self.factors,
+            "run_id": self.run_id,
+            "training_run": self.training_run,
+            "lr": self.hparams.get("lr"),
+        }
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """Trials sharing everything but `epochs`, trained once to the longest."""
+
+    trials: tuple[Trial, ...]  # sorted by epochs
+
+    @property
+    def run_id(self) -> str:
+        # the longest trial's id: a run that serves one trial is named like it
+        return self.trials[-1].run_id
+
+    @property
+    def epochs(self) -> int:
+        return self.trials[-1].cell.epochs
+
+    @property
+    def lead(self) -> Trial:
+        return self.trials[-1]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a worker needs to train one training run, as plain values."""
+
+    training_run: str
+    seed: int
+    image_size: int
+    dataset_size: int
+    batch_size: int
+    epochs: int  # trained to
+    # epoch -> the trials (run_ids) whose cell ends there: checkpoint and predictions
+    stops: dict[int, tuple[str, ...]]
+    model_name: str
+    model_options: dict[str, Any]
+    in_channels: int
+    num_classes: int  # as in the grid file: 1 = binary
+    ignore_index: int | None
+    eval_size: int
+    loss: str
+    optimizer: str
+    lr: float
+    weight_decay: float
+    momentum: float
+    schedule: str
+    warmup_epochs: int
+    amp: str | bool
+    channels_last: str | bool
+    compile: bool
+    overlay_every: int
+    overlay_images: int
+
+    @property
+    def num_labels(self) -> int:
+        return max(2, self.num_classes)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.dataset_size / self.batch_size)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A work unit: training runs one worker group trains one after another."""
+
+    bundle_id: str
+    runs: tuple[RunPlan, ...]
+    seconds: float  # estimated
+
+
+def training_runs(grid: Grid, trials: list[Trial]) -> list[TrainingRun]:
+    """Group `trials` into training runs (one per trial when epochs cannot be shared)."""
+    if not grid.epochs_shared():
+        return [TrainingRun((t,)) for t in sorted(trials)]
+    groups: dict[tuple, list[Trial]] = defaultdict(list)
+    for t in trials:
+        c = t.cell
+        groups[(c.image_size, c.dataset_size, c.batch_size, t.seed)].append(t)
+    return [TrainingRun(tuple(sorted(g, key=lambda t: t.cell.epochs))) for g in groups.values()]
+
+
+def plan_run(grid: Grid, run: TrainingRun, in_channels: int, eval_size: int) -> RunPlan:
+    cell = run.lead.cell
+    stops: dict[int, list[str]] = defaultdict(list)
+    for t in run.trials:
+        stops[t.cell.epochs].append(t.run_id)
+    d, m, tr, tk = grid.data, grid.model, grid.train, grid.tracking
+    return RunPlan(
+        training_run=run.run_id,
+        seed=run.lead.seed,
+        image_size=cell.image_size,
+        dataset_size=cell.dataset_size,
+        batch_size=cell.batch_size,
+        epochs=run.epochs,
+        stops={e: tuple(ids) for e, ids in sorted(stops.items())},
+        model_name=m.name,
+        model_options={"base_channels": m.base_channels, "depth": m.depth}
+        if m.name == "unet"
+        else {},
+        in_channels=in_channels,
+        num_classes=d.num_classes,
+        ignore_index=d.ignore_index,
+        eval_size=eval_size,
+        loss=tr.loss,
+        optimizer=tr.optimizer,
+        lr=effective_lr(grid, cell.batch_size),
+        weight_decay=tr.weight_decay,
+        momentum=tr.momentum,
+        schedule=tr.schedule,
+        warmup_epochs=tr.warmup_epochs,
+        amp=tr.amp,
+        channels_last=tr.channels_last,
+        compile=tr.compile,
+        overlay_every=tk.overlay_every,
+        overlay_images=tk.overlay_images,
+    )
+
+
+def trial_info(grid: Grid, run: TrainingRun, trial: Trial) -> TrialInfo:
+    return TrialInfo(
+        run_id=trial.run_id,
+        cell_id=trial.cell.cell_id,
+        seed=trial.seed,
+        factors={k: getattr(trial.cell, k) for k in FACTORS},
+        training_run=run.run_id,
+        hparams={
+            "model": grid.model.name,
+            "optimizer": grid.train.optimizer,
+            "loss": grid.train.loss,
+            "schedule": grid.train.schedule,
+            "lr": effective_lr(grid, trial.cell.batch_size),
+        },
+    )
+
+
+def estimate_seconds(plan: RunPlan, use_gpu: bool, workers: int = 1) -> float:
+    """Training time from pixels × samples × epochs at a nominal throughput."""
+    rate = (GPU_PIXELS_PER_S if use_gpu else CPU_PIXELS_PER_S) * workers
+    return plan.image_size**2 * plan.dataset_size * plan.epochs / rate
+
+
+def pack(
+    plans: list[RunPlan], slots: int, use_gpu: bool, workers: int = 1, enabled: bool = True
+) -> list[Bundle]:
+    """Bundles of runs: a long run alone; short runs spread by longest-first onto the
+    least-loaded bundle, at least one bundle per free slot, and about LONG_RUN_S each.
+    Longest bundles come first, so they start first."""
+    est = {p.training_run: estimate_seconds(p, use_gpu, workers) for p in plans}
+    if not enabled:
+        groups = [[p] for p in plans]
+    else:
+        long = [p for p in plans if est[p.training_run] >= LONG_RUN_S]
+        short = sorted(
+            (p for p in plans if est[p.training_run] < LONG_RUN_S),
+            key=lambda p: (-est[p.training_run], p.training_run),
+        )
+        n = 0
+        if short:
+            by_time = math.ceil(sum(est[p.training_run] for p in short) / LONG_RUN_S)
+            n = min(len(short), max(by_time, slots - len(long), 1))
+        bins: list[list[RunPlan]] = [[] for _ in range(n)]
+        load = [0.0] * n
+        for p in short:
+            i = min(range(n), key=lambda j: (load[j], j))
+            bins[i].append(p)
+            load[i] += est[p.training_run]
+        groups = [[p] for p in long] + bins
+    bundles = []
+    for group in groups:
+        group = sorted(group, key=lambda p: p.training_run)
+        seconds = sum(est[p.training_run] for p in group)
+        bundles.append((seconds, group))
+    bundles.sort(key=lambda b: (-b[0], b[1][0].training_run))
+    return [
+        Bundle(f"b{i:04d}_{group[0].training_run}", tuple(group), seconds)
+        for i, (seconds, group) in enumerate(bundles)
+    ]
+
+
+def lr_at(plan: RunPlan, step: int) -> float:
+    """The learning rate for optimizer step `step` (0-based): a pure function of the step,
+    so a run resumed mid-way gets the same rates. Warm-up is linear from lr/warmup_steps."""
+    per_epoch = plan.steps_per_epoch
+    warm = plan.warmup_epochs * per_epoch if plan.schedule != "constant" else 0
+    if step < warm:
+        return plan.lr * (step + 1) / warm
+    if plan.schedule in ("constant", "warmup_constant"):
+        return plan.lr
+    total = plan.epochs * per_epoch - warm
+    progress = min(1.0, (step - warm) / max(total, 1))
+    if plan.schedule == "poly":
+        return plan.lr * (1 - progress) ** 0.9
+    assert plan.schedule == "cosine", plan.schedule
+    return plan.lr * 0.5 * (1 + math.cos(math.pi * progress))
+

@@ -1,0 +1,348 @@
+"""Experiment tracking, fed by the driver: TensorBoard (on by default) and MLflow (optional).
+
+The driver calls, per trial, `epoch()` once for each epoch's metrics (with an `Overlay`
+at the epochs that have predictions of the fixed validation images), then `end()`; at
+the end of the study `close()`. Trackers only record; `Trackers` fans out to several and
+turns a tracker's error into one warning, so logging never stops a study.
+
+Names, the same in TensorBoard and MLflow (`metric_tag`):
+
+    per epoch, step = epoch   train_loss -> train/loss, val_iou -> val/iou,
+                              val_iou_c1 -> val/iou_c1; lr, step, peak_mem_mb, ... unchanged
+    at the end, step = last   trial/<key> for each number in `final` (trial/best_val_iou)
+
+Settings (`TrialInfo.params`) are the four factors, the seed and the fixed hparams.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Real
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import numpy as np
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+from gridrun.layout import Status
+from gridrun.runs import TrialInfo
+
+__all__ = [
+    "MlflowTracker",
+    "Overlay",
+    "TensorBoardTracker",
+    "Tracker",
+    "Trackers",
+    "TrialInfo",
+    "make_trackers",
+    "metric_tag",
+    "overlay_image",
+]
+
+IGNORE = 255  # a label that is neither background nor a class (multi-class masks)
+PRED_COLOR = (255, 0, 0)
+TRUTH_COLOR = (0, 255, 0)
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """Predictions of the fixed validation images at one epoch."""
+
+    epoch: int
+    image: np.ndarray  # uint8 N×H×W×3
+    truth: np.ndarray  # uint8 N×H×W labels; IGNORE marks unlabelled pixels
+    pred: np.ndarray  # uint8 N×H×W predicted labels
+
+
+class Tracker(Protocol):
+    def epoch(self, trial: TrialInfo, metrics: dict[str, Any], overlay: Overlay | None) -> None:
+        """One epoch's metrics; `metrics["epoch"]` is the step."""
+
+    def end(self, trial: TrialInfo, status: str, final: dict[str, Any]) -> None:
+        """The trial is over with `status` (a `layout.Status` value); `final` is its row."""
+
+    def close(self) -> None: ...
+
+
+def overlay_image(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """uint8 H×2W×3: left the predicted foreground (pred > 0) blended half red into the
+    image, right the true foreground (0 < truth < IGNORE) blended half green."""
+    rgb = np.asarray(image, dtype=np.uint8)
+    if rgb.ndim == 2 or rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb.reshape(rgb.shape[:2] + (1,)), 3, axis=-1)
+    if truth.shape != rgb.shape[:2] or pred.shape != rgb.shape[:2]:
+        raise ValueError(f"image {image.shape}, truth {truth.shape}, pred {pred.shape} differ")
+    left = _paint(rgb, pred > 0, PRED_COLOR)
+    right = _paint(rgb, (truth > 0) & (truth != IGNORE), TRUTH_COLOR)
+    return np.concatenate([left, right], axis=1)
+
+
+def _paint(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
+    out = rgb.copy()
+    out[mask] = (rgb[mask].astype(np.uint16) + np.array(color, dtype=np.uint16)) // 2
+    return out
+
+
+_INVALID_NAME = re.compile(r"[^\w\-. /]")  # note: MLflow's rule for names (on Windows)
+
+
+def metric_tag(key: str) -> str:
+    """The tag of a metrics column: `train_`/`val_` become sections (`val_iou` -> `val/iou`),
+    so TensorBoard and MLflow group them; characters MLflow refuses become `_`."""
+    for split in ("train", "val"):
+        if key.startswith(f"{split}_") and len(key) > len(split) + 1:
+            key = f"{split}/{key[len(split) + 1 :]}"
+            break
+    return _INVALID_NAME.sub("_", key)
+
+
+def _numbers(values: Mapping[str, Any], skip: Collection[str]) -> dict[str, float]:
+    return {
+        key: float(value)
+        for key, value in values.items()
+        if key not in skip and isinstance(value, Real) and not isinstance(value, bool)
+    }
+
+
+def _epoch_scalars(trial: TrialInfo, metrics: Mapping[str, Any]) -> dict[str, float]:
+    skip = {*trial.factors, "seed", "epoch"}
+    return {metric_tag(k): v for k, v in _numbers(metrics, skip).items()}
+
+
+def _final_scalars(trial: TrialInfo, final: Mapping[str, Any]) -> dict[str, float]:
+    skip = {*trial.factors, "seed"}
+    return {f"trial/{metric_tag(k)}": v for k, v in _numbers(final, skip).items()}
+
+
+def _status_text(status: str) -> str:
+    return status.value if isinstance(status, Status) else status
+
+
+@dataclass
+class _Open:
+    handle: Any  # a SummaryWriter or an MLflow run id
+    step: int
+
+
+class TensorBoardTracker:
+    """Event files in `logdir/<run_id>/`, one folder per trial, so `tensorboard --logdir
+    logdir` lists trials as runs and the HParams dashboard shows one row per trial.
+
+    Each folder holds the epoch scalars, the overlays (`overlay/<i>`, step = epoch) and the
+    HParams session: its start (the trial's params) written with the first epoch, its end
+    (SUCCESS for ok, FAILURE otherwise) with `end()`. No Experiment summary is written:
+    TensorBoard then builds one from every trial's session (all levels seen, every scalar
+    tag as a metric, the last value of each in the table) rather than taking one trial's.
+
+    A trial first seen at epoch 1 (or only at its end) starts afresh: event files a
+    failed earlier attempt left in its folder are deleted. One first seen later resumed,
+    and TensorBoard hides the earlier attempt's steps from there on (`purge_step`).
+    `upload(folder)` is called once a trial's files are complete (and at `close()` for
+    trials still open), e.g. to copy them to object storage.
+    """
+
+    def __init__(self, logdir: Path, upload: Callable[[Path], None] | None = None):
+        from torch.utils.tensorboard import SummaryWriter  # note: keeps torch out of imports
+
+        self._writer_type = SummaryWriter
+        self.logdir = Path(logdir)
+        self._upload = upload
+        self._open: dict[str, _Open] = {}
+
+    def epoch(self, trial: TrialInfo, metrics: dict[str, Any], overlay: Overlay | None) -> None:
+        step = int(metrics["epoch"])
+        run = self._run(trial, step)
+        writer = run.handle
+        run.step = step
+        for tag, value in _epoch_scalars(trial, metrics).items():
+            writer.add_scalar(tag, value, step)
+        if overlay is not None:
+            for i, (image, truth, pred) in enumerate(
+                zip(overlay.image, overlay.truth, overlay.pred, strict=True)
+            ):
+                picture = overlay_image(image, truth, pred)
+                writer.add_image(f"overlay/{i}", picture, overlay.epoch, dataformats="HWC")
+        writer.flush()  # note: live dashboards; one small write per epoch
+
+    def end(self, trial: TrialInfo, status: str, final: dict[str, Any]) -> None:
+        run = self._run(trial, None)
+        for tag, value in _final_scalars(trial, final).items():
+            run.handle.add_scalar(tag, value, run.step)
+        run.handle.file_writer.add_summary(_session_end(status), run.step)
+        self._finish(trial.run_id)
+
+    def close(self) -> None:
+        for run_id in list(self._open):
+            self._finish(run_id)
+
+    def _run(self, trial: TrialInfo, step: int | None) -> _Open:
+        if trial.run_id in self._open:
+            return self._open[trial.run_id]
+        folder = self.logdir / trial.run_id
+        resumed = step is not None and step > 1
+        if not resumed:
+            for stale in folder.glob("events.out.tfevents.*"):
+                stale.unlink()
+        writer = self._writer_type(str(folder), purge_step=step if resumed else None)
+        run = self._open[trial.run_id] = _Open(writer, step or 0)
+        writer.file_writer.add_summary(_session_start(trial), run.step)
+        return run
+
+    def _finish(self, run_id: str) -> None:
+        self._open.pop(run_id).handle.close()
+        if self._upload is not None:
+            self._upload(self.logdir / run_id)
+
+
+def _session_start(trial: TrialInfo) -> Summary:
+    """The HParams plugin's record that a trial began, with its params."""
+    info = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+    for name, value in trial.params.items():
+        if isinstance(value, str):
+            info.hparams[name].string_value = value
+        elif isinstance(value, bool):
+            info.hparams[name].bool_value = value
+        else:
+            info.hparams[name].number_value = float(value)
+    data = plugin_data_pb2.HParamsPluginData(session_start_info=info)
+    return _hparams_summary(metadata.SESSION_START_INFO_TAG, data)
+
+
+def _session_end(status: str) -> Summary:
+    outcome = api_pb2.STATUS_SUCCESS if status == Status.OK else api_pb2.STATUS_FAILURE
+    info = plugin_data_pb2.SessionEndInfo(status=outcome, end_time_secs=time.time())
+    data = plugin_data_pb2.HParamsPluginData(session_end_info=info)
+    return _hparams_summary(metadata.SESSION_END_INFO_TAG, data)
+
+
+def _hparams_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> Summary:
+    # note: what torch's `summary.hparams` builds, minus its fixed STATUS_SUCCESS and
+    # missing times; tensorboard's own `hparams.summary` helpers need TensorFlow
+    value = Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data))
+    return Summary(value=[value])
+
+
+def _is_file_store(uri: str) -> bool:
+    scheme = urlparse(uri).scheme
+    return scheme == "file" or (scheme == "" and not uri.startswith("databricks"))
+
+
+class MlflowTracker:
+    """One MLflow run per trial (named its run_id) in `experiment`, through `MlflowClient`
+    so that any number of trials are open at once. Params: `TrialInfo.params`; tags:
+    cell_id, training_run, and at the end status plus `final`'s text entries; metrics as
+    in `metric_tag`. The run ends FINISHED for ok, FAILED otherwise, KILLED if the study
+    closes first. Every attempt at a trial is its own run.
+
+    `tracking_uri`: a server (`http://host:5000`), `sqlite:///path/mlflow.db` (no server
+    needed) or a folder; a folder (plain path or `file:`) sets MLFLOW_ALLOW_FILE_STORE=true,
+    without which MLflow 3 refuses it.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str):
+        if _is_file_store(tracking_uri):
+            os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        from mlflow import MlflowClient  # note: optional, and seconds to import
+
+        self._client = MlflowClient(tracking_uri=tracking_uri)
+        found = self._client.get_experiment_by_name(experiment)
+        self._experiment_id = (
+            found.experiment_id if found else self._client.create_experiment(experiment)
+        )
+        self._open: dict[str, _Open] = {}
+
+    def epoch(self, trial: TrialInfo, metrics: dict[str, Any], overlay: Overlay | None) -> None:
+        run = self._run(trial)
+        run.step = int(metrics["epoch"])
+        self._log(run, _epoch_scalars(trial, metrics))
+
+    def end(self, trial: TrialInfo, status: str, final: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        run = self._run(trial)
+        self._log(run, _final_scalars(trial, final))
+        text = {_INVALID_NAME.sub("_", k): v for k, v in final.items() if isinstance(v, str) and v}
+        tags = {**text, "status": _status_text(status)}
+        # note: MLflow refuses a tag value over 8000 characters; a long error is cut
+        self._client.log_batch(run.handle, tags=[RunTag(k, v[:8000]) for k, v in tags.items()])
+        self._client.set_terminated(run.handle, "FINISHED" if status == Status.OK else "FAILED")
+        del self._open[trial.run_id]
+
+    def close(self) -> None:
+        for run_id in list(self._open):
+            self._client.set_terminated(self._open.pop(run_id).handle, "KILLED")
+
+    def _run(self, trial: TrialInfo) -> _Open:
+        if trial.run_id not in self._open:
+            from mlflow.entities import Param
+
+            tags = {"cell_id": trial.cell_id, "training_run": trial.training_run}
+            created = self._client.create_run(self._experiment_id, run_name=trial.run_id, tags=tags)
+            params = [Param(_INVALID_NAME.sub("_", k), str(v)) for k, v in trial.params.items()]
+            self._client.log_batch(created.info.run_id, params=params)
+            self._open[trial.run_id] = _Open(created.info.run_id, 0)
+        return self._open[trial.run_id]
+
+    def _log(self, run: _Open, values: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(key, value, stamp, run.step) for key, value in values.items()]
+        self._client.log_batch(run.handle, metrics=metrics)
+
+
+class Trackers:
+    """Fans each call out to several trackers. A tracker's error is swallowed: the first
+    is shown as a warning, the rest are counted and the count shown at `close()`."""
+
+    def __init__(self, trackers: Sequence[Tracker] = ()):
+        self.trackers = list(trackers)
+        self._errors = [0] * len(self.trackers)
+
+    def epoch(self, trial: TrialInfo, metrics: dict[str, Any], overlay: Overlay | None) -> None:
+        self._each("epoch", trial, metrics, overlay)
+
+    def end(self, trial: TrialInfo, status: str, final: dict[str, Any]) -> None:
+        self._each("end", trial, status, final)
+
+    def close(self) -> None:
+        self._each("close")
+        for tracker, errors in zip(self.trackers, self._errors, strict=True):
+            if errors > 1:
+                warnings.warn(f"{type(tracker).__name__}: {errors} errors in all", stacklevel=2)
+
+    def _each(self, method: str, *args: Any) -> None:
+        for i, tracker in enumerate(self.trackers):
+            try:
+                getattr(tracker, method)(*args)
+            except Exception as exc:
+                self._errors[i] += 1
+                if self._errors[i] == 1:
+                    warnings.warn(
+                        f"{type(tracker).__name__}.{method} failed, the study goes on "
+                        f"(later errors of this tracker are only counted): {exc!r}",
+                        stacklevel=3,
+                    )
+
+
+def make_trackers(
+    tensorboard_dir: Path | None,
+    mlflow_uri: str | None,
+    experiment: str,
+    upload: Callable[[Path], None] | None = None,
+) -> Trackers:
+    """TensorBoard where a folder is given, MLflow where a URI is. A tracker that cannot
+    start (e.g. an unreachable MLflow server) raises here, before any trial runs."""
+    trackers: list[Tracker] = []
+    if tensorboard_dir is not None:
+        trackers.append(TensorBoardTracker(tensorboard_dir, upload))
+    if mlflow_uri is not None:
+        trackers.append(MlflowTracker(mlflow_uri, experiment))
+    return Trackers(trackers)
