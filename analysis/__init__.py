@@ -1,8 +1,70 @@
-"""Results in, tables and pictures out. Never imports ray.
+"""Results in, tables and pictures out. Never imports ray, nor any of gridrun but its
+``layout`` (and ``storage`` for studies behind a URI).
 
-``load`` reads a run's Parquet tables; ``cells``, ``anova``, ``plateau``,
-``overfitting``, ``pareto`` and ``scaling`` are pure DataFrame-to-DataFrame
-analyses; ``interactions``, ``learning_curves``, ``pareto`` and ``overlays``
-pair a pure ``get_*_info`` with a thin ``get_*_plot``; ``report`` writes
-``DIR/report/`` (``report.write_report``).
+    import analysis
+    run = analysis.load("runs/quick")                 # RunData: the tables, split
+    cells = analysis.cells_table(run.final, run.metric)
+    analysis.recommendations_table(cells, run.metric)
+    analysis.plot_learning_curves(run)                # a matplotlib Figure
+    analysis.write_report("runs/quick")               # runs/quick/report/index.html
+
+Every analysis is a pure function returning a DataFrame; every ``plot_*`` returns a
+Figure and is split, Optuna-style, into a pure ``_get_*_info`` and a thin
+``_get_*_plot``. Thresholds live in one :class:`Params`; "higher is better", the
+metric's range and the interval over seeds live in :mod:`analysis.stats`.
 """
+
+from analysis.anova import anova_table, omega_sq_bootstrap
+from analysis.cells import cells_table
+from analysis.findings import ReportTables, compute_tables, summarize
+from analysis.importance import importance_table, plot_factor_importance
+from analysis.interactions import plot_interactions
+from analysis.learning_curves import plot_learning_curves
+from analysis.load import FACTORS, AnalysisInputError, RunData, final_metrics, load
+from analysis.main_effects import main_effects_table, plot_main_effects
+from analysis.overfitting import overfitting_table
+from analysis.overlays import plot_overlays
+from analysis.parallel import plot_parallel_coordinates
+from analysis.params import Params
+from analysis.pareto import pareto_table, plot_pareto
+from analysis.plateau import plateau_table
+from analysis.recommend import recommendation_sentences, recommendations_table
+from analysis.report import Report, write_report
+from analysis.scaling import scaling_table
+from analysis.stats import higher_is_better, interval_frame, mean_interval, metric_bounds
+
+__all__ = [
+    "FACTORS",
+    "AnalysisInputError",
+    "Params",
+    "Report",
+    "ReportTables",
+    "RunData",
+    "anova_table",
+    "cells_table",
+    "compute_tables",
+    "final_metrics",
+    "higher_is_better",
+    "importance_table",
+    "interval_frame",
+    "load",
+    "main_effects_table",
+    "mean_interval",
+    "metric_bounds",
+    "omega_sq_bootstrap",
+    "overfitting_table",
+    "pareto_table",
+    "plateau_table",
+    "plot_factor_importance",
+    "plot_interactions",
+    "plot_learning_curves",
+    "plot_main_effects",
+    "plot_overlays",
+    "plot_parallel_coordinates",
+    "plot_pareto",
+    "recommendation_sentences",
+    "recommendations_table",
+    "scaling_table",
+    "summarize",
+    "write_report",
+]

@@ -1,21 +1,26 @@
-"""The report's tables, computed from a run's data, and the sentences that sum them up."""
+"""The report's tables, computed once from a study, and the sentences that sum them up."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
-from analysis.anova import AnovaResult, anova_table
+from analysis.anova import anova_table, omega_sq_bootstrap
 from analysis.cells import cells_table
-from analysis.load import FACTORS, RunData, final_metrics, higher_is_better
+from analysis.load import RunData
+from analysis.main_effects import main_effects_table
 from analysis.overfitting import overfitting_table
+from analysis.params import Params
 from analysis.pareto import pareto_table
 from analysis.plateau import plateau_table
-from analysis.scaling import scaling_table
+from analysis.recommend import recommendation_sentences, recommendations_table
+from analysis.scaling import MIN_SIZES, scaling_table
+from analysis.stats import format_interval, format_p, higher_is_better, metric_bounds
 
-__all__ = ["ReportTables", "compute_tables", "summarize"]
+__all__ = ["ReportTables", "compute_tables", "curves_by_cell", "lead_count", "summarize"]
+
+MAX_LEAD = 4  # recommendation sentences on the first screen; the table has every size
 
 
 @dataclass(frozen=True)
@@ -24,71 +29,98 @@ class ReportTables:
 
     final: pd.DataFrame
     cells: pd.DataFrame
-    anova: AnovaResult
+    recommendations: pd.DataFrame
+    anova: pd.DataFrame
+    importance: pd.DataFrame
+    main_effects: pd.DataFrame
     plateau: pd.DataFrame
     overfitting: pd.DataFrame
+    curves_by_cell: pd.DataFrame
     pareto: pd.DataFrame
     scaling: pd.DataFrame
 
     def csv_tables(self) -> dict[str, pd.DataFrame]:
         return {
+            "recommendations": self.recommendations,
             "cells": self.cells,
-            "anova": self.anova.table,
+            "anova": self.anova,
+            "importance": self.importance,
+            "main_effects": self.main_effects,
             "plateau": self.plateau,
             "overfitting": self.overfitting,
+            "curves_by_cell": self.curves_by_cell,
             "pareto": self.pareto,
             "scaling": self.scaling,
         }
 
 
+def curves_by_cell(plateau: pd.DataFrame, overfitting: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: ``seeds``, ``plateaued`` (seeds with a plateau), ``plateau_epoch``
+    (median), ``overfit`` (seeds with an onset), ``overfit_epoch`` (median),
+    ``transient_rises`` (sum) and ``best_minus_last`` (median)."""
+    columns = ["cell_id", "seeds", "plateaued", "plateau_epoch", "overfit", "overfit_epoch",
+               "transient_rises", "best_minus_last"]  # fmt: skip
+    if plateau.empty and overfitting.empty:
+        return pd.DataFrame(columns=columns)
+    p = plateau.assign(epoch=plateau["plateau_epoch"].astype(float)).groupby("cell_id")
+    o = overfitting.assign(epoch=overfitting["overfit_epoch"].astype(float)).groupby("cell_id")
+    out = pd.DataFrame(
+        {
+            "seeds": p.size(),
+            "plateaued": p["epoch"].count(),
+            "plateau_epoch": p["epoch"].median(),
+            "overfit": o["epoch"].count(),
+            "overfit_epoch": o["epoch"].median(),
+            "transient_rises": o["transient_rises"].sum(),
+            "best_minus_last": o["best_minus_last"].median(),
+        }
+    )
+    return out.rename_axis("cell_id").reset_index()[columns]
+
+
 def compute_tables(data: RunData) -> ReportTables:
     """All tables from the ``ok`` trials; plateau and overfitting need curves."""
-    higher = higher_is_better(data.metric)
-    final = final_metrics(data)
-    cells = cells_table(final, higher)
-    curve_metric = data.metric if data.metric in data.curves.columns else "val_iou"
+    metric, params, final = data.metric, data.params, data.final
+    cells = cells_table(final, metric, params)
+    curve_metric = metric if metric in data.curves.columns else "val_iou"
+    plateau = plateau_table(data.curves, curve_metric, params)
+    overfitting = overfitting_table(data.curves, curve_metric, params)
+    anova = anova_table(final, "final")
+    # note: a power law of 1 − metric only means something for scores in [0, 1]
+    unit = higher_is_better(metric) and metric_bounds(metric) == (0.0, 1.0)
     return ReportTables(
         final=final,
         cells=cells,
-        anova=anova_table(final, "final"),
-        plateau=plateau_table(data.curves, curve_metric),
-        overfitting=overfitting_table(data.curves, curve_metric),
-        pareto=pareto_table(cells, higher),
-        # note: a power law of 1 − metric only means something for IoU-like scores
-        scaling=scaling_table(cells) if higher else scaling_table(cells.iloc[0:0]),
+        recommendations=recommendations_table(cells, metric, params),
+        anova=anova,
+        importance=omega_sq_bootstrap(final, anova, "final", params),
+        main_effects=main_effects_table(final, params),
+        plateau=plateau,
+        overfitting=overfitting,
+        curves_by_cell=curves_by_cell(plateau, overfitting),
+        pareto=pareto_table(cells, higher_is_better(metric)),
+        scaling=scaling_table(cells if unit else cells.iloc[0:0]),
     )
 
 
-def _cell_label(row: pd.Series) -> str:
-    return ", ".join(f"{f}={int(row[f])}" for f in FACTORS)
-
-
-def _cell_sentence(kind: str, row: pd.Series, metric: str) -> str:
-    ci = ""
-    if not np.isnan(row["final_ci_low"]):
-        ci = f" (95% CI {row['final_ci_low']:.3f}–{row['final_ci_high']:.3f})"
-    return (
-        f"{kind} cell: {_cell_label(row)}: {metric} {row['final_mean']:.3f}{ci}"
-        f" over {int(row['n'])} seed(s)"
-    )
-
-
-def _anova_sentences(anova: AnovaResult) -> list[str]:
-    effects = anova.table[anova.table["term"] != "Residual"]
+def _importance_sentences(tables: ReportTables) -> list[str]:
+    effects = tables.importance
     if effects.empty:
         return ["ANOVA skipped: no factor varies or there are too few trials."]
     significant = effects[effects["p_value"] < 0.05]
     if significant.empty:
-        return ["no factor or interaction is significant at p < 0.05."]
-    large = significant[significant["omega_sq"] >= 0.01].sort_values("omega_sq", ascending=False)
-    out = [
-        f"{r.term} explains {r.omega_sq:.0%} of the variance "
-        f"(ω² {r.omega_sq:.2f}, partial η² {r.partial_eta_sq:.2f}, p={r.p_value:.1g})"
-        for r in large.head(4).itertuples()
-    ]
-    rest = significant[~significant["term"].isin(large.head(4)["term"])]
+        return ["No factor or interaction is significant at p < 0.05."]
+    out = []
+    for r in significant[significant["omega_sq"] >= 0.01].head(4).itertuples():
+        share = format_interval(r.omega_sq, r.ci_low, r.ci_high, default=2)
+        out.append(
+            f"{r.term} explains {r.omega_sq:.0%} of the variance (ω² {share}, "
+            f"{format_p(r.p_value)})."
+        )
+    rest = significant[significant["omega_sq"] < 0.01]
     if len(rest):
-        out.append(f"also significant (p < 0.05) with smaller effects: {', '.join(rest['term'])}")
+        terms = ", ".join(rest["term"])
+        out.append(f"Also significant (p < 0.05), each under 1% of the variance: {terms}.")
     return out
 
 
@@ -101,65 +133,112 @@ def _curve_sentences(tables: ReportTables, metric: str) -> list[str]:
             p = plateau[found]
             out.append(
                 f"{found.mean():.0%} of trials plateau, at median epoch "
-                f"{p['plateau_epoch'].median():.0f} with {p['epochs_after_plateau'].median():.0f} "
-                f"epochs after it gaining a median {p['gain_after_plateau'].median():+.3f}"
+                f"{p['plateau_epoch'].median():.0f}, gaining a median "
+                f"{p['gain_after_plateau'].median():+.3f} {metric} after it."
             )
         else:
-            out.append("no trial plateaus: every validation curve still improves at its end.")
+            out.append("No trial plateaus: every validation curve still improves at its end.")
     if len(over):
         onset = over["overfit_epoch"].dropna()
+        transient = int(over["transient_rises"].sum())
+        text = f"{len(onset)} of {len(over)} trials overfit"
+        if len(onset):
+            text += f" (median onset epoch {onset.median():.0f})"
+        if transient:
+            text += f"; {transient} transient rises of the validation loss were ignored"
         out.append(
-            f"{len(onset)} of {len(over)} trials overfit (GL > 5 while training loss falls)"
-            + (f", median onset epoch {onset.median():.0f}" if len(onset) else "")
-            + f"; stopping at the best epoch keeps a median {over['best_minus_last'].median():.3f}"
-            f" {metric}"
+            f"{text}; stopping at the best epoch keeps a median "
+            f"{over['best_minus_last'].median():.3f} {metric}."
         )
     return out
 
 
-def _cost_sentences(tables: ReportTables, metric: str) -> list[str]:
-    out = []
+def _scaling_sentence(tables: ReportTables) -> list[str]:
+    scaling, sizes = tables.scaling, tables.cells["dataset_size"].nunique()
+    if scaling.empty:
+        if sizes >= MIN_SIZES:
+            return []
+        return [
+            f"No data-scaling fit: it needs ≥ {MIN_SIZES} data set sizes; the grid has {sizes}."
+        ]
+    r2 = scaling["r2"].median()
+    text = (
+        f"Data scaling (power law of 1 − metric over {len(scaling)} groups, median R² "
+        f"{r2:.2f}): median exponent {scaling['exponent'].median():.2f}"
+    )
+    where = scaling["threshold"].value_counts()
+    if where.get("in range", 0) * 2 > len(scaling):
+        at = scaling["doubling_below_1pt_at"].median()
+        text += f"; past ~{at:.0f} images a doubling gains < 1 point"
+    elif where.get("beyond range", 0) * 2 > len(scaling):
+        text += (
+            f"; in {where['beyond range']} groups even the largest measured doubling gains ≥ 1 "
+            "point, so more data would likely help (not extrapolated)"
+        )
+    else:
+        text += "; within the measured sizes every doubling gains < 1 point"
+    if r2 < 0.8:
+        text += "; the law fits poorly, so read it with care"
+    return [text + "."]
+
+
+def _cost_sentence(tables: ReportTables, metric: str) -> list[str]:
     front = tables.pareto[tables.pareto["on_time_frontier"]].sort_values("train_time_s")
-    if len(front) >= 2:
-        lo, hi = front.iloc[0], front.iloc[-1]
-        out.append(
-            f"time frontier: {len(front)} cells, from {lo['train_time_s']:.0f} s ({metric} "
-            f"{lo['final_mean']:.3f}) to {hi['train_time_s']:.0f} s ({hi['final_mean']:.3f})"
-        )
-    scaling = tables.scaling
-    if len(scaling):
-        threshold = scaling["doubling_below_1pt_at"].median()
-        smallest, largest = scaling["min_size"].min(), scaling["max_size"].max()
-        # note: outside the measured sizes the power law is an extrapolation; say so
-        if threshold <= smallest:
-            where = f"a doubling gains < 1 point already from the smallest size ({smallest:.0f})"
-        elif threshold <= largest:
-            where = f"past ~{threshold:.0f} images a doubling gains < 1 point"
-        else:
-            where = (
-                f"a doubling past the largest size measured ({largest:.0f}) still gains a "
-                f"median {100 * scaling['doubling_gain_at_max'].median():.1f} points"
-            )
-        out.append(f"data scaling: median exponent {scaling['exponent'].median():.2f}; {where}")
-    return out
+    if len(front) < 2:
+        return []
+    lo, hi = front.iloc[0], front.iloc[-1]
+    return [
+        f"Time frontier: {len(front)} cells, from {lo['train_time_s']:.0f} s ({metric} "
+        f"{lo['final_mean']:.3f}) to {hi['train_time_s']:.0f} s ({hi['final_mean']:.3f})."
+    ]
+
+
+def _best_sentence(cells: pd.DataFrame, metric: str) -> str:
+    row = cells.iloc[0]
+    value = format_interval(row["final_mean"], row["final_ci_low"], row["final_ci_high"])
+    return f"Best cell: {row['cell_id']}, {metric} {value} over {int(row['n'])} seed(s)."
+
+
+def _lead(tables: ReportTables, metric: str, params: Params) -> list[str]:
+    """A recommendation per image size; with many sizes, those of the best cells."""
+    rec = tables.recommendations
+    sentences = recommendation_sentences(rec, metric, params)
+    if len(sentences) <= MAX_LEAD:
+        return sentences
+    sizes = sorted(rec["image_size"].unique())
+    best = rec.groupby("image_size")["best_mean"].first()
+    top = set(best.sort_values(ascending=not higher_is_better(metric)).index[: MAX_LEAD - 1])
+    kept = [s for size, s in zip(sizes, sentences, strict=True) if size in top]
+    rest = len(sizes) - len(kept)
+    return [*kept, f"The other {rest} image sizes: see the Recommendations table."]
+
+
+def lead_count(tables: ReportTables) -> int:
+    """How many of :func:`summarize`'s first findings are recommendations."""
+    return min(tables.recommendations["image_size"].nunique(), MAX_LEAD)
 
 
 def summarize(data: RunData, tables: ReportTables) -> list[str]:
-    """Short sentences for the terminal, most important first."""
-    metric = data.metric
-    n_cells = tables.final["cell_id"].nunique()
-    findings = [f"{len(tables.final)} trials analysed over {n_cells} cells ({metric})."]
+    """Short sentences for the terminal and the report's first screen, most useful first:
+    the recommendations, the best cell, what matters, the curves, then caveats."""
+    metric, params, cells = data.metric, data.params, tables.cells
+    findings = _lead(tables, metric, params)
+    if len(cells):
+        findings.append(_best_sentence(cells, metric))
+    if len(tables.final):
+        findings += _importance_sentences(tables)
+    findings += _curve_sentences(tables, metric)
+    findings += _scaling_sentence(tables)
+    findings += _cost_sentence(tables, metric)
+    few = int((cells["n"] < params.min_seeds).sum()) if len(cells) else 0
+    if few:
+        findings.append(
+            f"{few} of {len(cells)} cells have fewer than {params.min_seeds} seeds: no interval "
+            "is drawn for them (too few seeds to estimate one); plots show their seeds as points."
+        )
     findings += data.notes
     dropped = len(data.ok) - len(tables.final)
     if dropped:
         findings.append(f"{dropped} ok trials have no final {metric} and were left out.")
-    cells = tables.cells
-    if len(cells):
-        findings.append(_cell_sentence("best", cells.iloc[0], metric))
-    if len(cells) > 1:
-        findings.append(_cell_sentence("worst", cells.iloc[-1], metric))
-    if len(tables.final):
-        findings += _anova_sentences(tables.anova)
-    findings += _curve_sentences(tables, metric)
-    findings += _cost_sentences(tables, metric)
+    findings.append(f"{len(tables.final)} trials analysed over {cells['cell_id'].nunique()} cells.")
     return findings

@@ -1,115 +1,147 @@
-"""Training curves per cell: seed mean with a min-max band, faceted by
-image size × data set size and coloured by batch size, with the detected
-plateau (▼) and overfitting onset (✕) epochs marked on the validation curve.
+"""Learning curves of a selection of cells, every seed drawn, with the plateau (▼) marked
+on the validation-metric curve and the overfitting onset (✕) on the validation-loss
+curve of the seed they were computed from.
+
+Cells that differ only in ``epochs`` share one training run, so only the longest cell of
+each run is a candidate; with more runs than panels, the cells named first (the
+recommended, best and worst cells) are shown, then the best of the rest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-__all__ = ["LearningCurvesInfo", "get_learning_curves_info", "get_learning_curves_plot"]
+from analysis.figures import panel_grid
+from analysis.load import RunData
+from analysis.overfitting import overfitting_table
+from analysis.plateau import plateau_table
 
-SERIES: tuple[str, ...] = ("train_iou", "val_iou", "train_loss", "val_loss")
-_CELL: list[str] = ["cell_id", "image_size", "dataset_size", "batch_size", "epochs"]
+__all__ = ["CurvePanel", "CurvesInfo", "plot_learning_curves"]
+
+MAX_PANELS = 12
 
 
 @dataclass(frozen=True)
-class LearningCurvesInfo:
-    """``bands``: per (cell, epoch) the seed ``mean``/``min``/``max`` of each series,
-    as columns ``<series>_mean`` etc.; ``marks``: per cell the median plateau
-    and overfitting epochs over seeds (NaN where none).
-    """
+class CurvePanel:
+    """One cell: its per-seed ``curves`` (seed, epoch and the series) and its ``marks``:
+    per seed and kind (``plateau`` on ``val_<metric>``, ``onset`` on ``val_loss``) the
+    epoch and the value of that seed's curve there."""
 
-    bands: pd.DataFrame
+    cell_id: str
+    curves: pd.DataFrame
     marks: pd.DataFrame
 
 
-def get_learning_curves_info(
-    curves: pd.DataFrame, plateau: pd.DataFrame, overfitting: pd.DataFrame
-) -> LearningCurvesInfo:
-    series = [s for s in SERIES if s in curves.columns]
-    agg = curves.groupby([*_CELL, "epoch"])[series].agg(["mean", "min", "max"])
-    agg.columns = [f"{s}_{stat}" for s, stat in agg.columns]
-    bands = agg.reset_index()
-    marks = bands[_CELL].drop_duplicates().set_index("cell_id")
-    for table, col in ((plateau, "plateau_epoch"), (overfitting, "overfit_epoch")):
-        epochs = table.groupby("cell_id")[col].apply(lambda s: s.astype(float).median())
-        marks[col] = epochs.reindex(marks.index)
-    return LearningCurvesInfo(bands, marks.reset_index())
+@dataclass(frozen=True)
+class CurvesInfo:
+    metric: str
+    panels: list[CurvePanel]
+    candidates: int
 
 
-def _mark(ax, band: pd.DataFrame, epoch: float, column: str, marker: str, color) -> None:
-    if np.isnan(epoch):
-        return
-    at = band.iloc[int(np.argmin(np.abs(band["epoch"].to_numpy() - epoch)))]
-    ax.plot([at["epoch"]], [at[column]], marker=marker, color=color, ms=8, mec="black", ls="")
+def _longest_per_run(curves: pd.DataFrame) -> pd.Series:
+    """Map every cell to the longest cell of its training run (itself without one)."""
+    cells = curves.groupby("cell_id")[["training_run", "epochs"]].first()
+    run = cells["training_run"].where(cells["training_run"].notna(), cells.index.to_series())
+    longest = cells.assign(run=run).sort_values("epochs", kind="stable").groupby("run").tail(1)
+    return run.map(longest.reset_index().set_index("run")["cell_id"])
 
 
-def _limits(bands: pd.DataFrame, lows: list[str], highs: list[str]) -> tuple[float, float]:
-    lo = np.nanmin(bands[[c for c in lows if c in bands]].to_numpy(float), initial=np.inf)
-    hi = np.nanmax(bands[[c for c in highs if c in bands]].to_numpy(float), initial=-np.inf)
-    if not np.isfinite(lo) or not np.isfinite(hi):
-        return 0.0, 1.0
-    pad = 0.04 * (hi - lo) or 0.05
-    return lo - pad, hi + pad
+def _get_learning_curves_info(
+    curves: pd.DataFrame,
+    plateau: pd.DataFrame,
+    overfitting: pd.DataFrame,
+    metric: str,
+    priority: Sequence[str] = (),
+    limit: int = MAX_PANELS,
+) -> CurvesInfo:
+    """Panels for up to ``limit`` cells, each the longest cell of its training run: those
+    of the ``priority`` cells first, in that order, then the rest by cell id."""
+    if curves.empty:
+        return CurvesInfo(metric, [], 0)
+    longest = _longest_per_run(curves)
+    candidates = list(dict.fromkeys(longest))
+    order = [longest[c] for c in priority if c in longest.index] + sorted(candidates)
+    chosen = list(dict.fromkeys(order))[:limit]
+    val = f"val_{metric.removeprefix('val_')}"
+    panels = []
+    for cell_id in chosen:
+        c = curves[curves["cell_id"] == cell_id].sort_values(["seed", "epoch"])
+        marks = []
+        for kind, table, col, series in (
+            ("plateau", plateau, "plateau_epoch", val),
+            ("onset", overfitting, "overfit_epoch", "val_loss"),
+        ):
+            if series not in c.columns:
+                continue
+            rows = table[(table["cell_id"] == cell_id) & table[col].notna()]
+            at = rows[["seed", col]].rename(columns={col: "epoch"}).astype({"epoch": int})
+            hit = at.merge(c[["seed", "epoch", series]], on=["seed", "epoch"])
+            marks.append(hit.rename(columns={series: "value"}).assign(kind=kind, series=series))
+        marks_df = (
+            pd.concat(marks, ignore_index=True)
+            if marks
+            else pd.DataFrame(columns=["seed", "epoch", "value", "kind", "series"])
+        )
+        panels.append(CurvePanel(cell_id, c.reset_index(drop=True), marks_df))
+    return CurvesInfo(metric, panels, len(candidates))
 
 
-def get_learning_curves_plot(info: LearningCurvesInfo, kind: str = "iou") -> Figure:
-    """``kind`` is ``iou`` or ``loss``: train (dashed) and validation (solid) curves."""
-    bands, marks = info.bands, info.marks
-    rows = sorted(bands["image_size"].unique())
-    cols = sorted(bands["dataset_size"].unique())
-    fig = Figure(figsize=(3.4 * len(cols) + 1.5, 2.8 * len(rows)), layout="constrained")
-    # note: shared axes make every artist re-autoscale the whole group, which is
-    # slow with a hundred cells; common limits are set once at the end instead
-    axes = fig.subplots(len(rows), len(cols), squeeze=False)
-    batch_sizes = sorted(bands["batch_size"].unique())
-    palette = dict(zip(batch_sizes, sns.color_palette("tab10", len(batch_sizes)), strict=True))
-    val, train = f"val_{kind}", f"train_{kind}"
-    per_cell = dict(tuple(bands.groupby("cell_id")))
-    for (i, size), (j, n) in ((r, c) for r in enumerate(rows) for c in enumerate(cols)):
-        ax = axes[i, j]
-        ax.set_title(f"image {size}, data {n}", fontsize=9)
-        facet = marks[(marks["image_size"] == size) & (marks["dataset_size"] == n)]
-        for cell in facet.itertuples():
-            band = per_cell[cell.cell_id]
-            color = palette[cell.batch_size]
+def _get_learning_curves_plot(info: CurvesInfo, kind: str = "metric") -> Figure:
+    """``kind`` ``metric`` (with plateau marks) or ``loss`` (with onset marks): train
+    dashed, validation solid, one colour per seed."""
+    base = info.metric.removeprefix("val_").removeprefix("train_")
+    name = "loss" if kind == "loss" else base
+    val, train = f"val_{name}", f"train_{name}"
+    mark_kind = "onset" if kind == "loss" else "plateau"
+    fig, axes = panel_grid(max(len(info.panels), 1), 4, 3.3, 2.6)
+    seeds = sorted({s for p in info.panels for s in p.curves["seed"].unique()})
+    palette = dict(zip(seeds, sns.color_palette("tab10", max(len(seeds), 1)), strict=False))
+    for ax, panel in zip(axes, info.panels, strict=False):
+        for seed, c in panel.curves.groupby("seed"):
             for col, style in ((train, "--"), (val, "-")):
-                if f"{col}_mean" not in band or band[f"{col}_mean"].isna().all():
-                    continue
-                epoch = band["epoch"].to_numpy(float)
-                ax.plot(epoch, band[f"{col}_mean"].to_numpy(), ls=style, color=color, lw=1.2)
-                ax.fill_between(
-                    epoch,
-                    band[f"{col}_min"].to_numpy(float),
-                    band[f"{col}_max"].to_numpy(float),
-                    color=color,
-                    alpha=0.15,
-                    lw=0,
-                )
-            if f"{val}_mean" in band:
-                _mark(ax, band, cell.plateau_epoch, f"{val}_mean", "v", color)
-                _mark(ax, band, cell.overfit_epoch, f"{val}_mean", "X", color)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(kind)
-    ymin, ymax = _limits(bands, [f"{train}_min", f"{val}_min"], [f"{train}_max", f"{val}_max"])
-    for ax in axes.ravel():
-        ax.set_xlim(0, bands["epoch"].max() + 1)
-        ax.set_ylim(ymin, ymax)
-        ax.label_outer()
-    handles = [Line2D([], [], color=c, label=f"batch {b}") for b, c in palette.items()]
+                if col in c.columns and c[col].notna().any():
+                    ax.plot(c["epoch"], c[col], ls=style, color=palette[seed], lw=1.1)
+        marks = panel.marks[panel.marks["kind"] == mark_kind]
+        for m in marks.itertuples():
+            ax.plot([m.epoch], [m.value], ls="", marker="v" if mark_kind == "plateau" else "X",
+                    ms=8, color=palette[m.seed], mec="black")  # fmt: skip
+        ax.set_title(panel.cell_id, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = [Line2D([], [], color=palette[s], label=f"seed {s}") for s in seeds]
     handles += [
         Line2D([], [], color="gray", ls="--", label="train"),
         Line2D([], [], color="gray", ls="-", label="validation"),
-        Line2D([], [], color="gray", marker="v", ls="", mec="black", label="plateau"),
-        Line2D([], [], color="gray", marker="X", ls="", mec="black", label="overfitting onset"),
-    ]
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
-    fig.suptitle(f"learning curves ({kind}): seed mean, band = min–max over seeds")
+        Line2D([], [], color="gray", ls="", mec="black", label=mark_kind,
+               marker="v" if mark_kind == "plateau" else "X"),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), fontsize=8)
+    shown = len(info.panels)
+    scope = f"{shown} of {info.candidates} training runs" if shown < info.candidates else "all runs"
+    fig.suptitle(f"learning curves ({name}), {scope}: every seed", fontsize=10)
+    if not info.panels:
+        axes[0].set_axis_off()
     return fig
+
+
+def plot_learning_curves(run: RunData, kind: str = "metric", cells: Sequence[str] = ()) -> Figure:
+    """Learning curves of ``run`` (``kind`` ``metric`` or ``loss``); ``cells`` first."""
+    metric = run.metric if run.metric in run.curves.columns else "val_iou"
+    info = _get_learning_curves_info(
+        run.curves,
+        plateau_table(run.curves, metric, run.params),
+        overfitting_table(run.curves, metric, run.params),
+        metric,
+        list(cells),
+    )
+    return _get_learning_curves_plot(info, kind)

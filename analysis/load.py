@@ -1,74 +1,136 @@
-"""Read a run directory's tables and split them into what the analyses may use.
+"""Read a study's tables and split them into what the analyses may use.
 
-Works on a finished run, a run still in progress (only finished trials have a
-row in ``trials.parquet``; running trials have partial curves), and on
-hand-written tables that hold only some of the columns.
+Works on a finished study, one still in progress (only finished trials have a row in
+``trials.parquet``; running trials have partial curves), and on hand-written tables
+that hold only some of the columns. A study is a local directory or, through
+``gridrun.storage``, a URI such as ``s3://bucket/prefix``.
 """
 
 from __future__ import annotations
 
+import io
+import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import yaml
+
+from analysis.params import DEFAULT_PARAMS, Params
+from analysis.stats import higher_is_better
+from gridrun.layout import CURVES_FILE, FACTORS, GRID_FILE, TRIALS_FILE
 
 __all__ = [
     "FACTORS",
     "AnalysisInputError",
     "RunData",
     "final_metrics",
-    "higher_is_better",
-    "load_run",
+    "load",
+    "split_trials",
     "varying_factors",
 ]
 
-FACTORS: tuple[str, ...] = ("image_size", "dataset_size", "epochs", "batch_size")
 TRIAL_KEY: tuple[str, str] = ("cell_id", "seed")
 
-_TRIAL_COLUMNS: dict[str, str] = {
-    "status": "str",
-    "error": "str",
-    "final_val_iou": "float",
-    "final_train_iou": "float",
-    "final_val_loss": "float",
-    "final_train_loss": "float",
-    "best_val_iou": "float",
-    "best_epoch": "float",
-    "steps": "float",
-    "train_time_s": "float",
-    "peak_mem_mb": "float",
-    "run_id": "str",
-}
+_FLOAT_COLUMNS = (
+    "final_val_iou", "final_train_iou", "final_val_loss", "final_train_loss", "best_val_iou",
+    "best_epoch", "steps", "train_time_s", "peak_mem_mb",
+)  # fmt: skip
+_TEXT_COLUMNS = (
+    "status", "error", "run_id", "training_run", "checkpoint", "predictions", "node_id",
+    "node_ip",
+)  # fmt: skip
 _CURVE_COLUMNS: tuple[str, ...] = ("train_loss", "train_iou", "val_loss", "val_iou")
+_URI_MANGLED_BY_PATH = re.compile(r"^([A-Za-z][\w+.-]+):/(?!/)")
 
 
 class AnalysisInputError(ValueError):
     """Input a user can fix: a missing or unreadable table, an unknown metric."""
 
 
+class StudyFiles(Protocol):
+    """The part of ``gridrun.storage.Storage`` the analysis reads through."""
+
+    def exists(self, rel: str) -> bool: ...
+    def read_bytes(self, rel: str) -> bytes: ...
+    def join(self, rel: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class _LocalFiles:
+    root: Path
+
+    @property
+    def uri(self) -> str:
+        return str(self.root)
+
+    def exists(self, rel: str) -> bool:
+        return (self.root / rel).is_file()
+
+    def join(self, rel: str) -> str:
+        return str(self.root / rel)
+
+    def read_bytes(self, rel: str) -> bytes:
+        return (self.root / rel).read_bytes()
+
+
+def _open(location: str | Path) -> tuple[StudyFiles, str]:
+    """The study's files and its printable name; URIs go through ``gridrun.storage``."""
+    text = str(location)
+    # note: Path("s3://b/p") collapses the double slash; a caller's Path still means a URI
+    text = _URI_MANGLED_BY_PATH.sub(r"\1://", text) if isinstance(location, Path) else text
+    if "://" not in text:
+        return _LocalFiles(Path(location)), Path(location).resolve().name
+    from gridrun.storage import Storage
+
+    storage = Storage(text)
+    local = storage.local_path("")  # file:// URIs are local directories
+    if local is not None:
+        return _LocalFiles(local), local.name
+    return storage, text.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
 @dataclass
 class RunData:
-    """A run's tables, split into the trials the fits use and the ones they leave out.
+    """A study's tables, split into the trials the fits use and the ones they leave out.
 
-    ``ok`` holds the finished trials with status ``ok``; ``curves`` only their
-    epochs. ``excluded`` holds trials that failed, diverged or were infeasible,
-    ``running`` the (cell_id, seed) pairs that have curves but no trial row yet.
+    ``ok`` holds the finished trials with status ``ok``; ``curves`` only their epochs.
+    ``excluded`` holds trials that failed, diverged or were infeasible, ``running`` the
+    (cell_id, seed) pairs that have curves but no trial row yet. ``grid`` is the parsed
+    ``grid.yaml`` (empty when absent), ``files`` reads the study's other files.
     """
 
-    run_dir: Path
+    location: str
+    name: str
     metric: str
     trials: pd.DataFrame
     ok: pd.DataFrame
     excluded: pd.DataFrame
     curves: pd.DataFrame
     running: pd.DataFrame
+    files: StudyFiles
+    grid: dict[str, Any] = field(default_factory=dict)
+    params: Params = DEFAULT_PARAMS
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def local_dir(self) -> Path | None:
+        """The study's directory when it is local; ``None`` on object storage."""
+        return self.files.root if isinstance(self.files, _LocalFiles) else None
 
-def higher_is_better(metric: str) -> bool:
-    """Losses fall as training improves; every other metric (IoU, Dice, ...) rises."""
-    return "loss" not in metric
+    @cached_property
+    def final(self) -> pd.DataFrame:
+        """:func:`final_metrics` of this study, computed once."""
+        return final_metrics(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"RunData({self.name!r}, metric={self.metric!r}: {len(self.trials)} trials, "
+            f"{len(self.ok)} ok, {len(self.running)} running, {len(self.curves)} curve rows)"
+        )
 
 
 def varying_factors(df: pd.DataFrame) -> list[str]:
@@ -76,24 +138,49 @@ def varying_factors(df: pd.DataFrame) -> list[str]:
     return [f for f in FACTORS if f in df.columns and df[f].nunique(dropna=True) >= 2]
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def split_trials(curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Curves sorted by trial and epoch, one row per trial (key and factors), and the
+    bounds: trial ``i``'s epochs are rows ``bounds[i]:bounds[i + 1]`` of the sorted curves.
+    """
+    curves = curves.sort_values([*TRIAL_KEY, "epoch"], kind="stable").reset_index(drop=True)
+    codes = curves.groupby(list(TRIAL_KEY), sort=False).ngroup().to_numpy()
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else codes
+    heads = curves.iloc[starts][[*TRIAL_KEY, *FACTORS]].reset_index(drop=True)
+    return curves, heads, np.r_[starts, len(curves)].astype(int)
+
+
+def _read_parquet(files: StudyFiles, rel: str) -> pd.DataFrame:
     try:
-        return pd.read_parquet(path)
+        return pd.read_parquet(io.BytesIO(files.read_bytes(rel)))
     except Exception as exc:  # noqa: BLE001 - any reader error means the same to the user
-        raise AnalysisInputError(f"cannot read {path}: {exc}") from exc
+        raise AnalysisInputError(f"cannot read {rel}: {exc}") from exc
 
 
-def _normalise_trials(trials: pd.DataFrame, path: Path) -> pd.DataFrame:
+def _read_grid(files: StudyFiles, notes: list[str]) -> dict[str, Any]:
+    if not files.exists(GRID_FILE):
+        return {}
+    try:
+        grid = yaml.safe_load(files.read_bytes(GRID_FILE))
+    except yaml.YAMLError as exc:
+        notes.append(f"{GRID_FILE} is unreadable ({exc}); the header leaves it out.")
+        return {}
+    return grid if isinstance(grid, dict) else {}
+
+
+def _normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in (*TRIAL_KEY, *FACTORS) if c not in trials.columns]
     if missing:
-        raise AnalysisInputError(f"{path} lacks column(s) {', '.join(missing)}")
+        raise AnalysisInputError(f"{TRIALS_FILE} lacks column(s) {', '.join(missing)}")
     trials = trials.copy()
-    for col, kind in _TRIAL_COLUMNS.items():
+    for col in _FLOAT_COLUMNS:
         if col not in trials.columns:
-            trials[col] = np.nan if kind == "float" else None
+            trials[col] = np.nan
+    for col in _TEXT_COLUMNS:
+        if col not in trials.columns:
+            trials[col] = None
     trials["status"] = trials["status"].fillna("ok").astype(str)
     trials["cell_id"] = trials["cell_id"].astype(str)
-    # note: a resumed run may have written a trial twice; the last row wins
+    # note: a resumed study may have written a trial twice; the last row wins
     return trials.drop_duplicates(list(TRIAL_KEY), keep="last").reset_index(drop=True)
 
 
@@ -103,6 +190,8 @@ def _normalise_curves(curves: pd.DataFrame) -> pd.DataFrame:
     for col in _CURVE_COLUMNS:
         if col not in curves.columns:
             curves[col] = np.nan
+    if "training_run" not in curves.columns:
+        curves["training_run"] = None
     curves = curves.drop_duplicates([*TRIAL_KEY, "epoch"], keep="last")
     return curves.sort_values([*TRIAL_KEY, "epoch"]).reset_index(drop=True)
 
@@ -117,25 +206,25 @@ def _check_metric(metric: str, trials: pd.DataFrame, curves: pd.DataFrame) -> No
     )
 
 
-def load_run(run_dir: Path, metric: str = "val_iou") -> RunData:
-    """Read ``trials.parquet`` and ``curves.parquet`` from ``run_dir``.
+def load(location: str | Path, metric: str = "val_iou", params: Params = DEFAULT_PARAMS) -> RunData:
+    """Read ``trials.parquet``, ``curves.parquet`` and ``grid.yaml`` of a study.
 
-    Raises :class:`AnalysisInputError` when ``trials.parquet`` is missing or
-    unreadable, or when ``metric`` is in neither table.
+    ``location`` is a directory or a URI (``s3://...``, read through ``gridrun.storage``).
+    Raises :class:`AnalysisInputError` when ``trials.parquet`` is missing or unreadable,
+    or when ``metric`` is in neither table.
     """
-    run_dir = Path(run_dir)
-    trials_path = run_dir / "trials.parquet"
-    if not trials_path.is_file():
-        raise AnalysisInputError(f"no trials table at {trials_path}")
-    trials = _normalise_trials(_read_parquet(trials_path), trials_path)
+    files, name = _open(location)
+    if not files.exists(TRIALS_FILE):
+        raise AnalysisInputError(f"no trials table at {location}/{TRIALS_FILE}")
+    trials = _normalise_trials(_read_parquet(files, TRIALS_FILE))
     notes: list[str] = []
-
-    curves_path = run_dir / "curves.parquet"
-    if curves_path.is_file():
-        curves = _normalise_curves(_read_parquet(curves_path))
+    if files.exists(CURVES_FILE):
+        curves = _normalise_curves(_read_parquet(files, CURVES_FILE))
     else:
-        curves = pd.DataFrame(columns=[*TRIAL_KEY, *FACTORS, "epoch", *_CURVE_COLUMNS])
-        notes.append(f"{curves_path.name} is missing: curve analyses are skipped.")
+        curves = _normalise_curves(
+            pd.DataFrame(columns=[*TRIAL_KEY, *FACTORS, "epoch", *_CURVE_COLUMNS])
+        )
+        notes.append(f"{CURVES_FILE} is missing: curve analyses are skipped.")
     _check_metric(metric, trials, curves)
 
     is_ok = trials["status"] == "ok"
@@ -153,13 +242,17 @@ def load_run(run_dir: Path, metric: str = "val_iou") -> RunData:
     ok_curves = curves.merge(ok[list(TRIAL_KEY)], on=list(TRIAL_KEY), how="inner")
 
     return RunData(
-        run_dir=run_dir,
+        location=str(location),
+        name=name,
         metric=metric,
         trials=trials,
         ok=ok,
         excluded=excluded,
         curves=ok_curves,
         running=running.reset_index(drop=True),
+        files=files,
+        grid=_read_grid(files, notes),
+        params=params,
         notes=notes,
     )
 
@@ -167,13 +260,16 @@ def load_run(run_dir: Path, metric: str = "val_iou") -> RunData:
 def final_metrics(data: RunData) -> pd.DataFrame:
     """One row per finished ``ok`` trial: factors, ``final`` and ``best`` metric, costs.
 
-    ``final`` is the metric at the trial's last epoch and ``best`` its best
-    epoch's value, both from the curves; without curves they fall back to the
-    trials table's ``final_<metric>`` (and ``best_val_iou``). Trials whose
-    final metric is null are dropped.
+    ``final`` is the metric at the trial's last epoch and ``best`` its best epoch's
+    value, both from the curves; without curves they fall back to the trials table's
+    ``final_<metric>`` (and ``best_val_iou``). Trials whose final metric is null are
+    dropped.
     """
     metric, ok = data.metric, data.ok
-    cols = [*TRIAL_KEY, *FACTORS, "run_id", "steps", "train_time_s", "peak_mem_mb"]
+    cols = [
+        *TRIAL_KEY, *FACTORS, "run_id", "training_run", "predictions", "steps", "train_time_s",
+        "peak_mem_mb",
+    ]  # fmt: skip
     out = ok[cols].copy()
     curves = data.curves
     if metric in curves.columns and len(curves):

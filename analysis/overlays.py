@@ -1,96 +1,164 @@
-"""Prediction overlays for the best and the worst cell, read from saved checkpoints.
+"""Prediction overlays: true positives, false positives (red) and false negatives painted
+over the input, for a few cells, from the files the runner writes.
 
-Predictions come from ``gridrun.predict.predict_examples``, imported lazily so
-that the analysis runs (and skips overlays with a note) without the runner.
+``predictions/examples.npz`` holds the fixed validation images (``image``, uint8
+N×E×E×3) and their labels (``truth``, uint8 N×E×E, 0 = background); a trial row's
+``predictions`` column names an npz whose ``pred`` holds its predicted labels of the
+same images at the cell's own epoch. Foreground is any label but 0: a pixel of the
+wrong foreground class counts as a false positive.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import io
+import textwrap
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from analysis.load import FACTORS
+from analysis.cells import cells_table
+from analysis.load import FACTORS, RunData, StudyFiles
+from gridrun.layout import EXAMPLES_FILE
 
-__all__ = ["OverlayInfo", "get_overlay_info", "get_overlay_plot", "paint"]
+__all__ = ["COLORS", "OverlayInfo", "OverlayRow", "overlay", "plot_overlays"]
 
-Example = tuple[np.ndarray, np.ndarray, np.ndarray]
+COLORS: dict[str, tuple[int, int, int]] = {
+    "TP": (0, 200, 0),
+    "FP": (255, 0, 0),
+    "FN": (0, 110, 255),
+}
+OPACITY = 0.55
+
+
+def _masks(truth: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+    fg_truth, fg_pred = truth > 0, pred > 0
+    return {
+        "TP": fg_truth & (pred == truth),
+        "FP": fg_pred & (pred != truth),
+        "FN": fg_truth & ~fg_pred,
+    }
+
+
+def overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """``image`` (uint8 E×E×3) with TP, FP and FN pixels blended in :data:`COLORS`."""
+    out = image.astype(float).copy()
+    for name, mask in _masks(truth, pred).items():
+        out[mask] = (1 - OPACITY) * out[mask] + OPACITY * np.asarray(COLORS[name], dtype=float)
+    return np.rint(out).astype(np.uint8)
+
+
+def foreground_iou(truth: np.ndarray, pred: np.ndarray) -> float:
+    """TP / (TP + FP + FN) over one image; NaN when neither has foreground."""
+    counts = {k: int(m.sum()) for k, m in _masks(truth, pred).items()}
+    total = counts["TP"] + counts["FP"] + counts["FN"]
+    return counts["TP"] / total if total else float("nan")
+
+
+@dataclass(frozen=True)
+class OverlayRow:
+    """One cell's trial (the seed with the median final metric) and its overlays, or a
+    ``note`` saying why there are none."""
+
+    label: str
+    cell_id: str
+    levels: str
+    run_id: str = ""
+    overlays: list[np.ndarray] = field(default_factory=list)
+    ious: list[float] = field(default_factory=list)
+    note: str = ""
 
 
 @dataclass(frozen=True)
 class OverlayInfo:
-    """One cell's examples (image, truth, prediction), or a ``note`` saying why none."""
-
-    label: str
-    cell_id: str
-    run_id: str
-    examples: list[Example]
+    images: list[np.ndarray]
+    rows: list[OverlayRow]
     note: str = ""
-    levels: str = ""
 
 
-def paint(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
-    """``image`` (uint8 HxWx3) with ``mask`` blended in ``color`` at 55% opacity."""
-    out = image.astype(float).copy()
-    out[mask] = 0.45 * out[mask] + 0.55 * np.asarray(color, dtype=float)
-    return out.astype(np.uint8)
+def _npz(files: StudyFiles, rel: str) -> dict[str, np.ndarray] | None:
+    if not files.exists(rel):
+        return None
+    with np.load(io.BytesIO(files.read_bytes(rel))) as data:
+        return {k: data[k] for k in data.files}
 
 
-def _examples(run_dir: Path, run_id: str, max_images: int) -> tuple[list[Example], str]:
-    try:
-        from gridrun.predict import predict_examples
-    except ImportError as exc:
-        return [], f"no predictions: gridrun.predict is unavailable ({exc})."
-    try:
-        return list(predict_examples(run_dir, run_id, max_images=max_images)), ""
-    except FileNotFoundError as exc:
-        return [], f"no checkpoint for trial {run_id}: {exc}"
+def _row(
+    files: StudyFiles,
+    label: str,
+    cell_id: str,
+    final: pd.DataFrame,
+    examples: tuple[np.ndarray, np.ndarray],
+) -> OverlayRow:
+    trials = final[final["cell_id"] == cell_id].sort_values("final", kind="stable")
+    if trials.empty:
+        return OverlayRow(label, cell_id, "", note="no finished trial.")
+    trial = trials.iloc[(len(trials) - 1) // 2]
+    levels = ", ".join(f"{f}={trial[f]}" for f in FACTORS)
+    run_id, rel = str(trial["run_id"]), trial.get("predictions")
+    partial = OverlayRow(label, cell_id, levels, run_id)
+    if rel is None or pd.isna(rel):
+        return replace(partial, note=f"trial {run_id} has no predictions.")
+    found = _npz(files, str(rel))
+    if found is None or "pred" not in found:
+        return replace(partial, note=f"{rel} is missing or holds no pred array.")
+    images, truth = examples
+    pred = found["pred"][: len(truth)]
+    if pred.shape != truth.shape:
+        return replace(partial, note=f"{rel}: pred {pred.shape} ≠ examples {truth.shape}.")
+    triples = list(zip(images, truth, pred, strict=True))
+    return replace(
+        partial,
+        overlays=[overlay(i, t, p) for i, t, p in triples],
+        ious=[foreground_iou(t, p) for _, t, p in triples],
+    )
 
 
-def get_overlay_info(
-    run_dir: Path, cells: pd.DataFrame, final: pd.DataFrame, max_images: int = 4
-) -> list[OverlayInfo]:
-    """Examples for the first (best) and last (worst) row of ``cells``.
+def _get_overlay_info(
+    files: StudyFiles, picks: list[tuple[str, str]], final: pd.DataFrame, max_images: int = 4
+) -> OverlayInfo:
+    """Overlays of the first ``max_images`` examples for each (label, cell_id) pick."""
+    examples = _npz(files, EXAMPLES_FILE)
+    if examples is None:
+        return OverlayInfo([], [], f"no {EXAMPLES_FILE}: the study saved no example images.")
+    images, truth = examples["image"][:max_images], examples["truth"][:max_images]
+    rows = [_row(files, label, cell, final, (images, truth)) for label, cell in picks]
+    return OverlayInfo(list(images), rows)
 
-    Each cell's trial is the seed whose final metric is the cell's median, so
-    the picture is typical of the cell rather than its luckiest seed.
-    """
-    if cells.empty:
-        return []
-    picks = [("best", cells.iloc[0])]
-    if len(cells) > 1:
-        picks.append(("worst", cells.iloc[-1]))
-    infos = []
-    for label, cell in picks:
-        levels = ", ".join(f"{f}={cell[f]}" for f in FACTORS)
-        trials = final[final["cell_id"] == cell["cell_id"]].sort_values("final")
-        run_id = trials["run_id"].iloc[(len(trials) - 1) // 2]
-        if pd.isna(run_id):
-            infos.append(
-                OverlayInfo(label, str(cell["cell_id"]), "", [], "trial has no run_id.", levels)
+
+def _get_overlay_plot(info: OverlayInfo) -> Figure:
+    """Inputs in the first row, then a row per cell with overlays: TP, FP (red), FN."""
+    rows = [r for r in info.rows if r.overlays]
+    n = max(len(info.images), 1)
+    fig = Figure(figsize=(2.3 * n + 0.6, 2.45 * (len(rows) + 1) + 0.5), layout="constrained")
+    axes = fig.subplots(len(rows) + 1, n, squeeze=False)
+    for j, image in enumerate(info.images):
+        axes[0, j].imshow(image)
+        axes[0, j].set_title(f"example {j}", fontsize=8)
+    axes[0, 0].set_ylabel("input", fontsize=9)
+    for i, row in enumerate(rows, start=1):
+        for j, (picture, iou) in enumerate(zip(row.overlays, row.ious, strict=True)):
+            axes[i, j].imshow(picture)
+            axes[i, j].set_title(
+                f"IoU {iou:.2f}" if np.isfinite(iou) else "no foreground", fontsize=8
             )
-            continue
-        run_id = str(run_id)
-        examples, note = _examples(run_dir, run_id, max_images)
-        infos.append(OverlayInfo(label, str(cell["cell_id"]), run_id, examples, note, levels))
-    return infos
-
-
-def get_overlay_plot(info: OverlayInfo) -> Figure:
-    """A row per example: the image, the prediction (p > 0.5) in red, the truth in green."""
-    n = len(info.examples)
-    fig = Figure(figsize=(7.5, 2.6 * n), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(n, 3, squeeze=False))
-    for row, (image, truth, pred) in zip(axes, info.examples, strict=True):
-        panels = (image, paint(image, pred, (255, 0, 0)), paint(image, truth, (0, 200, 0)))
-        for ax, panel, title in zip(
-            row, panels, ("image", "prediction", "ground truth"), strict=True
-        ):
-            ax.imshow(panel)
-            ax.set_title(title, fontsize=9)
-            ax.axis("off")
-    fig.suptitle(f"{info.label} cell: {info.levels}\n(trial {info.run_id})", fontsize=10)
+        name = "\n".join(textwrap.wrap(row.cell_id.replace("_", " "), 14))
+        axes[i, 0].set_ylabel(f"{row.label}\n{name}".strip(), fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [Patch(color=np.asarray(c) / 255, label=name) for name, c in COLORS.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
     return fig
+
+
+def plot_overlays(run: RunData, cells: list[str] | None = None, max_images: int = 4) -> Figure:
+    """Overlays of ``cells`` (default: the best and the worst cell) on the example images."""
+    if cells is None:
+        ranked = cells_table(run.final, run.metric, run.params)["cell_id"].tolist()
+        picks = list(dict.fromkeys([("best", ranked[0]), ("worst", ranked[-1])] if ranked else []))
+    else:
+        picks = [("", c) for c in cells]
+    return _get_overlay_plot(_get_overlay_info(run.files, picks, run.final, max_images))

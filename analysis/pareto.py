@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.load import FACTORS
+from analysis.cells import cells_table
+from analysis.load import FACTORS, RunData
+from analysis.stats import higher_is_better
 
-__all__ = ["ParetoInfo", "get_pareto_plot", "get_pareto_info", "pareto_mask", "pareto_table"]
+__all__ = ["ParetoInfo", "pareto_mask", "pareto_table", "plot_pareto"]
 
 COSTS: dict[str, str] = {"train_time_s": "train time (s)", "peak_mem_mb": "peak memory (MB)"}
 
@@ -53,7 +55,7 @@ class ParetoInfo:
     frontiers: dict[str, pd.DataFrame]
 
 
-def get_pareto_info(cells: pd.DataFrame, metric: str, higher_better: bool = True) -> ParetoInfo:
+def _get_pareto_info(cells: pd.DataFrame, metric: str, higher_better: bool = True) -> ParetoInfo:
     points, frontiers = {}, {}
     for cost in COSTS:
         pts = cells[["cell_id", "image_size", cost, "final_mean"]].dropna()
@@ -65,10 +67,10 @@ def get_pareto_info(cells: pd.DataFrame, metric: str, higher_better: bool = True
     return ParetoInfo(metric, points, frontiers)
 
 
-def get_pareto_plot(info: ParetoInfo) -> Figure:
-    fig = Figure(figsize=(5.5 * len(info.points), 4.2), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(info.points)))
-    for ax, cost in zip(axes, info.points, strict=True):
+def _get_pareto_plot(info: ParetoInfo) -> Figure:
+    fig = Figure(figsize=(5.5 * max(len(info.points), 1), 4.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(len(info.points), 1)))
+    for ax, cost in zip(axes, info.points, strict=False):
         pts, front, label = info.points[cost], info.frontiers[cost], COSTS[cost]
         sizes = sorted(pts["image_size"].unique())
         for size in sizes:
@@ -84,3 +86,9 @@ def get_pareto_plot(info: ParetoInfo) -> Figure:
         if len(sizes) > 1:
             ax.legend(fontsize=8)
     return fig
+
+
+def plot_pareto(run: RunData) -> Figure:
+    """Mean metric of every cell against train time and peak memory, frontiers drawn."""
+    cells = cells_table(run.final, run.metric, run.params)
+    return _get_pareto_plot(_get_pareto_info(cells, run.metric, higher_is_better(run.metric)))

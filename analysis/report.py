@@ -1,11 +1,16 @@
-"""``gridrun report``: a run directory in, ``report/`` with tables, plots and HTML out.
+"""``gridrun report``: a study in, a report with tables, plots and one HTML page out.
 
-Layout written under ``DIR/report/``: ``index.html`` (self-contained, images
-embedded), ``tables/*.csv`` and ``plots/*.png``, each file written atomically.
+Written under ``DIR/report/`` (or the local directory ``to``): ``index.html``
+(self-contained, images embedded), ``tables/*.csv`` and ``plots/*.png``. Local files
+are written atomically (a temporary file renamed into place); a study on object storage
+gets its report through ``gridrun.storage`` unless ``to`` names a local directory.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,187 +18,336 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from analysis.findings import ReportTables, compute_tables, summarize
-from analysis.html import Section, render_page
-from analysis.interactions import get_heatmap_plot, get_interaction_info, get_interaction_plot
-from analysis.learning_curves import get_learning_curves_info, get_learning_curves_plot
-from analysis.load import FACTORS, RunData, higher_is_better, load_run
-from analysis.overlays import get_overlay_info, get_overlay_plot
-from analysis.pareto import get_pareto_info, get_pareto_plot
-from gridrun.store import atomic_write
+from analysis.display import (
+    display_cells,
+    display_importance,
+    display_recommendations,
+    display_scaling,
+)
+from analysis.findings import ReportTables, compute_tables, lead_count, summarize
+from analysis.header import study_facts
+from analysis.html import Image, Section, Table, render_page
+from analysis.importance import _get_importance_info, _get_importance_plot
+from analysis.interactions import _get_heatmap_plot, _get_interaction_info, _get_interaction_plot
+from analysis.learning_curves import _get_learning_curves_info, _get_learning_curves_plot
+from analysis.load import FACTORS, RunData, load
+from analysis.main_effects import _get_main_effects_info, _get_main_effects_plot
+from analysis.overlays import _get_overlay_info, _get_overlay_plot
+from analysis.parallel import _get_parallel_info, _get_parallel_plot
+from analysis.params import DEFAULT_PARAMS, Params
+from analysis.pareto import _get_pareto_info, _get_pareto_plot
+from analysis.scaling import MIN_SIZES
+from analysis.stats import higher_is_better
+from gridrun.layout import REPORT_DIR
 
 __all__ = ["Report", "write_report"]
 
-_EXCLUDED_COLUMNS: list[str] = ["cell_id", "seed", *FACTORS, "status", "error"]
-# note: the page shows the columns a reader compares; the CSV has them all
-_CELL_COLUMNS: list[str] = [
-    *FACTORS,
-    "n",
-    "final_mean",
-    "final_ci_low",
-    "final_ci_high",
-    "best_mean",
-    "best_epoch",
-    "train_time_s",
-    "peak_mem_mb",
-]
+DPI = 100
 
 
 @dataclass
 class Report:
-    """What :func:`write_report` wrote, and the findings to print."""
+    """What :func:`write_report` wrote (local paths, or URIs on object storage) and the
+    findings to print."""
 
-    html_path: Path
+    html_path: Path | str
     findings: list[str]
-    tables: dict[str, Path] = field(default_factory=dict)
-    plots: dict[str, Path] = field(default_factory=dict)
+    tables: dict[str, Path | str] = field(default_factory=dict)
+    plots: dict[str, Path | str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _Sink:
+    """Where the report goes: a local directory, or the study's storage."""
+
+    def __init__(self, data: RunData, to: Path | None):
+        self.storage = None
+        if to is not None:
+            self.root: Path | None = Path(to)
+        elif data.local_dir is not None:
+            self.root = data.local_dir / REPORT_DIR
+        else:
+            self.root, self.storage = None, data.files
+        self.written: set[Path] = set()
+
+    def write(self, rel: str, data: bytes) -> Path | str:
+        if self.root is None:
+            self.storage.write_bytes(f"{REPORT_DIR}/{rel}", data)
+            return self.storage.join(f"{REPORT_DIR}/{rel}")
+        path = self.root / rel
+        _atomic_write(path, data)
+        self.written.add(path)
+        return path
+
+    def remove_stale_plots(self) -> None:
+        if self.root is not None:
+            for old in (self.root / "plots").glob("*.png"):
+                if old not in self.written:
+                    old.unlink()
+
+
+def _png(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format="png")
+    return buffer.getvalue()
 
 
-def _draw_plots(
-    data: RunData, tables: ReportTables, plot_dir: Path, overlays: bool
-) -> tuple[dict[str, Path], dict[str, list[str]]]:
-    """Write every plot the data allow; return their paths and per-section notes."""
-    plots: dict[str, Path] = {}
-    notes: dict[str, list[str]] = {"factors": [], "curves": [], "cost": [], "overlays": []}
-    metric = data.metric
-    pairs = get_interaction_info(tables.final)
-    if pairs:
-        plots["interactions"] = _save(
-            get_interaction_plot(pairs, metric), plot_dir / "interactions.png"
+def _priority(tables: ReportTables) -> list[str]:
+    """Cells worth a learning-curve panel first: the best, the worst, the one that loses
+    most to overfitting, the recommended ones, each image size's best, then by rank."""
+    cells, by_cell = tables.cells["cell_id"], tables.curves_by_cell
+    picks = [*cells.head(1), *cells.tail(1)]
+    if len(by_cell) and by_cell["best_minus_last"].notna().any():
+        picks.append(by_cell.loc[by_cell["best_minus_last"].idxmax(), "cell_id"])
+    picks += list(tables.recommendations["cell_id"])
+    picks += list(tables.cells.groupby("image_size", sort=False).head(1)["cell_id"])
+    return list(dict.fromkeys([*picks, *cells]))
+
+
+def _overlay_picks(tables: ReportTables) -> list[tuple[str, str]]:
+    cells, rec = tables.cells, tables.recommendations
+    picks = [("best", cells["cell_id"].iloc[0])] if len(cells) else []
+    if len(rec):
+        top = rec[rec["image_size"] == rec["image_size"].max()].iloc[0]
+        picks.append(("recommended", top["cell_id"]))
+    if len(cells) > 1:
+        picks.append(("worst", cells["cell_id"].iloc[-1]))
+    seen: set[str] = set()
+    return [(label, c) for label, c in picks if not (c in seen or seen.add(c))]
+
+
+def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, dict]:
+    """Every figure the data allow as (name → Image), and per-section notes."""
+    metric, params = data.metric, data.params
+    images: dict[str, Image] = {}
+    notes: dict[str, list[str]] = {"factors": [], "curves": [], "cost": [], "predictions": []}
+
+    def add(name: str, fig: Figure, caption: str) -> None:
+        images[name] = Image(name, _png(fig), caption)
+
+    if len(tables.importance):
+        info = _get_importance_info(tables.importance)
+        add(
+            "importance",
+            _get_importance_plot(info, metric, len(tables.importance), params.level),
+            "Share of the variance of the final metric each factor and interaction explains.",
         )
-        plots["heatmaps"] = _save(get_heatmap_plot(pairs, metric), plot_dir / "heatmaps.png")
+    if len(tables.final):
+        add(
+            "main_effects",
+            _get_main_effects_plot(_get_main_effects_info(tables.final, params), metric),
+            "Each factor's levels, averaged over the other factors within each seed.",
+        )
+    pairs = _get_interaction_info(tables.final, params)
+    if pairs:
+        add(
+            "interactions",
+            _get_interaction_plot(pairs, metric),
+            "Non-parallel lines mean the factors interact.",
+        )
+        add("heatmaps", _get_heatmap_plot(pairs, metric), "Mean metric per pair of levels.")
     else:
         notes["factors"].append("Interaction plots need two factors with two or more levels.")
+    if len(tables.cells) > 1:
+        add(
+            "parallel",
+            _get_parallel_plot(_get_parallel_info(tables.cells, metric)),
+            "Every cell as a line through its factor levels; colour and the last axis: its mean.",
+        )
     if len(data.curves):
-        info = get_learning_curves_info(data.curves, tables.plateau, tables.overfitting)
-        for kind in ("iou", "loss"):
-            path = plot_dir / f"learning_curves_{kind}.png"
-            plots[f"learning_curves_{kind}"] = _save(get_learning_curves_plot(info, kind), path)
+        curve_metric = metric if metric in data.curves.columns else "val_iou"
+        info = _get_learning_curves_info(
+            data.curves, tables.plateau, tables.overfitting, curve_metric, _priority(tables)
+        )
+        add(
+            "learning_curves_metric",
+            _get_learning_curves_plot(info, "metric"),
+            "▼ plateau, marked on the validation curve of the seed it was found on.",
+        )
+        add(
+            "learning_curves_loss",
+            _get_learning_curves_plot(info, "loss"),
+            "✕ overfitting onset, marked on the validation loss of the seed it was found on.",
+        )
     else:
         notes["curves"].append("No curves for finished trials: learning curves are skipped.")
-    pareto = get_pareto_info(tables.cells, metric, higher_is_better(metric))
+    pareto = _get_pareto_info(tables.cells, metric, higher_is_better(metric))
     if pareto.points:
-        plots["pareto"] = _save(get_pareto_plot(pareto), plot_dir / "pareto.png")
+        add(
+            "pareto", _get_pareto_plot(pareto), "Cells no other cell beats on both cost and metric."
+        )
     else:
         notes["cost"].append("No train time or peak memory: the Pareto plot is skipped.")
     if not overlays:
-        notes["overlays"].append("Prediction overlays were not requested.")
-        return plots, notes
-    for ov in get_overlay_info(data.run_dir, tables.cells, tables.final):
-        if ov.examples:
-            path = plot_dir / f"overlay_{ov.label}.png"
-            plots[f"overlay_{ov.label}"] = _save(get_overlay_plot(ov), path)
-        else:
-            notes["overlays"].append(f"{ov.label} cell {ov.cell_id}: overlay skipped, {ov.note}")
-    return plots, notes
+        notes["predictions"].append("Prediction overlays were not requested.")
+        return images, notes
+    info = _get_overlay_info(data.files, _overlay_picks(tables), tables.final)
+    if info.note:
+        notes["predictions"].append(info.note)
+    notes["predictions"] += [
+        f"{r.label} cell {r.cell_id}: no overlay, {r.note}" for r in info.rows if r.note
+    ]
+    if any(r.overlays for r in info.rows):
+        add(
+            "overlays",
+            _get_overlay_plot(info),
+            "Green: true positive, red: false positive, blue: false negative, over the input.",
+        )
+    return images, notes
 
 
-def _sections(
-    data: RunData, tables: ReportTables, plots: dict[str, Path], notes: dict[str, list[str]]
-) -> list[Section]:
-    def img(*names: str) -> tuple[Path, ...]:
-        return tuple(plots[n] for n in names if n in plots)
+def _sections(data: RunData, tables: ReportTables, images: dict, notes: dict) -> list[Section]:
+    metric, params = data.metric, data.params
+
+    def img(*names: str) -> tuple[Image, ...]:
+        return tuple(images[n] for n in names if n in images)
 
     anova = tables.anova
-    anova_text = (f"Model: {anova.formula}. Type II sums of squares.",) if anova.formula else ()
-    if anova.pooled:
-        anova_text += (f"Pooled into the residual: {', '.join(anova.pooled)}.",)
-    excluded = data.excluded[_EXCLUDED_COLUMNS]
+    model = ""
+    if anova.attrs.get("formula"):
+        model = f"Model: {anova.attrs['formula']}; Type II sums of squares."
+        if anova.attrs["pooled"]:
+            model += f" Pooled into the residual: {', '.join(anova.attrs['pooled'])}."
+    order = tables.cells["cell_id"].tolist()
+    by_cell = tables.curves_by_cell.set_index("cell_id").reindex(order).dropna(how="all")
+    excluded = data.excluded[["cell_id", "seed", *FACTORS, "status", "error"]]
     return [
         Section(
-            "Trials left out",
-            paragraphs=(
-                "Trials that failed, diverged or were infeasible are left out of every fit "
-                "and table below.",
+            "recommendations",
+            "Recommendations",
+            rules=(params.recommendation_rule(metric),),
+            tables=(
+                Table(
+                    "cheapest qualifying cell per image size",
+                    display_recommendations(tables.recommendations, metric),
+                    "tables/recommendations.csv",
+                    max_rows=40,
+                ),
             ),
-            tables=(("excluded trials", excluded, ""),),
-            notes=tuple(data.notes),
         ),
         Section(
-            "Cells",
-            paragraphs=(f"final_* is {data.metric} at the last epoch, best_* at the best epoch.",),
-            tables=(("per cell, over seeds", tables.cells[_CELL_COLUMNS], "tables/cells.csv"),),
-        ),
-        Section(
-            "Factors",
-            paragraphs=anova_text,
-            tables=(("ANOVA of the final metric", anova.table, "tables/anova.csv"),),
-            images=img("interactions", "heatmaps"),
+            "factors",
+            "What matters",
+            rules=(params.interval_rule(),),
+            images=img("importance", "main_effects", "interactions", "parallel", "heatmaps"),
+            tables=(
+                Table(
+                    "factor importance",
+                    display_importance(tables.importance),
+                    "tables/importance.csv",
+                ),
+                Table("ANOVA of the final metric", anova, "tables/anova.csv", caption=model),
+            ),
             notes=tuple(notes["factors"]),
         ),
         Section(
+            "curves",
             "Training curves",
-            paragraphs=(
-                "Plateau: the validation metric no longer beats its best by 0.005 for 5 epochs "
-                "(centred 5-epoch median), and never later climbs 5 × 0.005 above it. "
-                "Overfitting onset: Prechelt's GL > 5 while the training loss is still below "
-                "its value at the validation minimum.",
-            ),
+            rules=(params.plateau_rule(metric), params.onset_rule()),
+            images=img("learning_curves_metric", "learning_curves_loss"),
             tables=(
-                ("plateaus", tables.plateau, "tables/plateau.csv"),
-                ("overfitting", tables.overfitting, "tables/overfitting.csv"),
+                Table(
+                    "per cell, best cells first",
+                    by_cell.reset_index(),
+                    "tables/curves_by_cell.csv",
+                    caption="Per-trial rows: tables/plateau.csv, tables/overfitting.csv.",
+                ),
             ),
-            images=img("learning_curves_iou", "learning_curves_loss"),
             notes=tuple(notes["curves"]),
         ),
         Section(
-            "Cost and data scaling",
+            "cells",
+            "Cells",
+            paragraphs=(
+                f"final is {metric} at the cell's last epoch, 'at best epoch' its best epoch's "
+                "value; costs are means over seeds.",
+            ),
+            rules=(params.interval_rule(),),
             tables=(
-                ("Pareto frontier cells", tables.pareto, "tables/pareto.csv"),
-                (
-                    "power law of 1 − metric against data set size",
-                    tables.scaling,
-                    "tables/scaling.csv",
+                Table(
+                    "per cell, best first", display_cells(tables.cells, metric), "tables/cells.csv"
                 ),
             ),
+        ),
+        Section(
+            "cost",
+            "Cost and data scaling",
             images=img("pareto"),
+            tables=(
+                Table("cells on a Pareto frontier", tables.pareto, "tables/pareto.csv"),
+                Table(
+                    "power law of 1 − metric against data set size",
+                    display_scaling(tables.scaling),
+                    "tables/scaling.csv",
+                    caption=f"Fitted only with ≥ {MIN_SIZES} data set sizes; R² on the log "
+                    "scale and RMSE in metric units say how well; a doubling is read off the "
+                    "fit only inside the measured sizes, never extrapolated.",
+                ),
+            ),
             notes=tuple(notes["cost"]),
         ),
         Section(
-            "Predictions",
-            paragraphs=("Prediction (p > 0.5) in red, ground truth in green.",),
-            images=img("overlay_best", "overlay_worst"),
-            notes=tuple(notes["overlays"]),
+            "predictions", "Predictions", images=img("overlays"), notes=tuple(notes["predictions"])
+        ),
+        Section(
+            "excluded",
+            "Trials left out",
+            paragraphs=(
+                "Trials that failed, diverged or were infeasible are left out of "
+                "every fit and table above.",
+            ),
+            tables=(Table("excluded trials", excluded),),
+            notes=tuple(data.notes),
         ),
     ]
 
 
-def write_report(run_dir: Path, metric: str = "val_iou", overlays: bool = True) -> Report:
-    """Analyse ``run_dir`` and write ``run_dir/report/``; return paths and findings.
+def write_report(
+    run_dir: str | Path,
+    metric: str = "val_iou",
+    overlays: bool = True,
+    to: Path | None = None,
+    params: Params = DEFAULT_PARAMS,
+) -> Report:
+    """Analyse the study at ``run_dir`` (a directory or URI) and write its report.
 
-    Raises :class:`analysis.load.AnalysisInputError` for a missing trials table
-    or an unknown metric. ``overlays=False`` skips the checkpoint predictions.
+    The report goes to ``run_dir/report/`` or, given ``to``, to that local directory.
+    Raises :class:`analysis.load.AnalysisInputError` for a missing trials table or an
+    unknown metric. ``overlays=False`` skips the prediction overlays.
     """
-    data = load_run(Path(run_dir), metric)
+    data = load(run_dir, metric, params)
     tables = compute_tables(data)
     findings = summarize(data, tables)
-
-    out = data.run_dir / "report"
-    table_dir, plot_dir = out / "tables", out / "plots"
-    table_dir.mkdir(parents=True, exist_ok=True)
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    for stale in plot_dir.glob("*.png"):
-        stale.unlink()
-    table_paths = {}
-    for name, frame in tables.csv_tables().items():
-        table_paths[name] = table_dir / f"{name}.csv"
-        atomic_write(table_paths[name], lambda tmp, f=frame: f.to_csv(tmp, index=False))
-
+    sink = _Sink(data, to)
+    table_paths = {
+        name: sink.write(f"tables/{name}.csv", frame.to_csv(index=False).encode())
+        for name, frame in tables.csv_tables().items()
+    }
     with sns.axes_style("whitegrid"):
-        plots, notes = _draw_plots(data, tables, plot_dir, overlays)
-    html_path = out / "index.html"
+        images, notes = _plots(data, tables, overlays)
+    plot_paths = {name: sink.write(f"plots/{name}.png", im.png) for name, im in images.items()}
+    sink.remove_stale_plots()
+    seeds = int(tables.cells["n"].max()) if len(tables.cells) else 0
     page = render_page(
-        f"gridrun report: {data.run_dir.name} ({metric})",
+        f"gridrun report: {data.grid.get('name', data.name)}",
+        study_facts(data, len(tables.cells), seeds),
         findings,
-        _sections(data, tables, plots, notes),
+        lead_count(tables),
+        _sections(data, tables, images, notes),
     )
-    atomic_write(html_path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    html_path = sink.write("index.html", page.encode("utf-8"))
     all_notes = [n for group in notes.values() for n in group]
-    return Report(html_path, findings, table_paths, plots, all_notes)
+    return Report(html_path, findings, table_paths, plot_paths, all_notes)

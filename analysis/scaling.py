@@ -1,8 +1,11 @@
 """Data-set-size scaling: a power law of validation error, error = a · n^(−b).
 
 Fitted by least squares on log error against log n over the cell means of one
-(image_size, epochs, batch_size) group; error is 1 − metric for a metric in
-[0, 1] where higher is better (IoU, Dice, ...).
+(image_size, epochs, batch_size) group; error is 1 − metric for a metric in [0, 1]
+where higher is better (IoU, Dice, ...). Two points always fit a line, so a fit needs
+at least three data set sizes, and its quality (R² on the log scale, RMSE on the
+metric's scale) is reported beside it. Nothing is extrapolated: a doubling is read off
+the fit only where both n and 2n lie within the measured sizes.
 """
 
 from __future__ import annotations
@@ -12,20 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["PowerLaw", "doubling_threshold", "fit_power_law", "scaling_table"]
+__all__ = ["MIN_SIZES", "PowerLaw", "doubling_threshold", "fit_power_law", "scaling_table"]
 
 GROUP: list[str] = ["image_size", "epochs", "batch_size"]
+MIN_SIZES = 3
 SCALING_COLUMNS: list[str] = [
-    *GROUP,
-    "n_sizes",
-    "min_size",
-    "max_size",
-    "coefficient",
-    "exponent",
-    "r2",
-    "doubling_gain_at_max",
-    "doubling_below_1pt_at",
-]
+    *GROUP, "n_sizes", "min_size", "max_size", "coefficient", "exponent", "r2", "rmse",
+    "gain_last_doubling", "doubling_below_1pt_at", "threshold",
+]  # fmt: skip
 _ERROR_FLOOR = 1e-6
 
 
@@ -64,31 +61,48 @@ def doubling_threshold(law: PowerLaw, gain: float = 0.01) -> float:
     return float((drop / gain) ** (1.0 / law.exponent))
 
 
-def scaling_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """One row per (image_size, epochs, batch_size) with at least two data set sizes.
+def _row(key: tuple, per_size: pd.Series) -> dict:
+    sizes = per_size.index.to_numpy(dtype=float)
+    error = 1.0 - per_size.to_numpy(dtype=float)
+    law = fit_power_law(sizes, error)
+    lo, hi = sizes.min(), sizes.max()
+    threshold = doubling_threshold(law)
+    # note: a doubling n → 2n is read off the fit only when both ends were measured
+    if threshold < lo:
+        where, at = "below range", np.nan
+    elif threshold <= hi / 2:
+        where, at = "in range", threshold
+    else:
+        where, at = "beyond range", np.nan
+    return {
+        **dict(zip(GROUP, key, strict=True)),
+        "n_sizes": len(sizes),
+        "min_size": lo,
+        "max_size": hi,
+        "coefficient": law.coefficient,
+        "exponent": law.exponent,
+        "r2": law.r2,
+        "rmse": float(np.sqrt(np.mean((law.error(sizes) - error) ** 2))),
+        "gain_last_doubling": float(law.error(hi / 2) - law.error(hi)) if hi / 2 >= lo else np.nan,
+        "doubling_below_1pt_at": at,
+        "threshold": where,
+    }
 
-    ``exponent`` is b in error ∝ n^(−b) (larger: more data helps more);
-    ``doubling_gain_at_max`` is the IoU a doubling past the largest size would
-    add; ``doubling_below_1pt_at`` the size past which a doubling adds < 1 point.
+
+def scaling_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per (image_size, epochs, batch_size) with at least :data:`MIN_SIZES` sizes.
+
+    ``exponent`` is b in error ∝ n^(−b) (larger: more data helps more); ``r2`` and
+    ``rmse`` (in metric units) say how well the law fits; ``gain_last_doubling`` is the
+    fitted gain from half the largest size to the largest; ``doubling_below_1pt_at`` is
+    the size past which a doubling adds < 1 point, given only when it and its double lie
+    within the measured sizes; ``threshold`` says where it fell (``in range``, ``below
+    range``: every measured doubling adds < 1 point, ``beyond range``: the largest
+    measured doubling still adds ≥ 1 point).
     """
     rows = []
     for key, g in cells.dropna(subset=["final_mean"]).groupby(GROUP, sort=True):
         per_size = g.groupby("dataset_size")["final_mean"].mean()
-        if len(per_size) < 2:
-            continue
-        sizes = per_size.index.to_numpy(dtype=float)
-        law = fit_power_law(sizes, 1.0 - per_size.to_numpy())
-        rows.append(
-            {
-                **dict(zip(GROUP, key, strict=True)),
-                "n_sizes": len(sizes),
-                "min_size": sizes.min(),
-                "max_size": sizes.max(),
-                "coefficient": law.coefficient,
-                "exponent": law.exponent,
-                "r2": law.r2,
-                "doubling_gain_at_max": float(law.error(sizes.max()) - law.error(2 * sizes.max())),
-                "doubling_below_1pt_at": doubling_threshold(law),
-            }
-        )
+        if len(per_size) >= MIN_SIZES:
+            rows.append(_row(key, per_size))
     return pd.DataFrame(rows, columns=SCALING_COLUMNS)

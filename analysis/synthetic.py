@@ -1,22 +1,39 @@
-"""Synthetic run tables with known structure, for tests and benchmarks.
+"""Synthetic study tables with known structure, for tests, benchmarks and the docs.
 
-Validation IoU saturates as ``asymptote · (1 − exp(−epoch / tau))``; the
-asymptote grows with image size and data set size, with a planted
-image_size × batch_size interaction; small data sets overfit (validation loss
-turns up after a third of training while training loss keeps falling).
+Validation IoU saturates as ``asymptote · (1 − exp(−epoch / tau))``; the asymptote
+grows with image size and data set size, with a planted image_size × batch_size
+interaction; the smallest data sets overfit (validation loss turns up after a third of
+training while training loss keeps falling), and some runs have a transient bump in
+validation loss early on. Cells that differ only in ``epochs`` share one training run,
+as the runner's do: their curves are the same run cut at their own epoch.
+
+    python -m analysis.synthetic DIR     # writes the small study in docs/example-run
 """
 
 from __future__ import annotations
 
+import sys
+from datetime import datetime, timezone
 from itertools import product
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from analysis.load import FACTORS
+from gridrun.layout import (
+    CURVES_FILE,
+    EXAMPLES_FILE,
+    FACTORS,
+    GRID_FILE,
+    TRIALS_FILE,
+    predictions_path,
+)
 
-__all__ = ["synthetic_tables", "write_synthetic_run"]
+__all__ = ["example_grid", "synthetic_tables", "write_example_run", "write_synthetic_run"]
+
+_RUN_FACTORS = ["image_size", "dataset_size", "batch_size"]
 
 
 def _asymptote(image: np.ndarray, data: np.ndarray, batch: np.ndarray) -> np.ndarray:
@@ -25,6 +42,34 @@ def _asymptote(image: np.ndarray, data: np.ndarray, batch: np.ndarray) -> np.nda
     return (
         0.55 + 0.1 * big_image + 0.04 * np.log2(data / np.min(data)) + 0.06 * big_image * big_batch
     )
+
+
+def _run_curves(runs: pd.DataFrame, n_epochs: int, noise: float, rng) -> pd.DataFrame:
+    """Every training run's curve to ``n_epochs``."""
+    curves = runs.loc[runs.index.repeat(n_epochs)].reset_index(drop=True)
+    curves["epoch"] = np.tile(np.arange(1, n_epochs + 1), len(runs))
+    t = curves["epoch"].to_numpy(float)
+    image, data = curves["image_size"].to_numpy(float), curves["dataset_size"].to_numpy(float)
+    batch = curves["batch_size"].to_numpy(float)
+    per_run = np.repeat(np.arange(len(runs)), n_epochs)
+    asym = _asymptote(image, data, batch) + rng.normal(0, 2 * noise, len(runs))[per_run]
+    tau = n_epochs / 8
+    rise = 1 - np.exp(-t / tau)
+    overfit = np.where(data <= np.min(data), np.clip(t - n_epochs / 3, 0, None) / n_epochs, 0.0)
+    bump_at = np.where(rng.random(len(runs)) < 0.3, np.round(2 * tau), -10)[per_run]
+    bump = 0.25 * np.exp(-((t - bump_at) ** 2))
+    n = len(curves)
+    curves["val_iou"] = asym * rise - 0.15 * overfit + rng.normal(0, noise, n)
+    curves["train_iou"] = asym * rise + 0.1 * overfit + rng.normal(0, noise, n)
+    curves["train_loss"] = 0.1 + 0.6 * np.exp(-t / tau) - 0.05 * overfit
+    curves["val_loss"] = (
+        0.15 + 0.6 * np.exp(-t / tau) + 0.5 * overfit + bump + rng.normal(0, noise / 4, n)
+    )
+    curves["val_dice"] = 2 * curves["val_iou"] / (1 + curves["val_iou"])
+    curves["step"] = (t * np.ceil(data / batch)).astype(int)
+    curves["epoch_time_s"] = 1e-5 * image**2 * data / 100
+    curves["peak_mem_mb"] = batch * image**2 / 500
+    return curves
 
 
 def synthetic_tables(
@@ -38,33 +83,25 @@ def synthetic_tables(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(trials, curves)`` shaped like the runner's tables, every trial ``ok``."""
     rng = np.random.default_rng(rng_seed)
-    grid = pd.DataFrame(
-        list(product(image_sizes, dataset_sizes, epochs, batch_sizes)), columns=list(FACTORS)
+    runs = pd.DataFrame(
+        list(product(image_sizes, dataset_sizes, batch_sizes, range(seeds))),
+        columns=[*_RUN_FACTORS, "seed"],
     )
-    grid["cell_id"] = [f"c{i:03d}" for i in range(len(grid))]
-    trials = grid.merge(pd.DataFrame({"seed": range(seeds)}), how="cross")
+    runs["training_run"] = [
+        f"img{i}_n{n}_bs{b}_s{s}" for i, n, b, s in runs[[*_RUN_FACTORS, "seed"]].to_numpy()
+    ]
+    run_curves = _run_curves(runs, max(epochs), noise, rng)
+    trials = runs.merge(pd.DataFrame({"epochs": epochs}), how="cross")
+    trials["cell_id"] = [
+        f"img{i}_n{n}_ep{e}_bs{b}" for i, n, e, b in trials[list(FACTORS)].to_numpy()
+    ]
     trials["run_id"] = [f"{c}_s{s}" for c, s in zip(trials["cell_id"], trials["seed"], strict=True)]
-
-    curves = trials.loc[trials.index.repeat(trials["epochs"])].reset_index(drop=True)
-    curves["epoch"] = curves.groupby("run_id").cumcount() + 1
-    t = curves["epoch"].to_numpy(float)
-    n_epochs = curves["epochs"].to_numpy(float)
-    image, data = curves["image_size"].to_numpy(float), curves["dataset_size"].to_numpy(float)
-    batch = curves["batch_size"].to_numpy(float)
-    trial_of_row = np.repeat(np.arange(len(trials)), trials["epochs"])
-    asym = _asymptote(image, data, batch) + rng.normal(0, 2 * noise, len(trials))[trial_of_row]
-    tau = n_epochs / 8
-    rise = 1 - np.exp(-t / tau)
-    overfit = np.where(data <= np.min(data), np.clip(t - n_epochs / 3, 0, None) / n_epochs, 0.0)
-    n = len(curves)
-    curves["val_iou"] = asym * rise - 0.15 * overfit + rng.normal(0, noise, n)
-    curves["train_iou"] = asym * rise + 0.1 * overfit + rng.normal(0, noise, n)
-    curves["train_loss"] = 0.1 + 0.6 * np.exp(-t / tau) - 0.05 * overfit
-    curves["val_loss"] = 0.15 + 0.6 * np.exp(-t / tau) + 0.5 * overfit + rng.normal(0, noise / 4, n)
-    curves["val_dice"] = 2 * curves["val_iou"] / (1 + curves["val_iou"])
-    curves["step"] = (t * np.ceil(data / batch)).astype(int)
-    curves["epoch_time_s"] = 1e-5 * image**2 * data / 100
-    curves["peak_mem_mb"] = batch * image**2 / 500
+    trials = trials.sort_values(["cell_id", "seed"], ignore_index=True)
+    curves = trials[["cell_id", "seed", "epochs", "run_id", "training_run"]].merge(
+        run_curves.drop(columns="seed"), on="training_run"
+    )
+    curves = curves[curves["epoch"] <= curves["epochs"]]
+    curves = curves.sort_values(["cell_id", "seed", "epoch"], ignore_index=True)
 
     g = curves.groupby("run_id", sort=False)
     last = g.tail(1).set_index("run_id")
@@ -80,12 +117,88 @@ def synthetic_tables(
     trials["train_time_s"] = g["epoch_time_s"].sum()
     trials["peak_mem_mb"] = last["peak_mem_mb"]
     trials["params"], trials["lr"] = 1_000_000, 1e-3
+    trials["node_id"] = "node0"
+    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    trials["started_at"] = start
+    trials["finished_at"] = start + pd.to_timedelta(trials["train_time_s"], unit="s")
     return trials.reset_index(), curves
 
 
-def write_synthetic_run(run_dir: Path, trials: pd.DataFrame, curves: pd.DataFrame) -> Path:
-    """Write the two tables as a run directory's Parquet files."""
+def example_grid(trials: pd.DataFrame, name: str = "example") -> dict[str, Any]:
+    """A ``grid.yaml`` for synthetic tables: their factor levels and seeds."""
+    return {
+        "name": name,
+        "data": {"source": "synthetic", "num_classes": 1, "eval_size": None},
+        "model": {"name": "unet", "base_channels": 16, "depth": 4},
+        "train": {"optimizer": "adam", "lr": 0.001, "loss": "bce_dice"},
+        "factors": {f: sorted(int(v) for v in trials[f].unique()) for f in FACTORS},
+        "seeds": sorted(int(s) for s in trials["seed"].unique()),
+        "resources": {"workers_per_trial": 1, "use_gpu": "auto"},
+    }
+
+
+def _examples(count: int, size: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` noisy grey images with a bright disk each, and the disks as 0/1 labels."""
+    yy, xx = np.mgrid[:size, :size]
+    images = np.empty((count, size, size, 3), dtype=np.uint8)
+    truth = np.empty((count, size, size), dtype=np.uint8)
+    for i in range(count):
+        (cy, cx), r = rng.uniform(0.35, 0.65, 2) * size, rng.uniform(0.18, 0.3) * size
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        grey = rng.normal(90, 25, (size, size)) + 110 * disk
+        images[i] = np.clip(grey, 0, 255).astype(np.uint8)[..., None]
+        truth[i] = disk
+    return images, truth
+
+
+def write_synthetic_run(
+    run_dir: Path,
+    trials: pd.DataFrame,
+    curves: pd.DataFrame,
+    grid: dict[str, Any] | None = None,
+    examples: int = 0,
+    size: int = 32,
+) -> Path:
+    """Write the tables as a study directory; with ``examples``, also the example images
+    and each training run's predictions at every trial's epoch (a worse trial's
+    prediction is shifted further off the truth)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    trials.to_parquet(run_dir / "trials.parquet", index=False)
-    curves.to_parquet(run_dir / "curves.parquet", index=False)
+    trials = trials.copy()
+    if grid is not None:
+        (run_dir / GRID_FILE).write_text(yaml.safe_dump(grid, sort_keys=False))
+    if examples:
+        rng = np.random.default_rng(0)
+        images, truth = _examples(examples, size, rng)
+        (run_dir / EXAMPLES_FILE).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(run_dir / EXAMPLES_FILE, image=images, truth=truth)
+        paths = []
+        for row in trials.itertuples():
+            if np.isnan(row.final_val_iou):
+                paths.append(None)  # a trial that failed predicted nothing
+                continue
+            rel = predictions_path(row.training_run, int(row.epochs))
+            shift = int(round((1 - row.final_val_iou) * size / 3))
+            pred = np.roll(truth, (shift, shift), axis=(1, 2))
+            (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(run_dir / rel, pred=pred)
+            paths.append(rel)
+        trials["predictions"] = paths
+    trials.to_parquet(run_dir / TRIALS_FILE, index=False)
+    curves.to_parquet(run_dir / CURVES_FILE, index=False)
     return run_dir
+
+
+def write_example_run(run_dir: Path) -> Path:
+    """The small study the notebook in ``docs/`` walks through."""
+    trials, curves = synthetic_tables(
+        image_sizes=(64, 128),
+        dataset_sizes=(20, 40, 80),
+        epochs=(10, 20),
+        batch_sizes=(4, 8),
+        noise=0.01,
+    )
+    return write_synthetic_run(run_dir, trials, curves, example_grid(trials), examples=3)
+
+
+if __name__ == "__main__":
+    print(write_example_run(Path(sys.argv[1])))

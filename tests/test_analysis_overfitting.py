@@ -8,8 +8,14 @@ from analysis.overfitting import (
     overfitting_table,
     training_progress,
 )
+from analysis.params import Params
 
 EPOCHS = np.arange(1, 61)
+TRAIN = 0.8 * np.exp(-EPOCHS / 15) + 0.05
+
+
+def _bump(at: int, height: float = 0.1, width: float = 1.5) -> np.ndarray:
+    return height * np.exp(-(((EPOCHS - at) / width) ** 2))
 
 
 def test_generalization_loss_is_percent_above_running_minimum():
@@ -24,32 +30,64 @@ def test_training_progress_over_strips_of_k():
 
 
 @pytest.mark.parametrize("minimum", [15, 30, 45])
-def test_overfitting_found_after_planted_validation_minimum(minimum):
+def test_overfitting_found_a_few_epochs_after_the_validation_minimum(minimum):
     rng = np.random.default_rng(minimum)
-    train = 0.8 * np.exp(-EPOCHS / 15) + 0.05
     val = 0.3 + 0.0004 * (EPOCHS - minimum) ** 2 + rng.normal(0, 0.001, len(EPOCHS))
-    onset = overfit_onset(train, val)
-    assert onset is not None
-    assert minimum < EPOCHS[onset] <= minimum + 8
+    onset = overfit_onset(TRAIN, val)
+    assert minimum < EPOCHS[onset.index] <= minimum + 8
+    assert onset.transient_rises == 0
     # noiseless: GL > 5 % first when 0.0004 d² > 0.015, d = 7
-    assert EPOCHS[overfit_onset(train, 0.3 + 0.0004 * (EPOCHS - minimum) ** 2)] == minimum + 7
+    clean = overfit_onset(TRAIN, 0.3 + 0.0004 * (EPOCHS - minimum) ** 2)
+    assert EPOCHS[clean.index] == minimum + 7
+
+
+@pytest.mark.parametrize("at", [10, 25, 40])
+def test_transient_bump_is_not_an_onset_and_is_counted(at):
+    # the loss jumps > 10 % above its minimum for a few epochs, then falls below it again
+    val = 0.9 * np.exp(-EPOCHS / 20) + 0.2 + _bump(at, height=0.25)
+    assert generalization_loss(val).max() > 10
+    onset = overfit_onset(TRAIN, val)
+    assert onset.index is None
+    assert onset.transient_rises == 1
+
+
+def test_transient_bumps_before_true_overfitting_leave_its_onset_alone():
+    val = 0.3 + 0.0004 * (EPOCHS - 40) ** 2 + _bump(12, 0.15) + _bump(24, 0.15)
+    onset = overfit_onset(TRAIN, val)
+    assert onset.transient_rises == 2
+    assert EPOCHS[onset.index] == 47
+
+
+def test_a_rise_that_later_returns_below_its_minimum_is_transient():
+    # overfits from epoch 20 to 35, then a second descent sets a new minimum at epoch 50
+    val = np.where(EPOCHS <= 35, 0.3 + 0.0004 * (EPOCHS - 20) ** 2, 0.39 - 0.0075 * (EPOCHS - 35))
+    val = np.where(EPOCHS <= 50, val, 0.2775 + 0.002 * (EPOCHS - 50))
+    onset = overfit_onset(TRAIN, val)
+    assert onset.transient_rises == 1
+    # from the new minimum: GL = 100 · 0.002 k / 0.2775 > 5 first at k = 7
+    assert EPOCHS[onset.index] == 57
 
 
 def test_no_overfitting_while_validation_loss_keeps_falling():
     rng = np.random.default_rng(0)
-    train = 0.8 * np.exp(-EPOCHS / 15) + 0.05
     val = 0.9 * np.exp(-EPOCHS / 20) + 0.2 + rng.normal(0, 0.001, len(EPOCHS))
-    assert overfit_onset(train, val) is None
+    assert overfit_onset(TRAIN, val).index is None
 
 
 def test_divergence_of_both_losses_is_not_overfitting():
     loss = np.concatenate([np.linspace(1.0, 0.3, 30), np.linspace(0.3, 2.0, 30)])
-    assert overfit_onset(loss + 0.1, loss) is None
+    assert overfit_onset(loss + 0.1, loss).index is None
+
+
+def test_threshold_comes_from_params():
+    val = 0.3 + 0.0004 * (EPOCHS - 20) ** 2
+    # GL > 20 % first when 0.0004 d² > 0.06, d = 13
+    assert EPOCHS[overfit_onset(TRAIN, val, Params(gl_alpha=20)).index] == 33
+    assert "more than 20% above that minimum" in Params(gl_alpha=20).onset_rule()
 
 
 def test_overfitting_table_columns_and_values():
-    train = 0.8 * np.exp(-EPOCHS / 15) + 0.05
-    val = 0.3 + 0.0004 * (EPOCHS - 20) ** 2
+    val = 0.3 + 0.0004 * (EPOCHS - 20) ** 2 + _bump(8, 0.3)
     val_iou = 0.7 - 0.0002 * (EPOCHS - 20) ** 2
     curves = pd.DataFrame(
         {
@@ -60,7 +98,7 @@ def test_overfitting_table_columns_and_values():
             "epochs": 60,
             "batch_size": 8,
             "epoch": EPOCHS,
-            "train_loss": train,
+            "train_loss": TRAIN,
             "val_loss": val,
             "train_iou": 0.9,
             "val_iou": val_iou,
@@ -69,7 +107,8 @@ def test_overfitting_table_columns_and_values():
     row = overfitting_table(curves).iloc[0]
     assert row["val_min_epoch"] == 20
     assert row["overfit_epoch"] == 27
-    assert row["gl_max"] == pytest.approx(100 * (0.3 + 0.0004 * 40**2) / 0.3 - 100)
-    assert row["train_val_iou_gap"] == pytest.approx(0.9 - val_iou[-1])
+    assert row["transient_rises"] == 1
+    assert row["gl_max"] == pytest.approx(generalization_loss(val).max())
+    assert row["train_val_gap"] == pytest.approx(0.9 - val_iou[-1])
     assert row["best_minus_last"] == pytest.approx(0.7 - val_iou[-1])
-    assert row["progress_final"] == pytest.approx(training_progress(train)[-1])
+    assert row["progress_final"] == pytest.approx(training_progress(TRAIN)[-1])

@@ -3,37 +3,36 @@ import re
 import subprocess
 import sys
 import types
+from html import escape
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
+from analysis.findings import compute_tables, lead_count, summarize
+from analysis.interactions import _get_interaction_info
+from analysis.load import load
+from analysis.main_effects import _get_main_effects_info
+from analysis.params import Params
 from analysis.report import write_report
-from analysis.synthetic import synthetic_tables, write_synthetic_run
+from analysis.synthetic import example_grid, synthetic_tables, write_synthetic_run
 
-TABLES = ["cells", "anova", "plateau", "overfitting", "pareto", "scaling"]
-PLOTS = ["interactions", "heatmaps", "learning_curves_iou", "learning_curves_loss", "pareto"]
-
-
-def _fake_predict(run_dir: Path, run_id: str, max_images: int = 4):
-    image = np.full((16, 16, 3), 90, dtype=np.uint8)
-    truth = np.zeros((16, 16), dtype=bool)
-    truth[4:12, 4:12] = True
-    return [(image, truth, np.roll(truth, 2, axis=1))] * min(max_images, 2)
-
-
-@pytest.fixture
-def fake_predict(monkeypatch):
-    module = types.ModuleType("gridrun.predict")
-    module.predict_examples = _fake_predict
-    monkeypatch.setitem(sys.modules, "gridrun.predict", module)
+TABLES = [
+    "recommendations", "cells", "anova", "importance", "main_effects", "plateau", "overfitting",
+    "curves_by_cell", "pareto", "scaling",
+]  # fmt: skip
+PLOTS = [
+    "importance", "main_effects", "interactions", "heatmaps", "parallel",
+    "learning_curves_metric", "learning_curves_loss", "pareto", "overlays",
+]  # fmt: skip
 
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     trials, curves = synthetic_tables(
-        image_sizes=(64, 128), dataset_sizes=(100, 400), epochs=(20,), batch_sizes=(8, 16), seeds=2
+        image_sizes=(64, 128), dataset_sizes=(100, 200, 400), epochs=(20,), batch_sizes=(8, 16)
     )
     trials.loc[0, ["status", "error", "final_val_iou"]] = ["failed", "boom", np.nan]
     trials.loc[1, ["status", "error"]] = ["diverged", "loss is NaN"]
@@ -42,63 +41,172 @@ def run_dir(tmp_path: Path) -> Path:
     running = trials.loc[3, "run_id"]
     trials = trials.drop(index=3)
     curves = curves[(curves["run_id"] != running) | (curves["epoch"] <= 7)]
-    return write_synthetic_run(tmp_path / "run", trials, curves)
+    grid = example_grid(trials, name="planted")
+    return write_synthetic_run(tmp_path / "run", trials, curves, grid, examples=2, size=16)
 
 
 def _images(html: str) -> list[str]:
     return re.findall(r'<img [^>]*src="([^"]+)"', html)
 
 
-def test_full_report_writes_every_table_plot_and_resolvable_image(run_dir, fake_predict):
+def test_full_report_writes_every_table_plot_and_a_readable_page(run_dir):
+    (run_dir / "report" / "plots").mkdir(parents=True)
+    (run_dir / "report" / "plots" / "stale.png").write_bytes(b"old")
     report = write_report(run_dir)
     out = run_dir / "report"
     assert report.html_path == out / "index.html"
-    for name in TABLES:
-        assert (out / "tables" / f"{name}.csv").is_file()
-    for name in [*PLOTS, "overlay_best", "overlay_worst"]:
+    assert sorted(report.tables) == sorted(TABLES)
+    assert sorted(report.plots) == sorted(PLOTS)
+    for name in PLOTS:
         assert (out / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "plots" / "stale.png").exists()
     html = report.html_path.read_text()
     images = _images(html)
-    assert len(images) == len(PLOTS) + 2
+    assert len(images) == len(PLOTS)
     for src in images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:4] == b"\x89PNG"
-    assert "http://" not in html and "https://" not in html
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+
+    # header, contents, findings first
+    assert "<h1>gridrun report: planted</h1>" in html
+    for fact in ("<dt>data</dt><dd>synthetic, binary</dd>", "<dt>trials</dt><dd>32 ok, "):
+        assert fact in html
+    assert re.search(r"<dt>trials</dt><dd>[^<]*1 failed[^<]*, 1 running</dd>", html)
+    for anchor in ("findings", "recommendations", "factors", "curves", "cells", "predictions"):
+        assert f'href="#{anchor}"' in html
+        assert f"id='{anchor}'" in html or f'id="{anchor}"' in html
+    assert (
+        html.index("id='findings'")
+        < html.index('id="recommendations"')
+        < html.index('id="factors"')
+    )
+    assert report.findings[0].startswith("Image size 64: ")
+    assert report.findings[1].startswith("Image size 128: ")
+    for sentence in report.findings[:2]:
+        assert escape(sentence) in html
+
+    # the rules are stated, from the parameters that made the tables
+    params = Params()
+    for rule in (params.plateau_rule("val_iou"), params.onset_rule(), params.interval_rule()):
+        assert escape(rule) in html
     for status in ("failed", "diverged", "infeasible", "boom"):
         assert status in html
     assert any("3 trials left out of the fits" in f for f in report.findings)
     assert any("1 trials still running" in f for f in report.findings)
-    assert any(f.startswith("best cell: ") for f in report.findings)
+
     cells = pd.read_csv(out / "tables" / "cells.csv")
-    assert cells["n"].sum() == 16 - 4
+    assert cells["n"].sum() == 36 - 4
+    recommendations = pd.read_csv(out / "tables" / "recommendations.csv")
+    assert list(recommendations.columns) == [
+        "image_size", "by", "cell_id", "dataset_size", "epochs", "batch_size", "n", "mean",
+        "ci_low", "ci_high", "best_cell_id", "best_mean", "gap", "p_worse", "cost", "best_cost",
+        "cost_ratio", "qualifying", "cells", "separable",
+    ]  # fmt: skip
+    assert sorted(set(recommendations["image_size"])) == [64, 128]
     anova = pd.read_csv(out / "tables" / "anova.csv")
-    assert list(anova.columns) == [
-        "term",
-        "df",
-        "sum_sq",
-        "F",
-        "p_value",
-        "partial_eta_sq",
-        "omega_sq",
-    ]
     assert anova.set_index("term").loc["image_size:batch_size", "p_value"] < 0.01
-    assert len(pd.read_csv(out / "tables" / "plateau.csv")) == 12
+    assert len(pd.read_csv(out / "tables" / "plateau.csv")) == 32
+    assert "transient_rises" in pd.read_csv(out / "tables" / "overfitting.csv").columns
 
 
-def test_overlays_skipped_with_a_note_without_checkpoints(run_dir, monkeypatch):
-    def no_checkpoint(run_dir: Path, run_id: str, max_images: int = 4):
-        raise FileNotFoundError(f"{run_id}/checkpoint.pt")
+def _near_edges(seeds: int) -> pd.DataFrame:
+    """Cells whose IoU sits near 1 and near 0 with a spread that a t interval overshoots."""
+    rows = []
+    for cell, (image, centre) in enumerate([(64, 0.985), (64, 0.99), (128, 0.012), (128, 0.3)]):
+        for seed in range(seeds):
+            value = centre + (0.012 if centre > 0.5 else 0.01) * (seed - 1)
+            rows.append(
+                {"cell_id": f"c{cell}", "seed": seed, "image_size": image, "dataset_size": 10,
+                 "epochs": 5, "batch_size": 2 + cell % 2, "status": "ok",
+                 "final_val_iou": min(value, 1.0), "train_time_s": 1.0 + cell, "steps": 10}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
 
-    module = types.ModuleType("gridrun.predict")
-    module.predict_examples = no_checkpoint
-    monkeypatch.setitem(sys.modules, "gridrun.predict", module)
-    report = write_report(run_dir, metric="val_dice")
-    assert "overlay_best" not in report.plots
-    assert "checkpoint.pt" in report.html_path.read_text()
-    assert len(report.notes) == 2
+
+def test_no_interval_in_any_table_or_plot_leaves_the_unit_range(tmp_path: Path):
+    trials = _near_edges(seeds=3)
+    seeds = trials[trials["cell_id"] == "c1"]["final_val_iou"]
+    t_high = seeds.mean() + stats.t.ppf(0.975, 2) * seeds.std() / np.sqrt(3)
+    assert t_high > 1  # the study is one where the old t interval left [0, 1]
+    trials.to_parquet(tmp_path / "trials.parquet")
+    report = write_report(tmp_path, overlays=False)
+    checked = 0
+    for name, path in report.tables.items():
+        table = pd.read_csv(path)
+        for col in [c for c in table.columns if c.endswith(("ci_low", "ci_high"))]:
+            if name != "importance":  # ω² is a share of variance, not the metric
+                values = table[col].dropna()
+                assert ((values >= 0) & (values <= 1)).all(), (name, col)
+                checked += len(values)
+    assert checked > 0
+    final = load(tmp_path).final
+    for info in [*_get_interaction_info(final), *_get_main_effects_info(final)]:
+        assert info.table["ci_low"].min() >= 0 and info.table["ci_high"].max() <= 1
 
 
-def test_report_on_trials_table_alone(tmp_path: Path, fake_predict):
+def test_fewer_than_three_seeds_show_points_and_say_why(tmp_path: Path):
+    _near_edges(seeds=2).to_parquet(tmp_path / "trials.parquet")
+    report = write_report(tmp_path, overlays=False)
+    assert any(
+        "have fewer than 3 seeds: no interval is drawn" in f and "seeds as points" in f
+        for f in report.findings
+    )
+    cells = pd.read_csv(report.tables["cells"])
+    assert cells["final_ci_low"].isna().all()
+    assert "main_effects" in report.plots
+
+
+def test_report_goes_to_a_local_directory_when_asked(run_dir, tmp_path):
+    report = write_report(run_dir, overlays=False, to=tmp_path / "elsewhere")
+    assert report.html_path == tmp_path / "elsewhere" / "index.html"
+    assert (tmp_path / "elsewhere" / "tables" / "cells.csv").is_file()
+    assert not (run_dir / "report").exists()
+    assert any("not requested" in n for n in report.notes)
+
+
+class _FakeStorage:
+    """gridrun.storage.Storage's interface over a local folder, as a test double."""
+
+    def __init__(self, location: str):
+        self.uri = location
+        self.root = Path("/") / location.split("://", 1)[1]
+
+    def exists(self, rel: str) -> bool:
+        return (self.root / rel).is_file()
+
+    def read_bytes(self, rel: str) -> bytes:
+        return (self.root / rel).read_bytes()
+
+    def local_path(self, rel: str = "") -> None:
+        return None  # object storage: nothing on this machine
+
+    def join(self, rel: str) -> str:
+        return f"{self.uri}/{rel}"
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (self.root / rel).write_bytes(data)
+
+
+@pytest.fixture
+def fake_storage(monkeypatch):
+    module = types.ModuleType("gridrun.storage")
+    module.Storage = _FakeStorage
+    monkeypatch.setitem(sys.modules, "gridrun.storage", module)
+
+
+def test_study_behind_a_uri_is_read_and_reported_through_storage(run_dir, fake_storage):
+    uri = f"mem:/{run_dir}"  # mem://tmp/.../run
+    assert load(uri).name == "run"
+    assert len(load(Path(uri)).trials) == 35  # a Path that swallowed the "//" still works
+    report = write_report(uri)
+    assert report.html_path == f"{uri}/report/index.html"
+    assert (run_dir / "report" / "index.html").read_text().startswith("<!DOCTYPE html>")
+    assert report.tables["cells"] == f"{uri}/report/tables/cells.csv"
+
+
+def test_report_on_trials_table_alone(tmp_path: Path):
     trials = pd.DataFrame(
         {
             "cell_id": ["a", "a", "b", "b"],
@@ -118,10 +226,39 @@ def test_report_on_trials_table_alone(tmp_path: Path, fake_predict):
     html = report.html_path.read_text()
     assert "curves.parquet is missing" in html
     assert "Pareto plot is skipped" in html
-    assert len(_images(html)) == 0  # costs unknown; overlays skipped: no run_id
+    assert "no predictions/examples.npz" in html
     assert "interactions" not in report.plots  # a single varying factor
+    assert any(f.startswith("No data-scaling fit: it needs ≥ 3") for f in report.findings)
 
 
-def test_analysis_never_imports_ray():
-    code = "import sys, analysis.report; assert 'ray' not in sys.modules, 'ray imported'"
+def test_analysis_imports_only_the_layout_of_gridrun_and_never_ray_or_torch():
+    code = (
+        "import sys, analysis; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'torch')"
+        " or (m.startswith('gridrun') and m not in ('gridrun', 'gridrun.layout'))]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_many_image_sizes_keep_the_first_screen_short(tmp_path: Path):
+    trials, curves = synthetic_tables(
+        image_sizes=(32, 64, 96, 128, 160, 192), dataset_sizes=(100,), epochs=(10,), seeds=3
+    )
+    data = load(write_synthetic_run(tmp_path, trials, curves))
+    tables = compute_tables(data)
+    findings = summarize(data, tables)
+    assert lead_count(tables) == 4
+    assert all(f.startswith("Image size ") for f in findings[:3])
+    assert findings[3] == "The other 3 image sizes: see the Recommendations table."
+    # the three shown are those whose best cells score highest
+    best = tables.recommendations.groupby("image_size")["best_mean"].first()
+    shown = [int(f.split()[2].rstrip(":")) for f in findings[:3]]
+    assert sorted(shown) == sorted(best.nlargest(3).index)
+
+
+def test_file_uri_through_the_real_storage_is_a_local_study(run_dir):
+    pytest.importorskip("gridrun.storage")
+    report = write_report(run_dir.as_uri(), overlays=False)
+    assert report.html_path == run_dir / "report" / "index.html"
+    assert report.html_path.is_file()

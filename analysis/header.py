@@ -1,0 +1,101 @@
+"""The facts a report's header states about a study: grid, data, model, hardware, time,
+trial counts. Read from ``grid.yaml`` and the trials table; unknown facts are left out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from analysis.load import FACTORS, RunData
+
+__all__ = ["study_facts"]
+
+
+def _levels(grid: dict[str, Any], trials: pd.DataFrame) -> str:
+    factors = grid.get("factors") or {f: sorted(trials[f].dropna().unique()) for f in FACTORS}
+    return "; ".join(f"{f} {', '.join(str(v) for v in factors.get(f, []))}" for f in FACTORS)
+
+
+def _data(grid: dict[str, Any]) -> str | None:
+    data = grid.get("data")
+    if not isinstance(data, dict):
+        return None
+    parts = [str(data.get("source", "?"))]
+    if data.get("path"):
+        parts.append(str(data["path"]))
+    classes = data.get("num_classes")
+    if classes is not None:
+        parts.append("binary" if classes == 1 else f"{classes} classes")
+    if data.get("eval_size"):
+        parts.append(f"scored at {data['eval_size']} px")
+    return ", ".join(parts)
+
+
+def _model(grid: dict[str, Any]) -> str | None:
+    model, train = grid.get("model"), grid.get("train")
+    if not isinstance(model, dict):
+        return None
+    options = ", ".join(f"{k} {v}" for k, v in model.items() if k != "name")
+    text = f"{model.get('name', '?')}" + (f" ({options})" if options else "")
+    if isinstance(train, dict):
+        text += (
+            f"; {train.get('optimizer', '?')} lr {train.get('lr', '?')}, {train.get('loss', '?')}"
+        )
+    return text
+
+
+def _hardware(grid: dict[str, Any], trials: pd.DataFrame) -> str | None:
+    parts = []
+    res = grid.get("resources")
+    if isinstance(res, dict):
+        gpu = res.get("use_gpu", "auto")
+        parts.append(f"{res.get('workers_per_trial', 1)} worker(s) per trial, GPU {gpu}")
+    nodes = trials["node_id"].dropna().nunique() or trials["node_ip"].dropna().nunique()
+    if nodes:
+        parts.append(f"{nodes} node(s)")
+    peak = trials["peak_mem_mb"].max()
+    if pd.notna(peak):
+        parts.append(f"peak memory {peak:.0f} MB")
+    return ", ".join(parts) or None
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(round(seconds)), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def _time(trials: pd.DataFrame) -> str | None:
+    parts = []
+    if {"started_at", "finished_at"} <= set(trials.columns):
+        start = pd.to_datetime(trials["started_at"], utc=True, errors="coerce").min()
+        end = pd.to_datetime(trials["finished_at"], utc=True, errors="coerce").max()
+        if pd.notna(start) and pd.notna(end):
+            parts.append(f"{_duration((end - start).total_seconds())} wall")
+    total = trials["train_time_s"].sum(min_count=1)
+    if pd.notna(total):
+        parts.append(f"{_duration(total)} of training summed over trials")
+    return ", ".join(parts) or None
+
+
+def study_facts(data: RunData, cells: int, seeds: int) -> list[tuple[str, str]]:
+    """(label, value) pairs for the header, known facts only."""
+    grid, trials = data.grid, data.trials
+    counts = trials["status"].value_counts()
+    status = ", ".join(f"{n} {s}" for s, n in counts.items())
+    if len(data.running):
+        status += f", {len(data.running)} running"
+    facts = [
+        ("grid", str(grid.get("name", data.name))),
+        ("study", data.location),
+        ("metric", data.metric),
+        ("data", _data(grid)),
+        ("model", _model(grid)),
+        ("hardware", _hardware(grid, trials)),
+        ("time", _time(trials)),
+        ("trials", status or "none"),
+        ("cells", f"{cells} cells × up to {seeds} seeds"),
+        ("factors", _levels(grid, trials)),
+    ]
+    return [(k, v) for k, v in facts if v]

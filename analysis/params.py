@@ -1,0 +1,77 @@
+"""Every threshold the analysis uses, in one object that feeds both the tables and the prose.
+
+A table computed with ``Params(min_delta=0.01)`` and the report sentence describing it
+read the same value, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_PARAMS", "Params"]
+
+
+@dataclass(frozen=True)
+class Params:
+    """Thresholds of the plateau and overfitting rules, the intervals and the recommendations.
+
+    Plateau (validation metric): ``min_delta`` is the smallest gain that counts,
+    ``patience`` the epochs it must be absent for, ``window`` the centred median that
+    takes out epoch-to-epoch noise. Overfitting: ``gl_alpha`` is Prechelt's
+    generalization-loss threshold in percent, ``progress_k`` the strip length of the
+    training progress. Intervals: ``level`` of a percentile bootstrap over seeds with
+    ``n_boot`` resamples drawn from an RNG seeded with ``rng_seed``; groups with fewer
+    than ``min_seeds`` seeds get none; ω² intervals refit the ANOVA ``n_boot_anova``
+    times. Recommendations: a cell qualifies when its mean is within ``margin`` of the
+    best cell's and a one-sided Welch test over seeds does not find it worse at level
+    ``alpha``.
+    """
+
+    min_delta: float = 0.005
+    patience: int = 5
+    window: int = 5
+    gl_alpha: float = 5.0
+    progress_k: int = 5
+    level: float = 0.95
+    n_boot: int = 2000
+    n_boot_anova: int = 500
+    rng_seed: int = 0
+    min_seeds: int = 3
+    margin: float = 0.01
+    alpha: float = 0.05
+
+    def plateau_rule(self, metric: str) -> str:
+        return (
+            f"Plateau: the first epoch from which {metric} (centred "
+            f"{self.window}-epoch median) gains at most {self.min_delta:g} over the next "
+            f"{self.patience} epochs and never more than {self.patience * self.min_delta:g} "
+            f"({self.patience} × {self.min_delta:g}) later, with at least {self.patience} "
+            "epochs after it; a curve without such an epoch has none."
+        )
+
+    def onset_rule(self) -> str:
+        return (
+            f"Overfitting onset: the first epoch after the validation loss's lowest point at "
+            f"which it is more than {self.gl_alpha:g}% above that minimum (Prechelt's "
+            f"GL > {self.gl_alpha:g}) while the training loss is below its value there; "
+            "rises that later return below the minimum they rose from are transient, "
+            "ignored and counted in transient_rises."
+        )
+
+    def interval_rule(self) -> str:
+        return (
+            f"Intervals: {self.level:.0%} percentile bootstrap of the mean over seeds "
+            f"({self.n_boot} resamples, RNG seed {self.rng_seed}), so they never leave the "
+            f"range the seeds span; with fewer than {self.min_seeds} seeds no interval is "
+            "drawn and the seeds are shown as points."
+        )
+
+    def recommendation_rule(self, metric: str) -> str:
+        return (
+            f"Recommendation: per image size, the cheapest cell whose mean {metric} is within "
+            f"{self.margin:g} of the best cell's and which a one-sided Welch t-test over seeds "
+            f"does not find worse (p ≥ {self.alpha:g})."
+        )
+
+
+DEFAULT_PARAMS = Params()
