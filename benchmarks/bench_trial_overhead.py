@@ -1,10 +1,13 @@
-"""What a Tune trial that fits a TorchTrainer costs beyond its training.
+"""What a (cell, seed) costs beyond its training, three ways, side by side on one Ray:
 
-Runs a small synthetic grid on a local Ray cluster and prints, per trial, the wall time
-the driver saw (trial start to trial end) against the time the worker spent in training
-passes, and the whole grid's wall time against the sum of its trials'. Usage:
+1. gridrun as it is: training runs packed into long-lived TorchTrainer worker groups;
+2. the previous design: one TorchTrainer per (cell, seed) (`resources.pack: false`);
+3. a plain Tune function trainable training the same model in the trial process, no
+   TorchTrainer at all (the floor of Tune's own cost).
 
-    python benchmarks/bench_trial_overhead.py [--trials 4] [--epochs 2] [--image-size 64]
+Prints the wall time per (cell, seed) of each and their ratios. Usage:
+
+    python benchmarks/bench_trial_overhead.py [--pairs 16] [--epochs 1] [--image-size 32]
 """
 
 from __future__ import annotations
@@ -14,56 +17,104 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from gridrun.data import prepare
+from gridrun.runs import plan_run, training_runs
 from gridrun.spec import parse_grid
-from gridrun.store import claim_run_dir
-from gridrun.tune import run_grid
+from gridrun.storage import Storage
+from gridrun.store import claim_study
+from gridrun.tune import init_ray, run_grid
+
+
+def _grid(args, pack: bool):
+    return parse_grid(
+        {
+            "name": "bench",
+            "data": {"source": "synthetic", "val_size": 4},
+            "model": {"base_channels": 8, "depth": 3},
+            "factors": {
+                "image_size": [args.image_size],
+                "dataset_size": [8],
+                "epochs": [args.epochs],
+                "batch_size": [4],
+            },
+            "seeds": list(range(args.pairs)),
+            "resources": {"pack": pack},
+            "tracking": {"tensorboard": False},
+        }
+    )
+
+
+def _gridrun(args, pack: bool) -> float:
+    grid = _grid(args, pack)
+    prepared = prepare(grid)
+    with tempfile.TemporaryDirectory() as tmp:
+        study = Storage(Path(tmp))
+        claim_study(study, grid.resolved_yaml())
+        t0 = time.perf_counter()
+        summary = run_grid(grid, prepared, study)
+        seconds = time.perf_counter() - t0
+    assert summary.statuses == {"ok": args.pairs}, summary
+    return seconds
+
+
+def _plain_tune(args) -> float:
+    """Each trial trains in its own Tune trial process with `run_epochs`, on one CPU."""
+    import ray
+    from ray import tune
+
+    grid = _grid(args, True)
+    prepared = prepare(grid)
+    plans = {
+        r.lead.seed: plan_run(grid, r, prepared.in_channels, prepared.eval_size)
+        for r in training_runs(grid, grid.trials())
+    }
+    arrays = ray.put(prepared.sizes[args.image_size])
+    val_y = ray.put(prepared.val_y)
+
+    def trainable(config):
+        import torch
+
+        from gridrun.train import run_epochs
+
+        torch.set_num_threads(1)
+        plan = plans[config["seed"]]
+        for end in run_epochs(plan, ray.get(arrays), ray.get(val_y)):
+            tune.report({"val_iou": end.metrics["val_iou"]})
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": 1}),
+            param_space={"seed": tune.grid_search(list(plans))},
+            tune_config=tune.TuneConfig(reuse_actors=True),
+            run_config=tune.RunConfig(storage_path=tmp, verbose=0),
+        )
+        t0 = time.perf_counter()
+        results = tuner.fit()
+        seconds = time.perf_counter() - t0
+    assert not results.errors
+    return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--image-size", type=int, default=32)
     args = parser.parse_args()
 
-    grid = parse_grid(
-        {
-            "name": "bench",
-            "data": {"source": "synthetic", "val_size": 8},
-            "factors": {
-                "image_size": [args.image_size],
-                "dataset_size": [32],
-                "epochs": [args.epochs],
-                "batch_size": [8],
-            },
-            "seeds": list(range(args.trials)),
-        }
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp)
-        t0 = time.perf_counter()
-        prepared = prepare(grid)
-        claim_run_dir(run_dir, grid.resolved_yaml())
-        summary = run_grid(grid, prepared, run_dir)
-        total = time.perf_counter() - t0
-        trials = pd.read_parquet(run_dir / "trials.parquet")
-
-    wall = (trials["finished_at"] - trials["started_at"]).dt.total_seconds()
-    train = trials["train_time_s"]
-    print(f"{len(trials)} trials, {summary.concurrency} at a time, {args.epochs} epochs each")
-    print(f"trial wall time:   median {wall.median():6.1f} s")
-    print(f"training passes:   median {train.median():6.1f} s")
-    print(
-        f"overhead per trial: median {(wall - train).median():5.1f} s "
-        f"(training is {100 * (train / wall).median():.0f}% of a trial's wall time)"
-    )
-    print(
-        f"grid wall time {total:.1f} s vs sum of trial walls {wall.sum():.1f} s "
-        f"(ratio {total / wall.sum():.2f}; < 1 means trials overlapped)"
-    )
+    t0 = time.perf_counter()
+    init_ray(None)
+    print(f"ray.init: {time.perf_counter() - t0:.1f} s (paid once per `gridrun run`)")
+    packed = _gridrun(args, pack=True)
+    alone = _gridrun(args, pack=False)
+    plain = _plain_tune(args)
+    n = args.pairs
+    print(f"{n} (cell, seed) pairs, {args.image_size} px, {args.epochs} epoch(s) each:")
+    print(f"  gridrun, packed runs:          {packed / n:6.2f} s per pair ({packed:.1f} s)")
+    print(f"  one TorchTrainer per pair:     {alone / n:6.2f} s per pair ({alone:.1f} s)")
+    print(f"  plain Tune function trainable: {plain / n:6.2f} s per pair ({plain:.1f} s)")
+    print(f"  ratio one-trainer-per-pair / packed: {alone / packed:.2f}x")
+    print(f"  ratio packed / plain Tune:           {packed / plain:.2f}x")
 
 
 if __name__ == "__main__":

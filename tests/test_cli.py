@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gridrun.cli import app
+from gridrun.runs import training_runs, trial_info
 from gridrun.spec import load_grid
-from gridrun.store import Results, claim_run_dir
+from gridrun.storage import Storage
+from gridrun.store import Results, claim_study
 
 # note: Click >= 8.2 interleaves stderr into result.output (older Click mixed it by default)
 runner = CliRunner()
@@ -47,7 +50,10 @@ def test_plan_prints_the_totals(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     # steps per seed: 2 image sizes × (2·ceil(8/4) + 2·ceil(16/4)) = 2 × 12 = 24; two seeds
     # synthetic: ceil(16 / 0.8) = 20 scenes, 20% of them (4) for validation
-    assert "4 cells × 2 seeds = 8 trials, 48 optimizer steps in all" in _words(result.output)
+    assert (
+        "4 cells × 2 seeds = 8 trials, served by 8 training runs: 16 epochs trained for 16 "
+        "requested (1.00×), 48 optimizer steps in all"
+    ) in _words(result.output)
     assert "20 images, 4 for validation, scored at 64px" in _words(result.output)
     for cell in load_grid(grid).cells():
         assert cell.cell_id in result.output
@@ -62,7 +68,8 @@ def test_plan_on_a_membrane_folder_grid(membrane: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["plan", str(grid)])
     assert result.exit_code == 0, result.output
     # 3·ceil(10/4) + 3·ceil(24/4) = 9 + 18
-    assert "2 cells × 1 seeds = 2 trials, 27 optimizer steps in all" in _words(result.output)
+    assert "2 cells × 1 seeds = 2 trials, served by 2 training runs" in _words(result.output)
+    assert "27 optimizer steps in all" in _words(result.output)
     assert "data: folder, 30 images, 6 for validation" in _words(result.output)
 
 
@@ -124,16 +131,16 @@ def test_status_counts_a_run_directory(tmp_path: Path) -> None:
     )
     grid = load_grid(grid_file)
     run_dir = tmp_path / "run"
-    claim_run_dir(run_dir, grid.resolved_yaml())
-    results = Results(run_dir)
+    claim_study(Storage(run_dir), grid.resolved_yaml())
+    results = Results(Storage(run_dir))
     trials = grid.trials()
     for trial, status, error, val_iou in [
         (trials[0], "ok", None, 0.5),
         (trials[1], "ok", None, math.nan),
         (trials[2], "failed", "worker died", 0.1),
     ]:
-        identity = {"cell_id": trial.cell.cell_id, "seed": trial.seed,
-                    **trial.cell.factors(), "run_id": trial.run_id}  # fmt: skip
+        (run,) = training_runs(grid, [trial])
+        identity = trial_info(grid, run, trial)
         results.start(trial.run_id)
         results.add_epoch(identity, {"epoch": 1, "val_iou": val_iou, "status": "ok"})
         results.finish(identity, status, error)
@@ -141,7 +148,75 @@ def test_status_counts_a_run_directory(tmp_path: Path) -> None:
     result = runner.invoke(app, ["status", str(run_dir)])
     assert result.exit_code == 0, result.output
     text = _words(result.output)
-    assert f"{run_dir}: 2 done, 1 not ok, 1 missing of 4" in text
+    assert f"{run_dir}: 2 done, 0 running, 1 not ok, 1 missing of 4" in text
     assert f"failed {trials[2].run_id} worker died" in text
     assert f"missing: {trials[3].run_id}" in text
     assert "nan" not in text
+    # the measured cost per step gives an estimate of what is left
+    assert "worker-minutes of training left" not in text  # no training time was recorded
+
+
+def test_version_and_help_examples() -> None:
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"gridrun {version('gridrun')}"
+    for command in ("run", "plan", "status", "report"):
+        help_text = _words(runner.invoke(app, [command, "--help"]).output)
+        assert f"gridrun {command} " in help_text, command
+
+
+def test_plan_shows_epochs_trained_against_requested_and_why_not(tmp_path: Path) -> None:
+    text = "factors: {image_size: [32], dataset_size: [8], epochs: [1, 2, 4], batch_size: [4]}\n"
+    shared = _write(tmp_path / "shared.yaml", text + "seeds: [0, 1]\n")
+    result = runner.invoke(app, ["plan", str(shared)])
+    assert result.exit_code == 0, result.output
+    assert "served by 2 training runs: 8 epochs trained for 14 requested" in _words(
+        result.output
+    )
+    cosine = _write(tmp_path / "cosine.yaml", text + "seeds: [0, 1]\ntrain: {schedule: cosine}\n")
+    result = runner.invoke(app, ["plan", str(cosine)])
+    words = _words(result.output)
+    assert "served by 6 training runs: 14 epochs trained for 14 requested" in words
+    assert "epochs not shared: train.schedule 'cosine' depends on the total epoch count" in words
+
+
+def test_plan_of_the_shipped_study_trains_80_epochs_per_group_not_200() -> None:
+    study = Path(__file__).resolve().parents[1] / "grids" / "study.yaml"
+    result = runner.invoke(app, ["plan", str(study)])
+    assert result.exit_code == 0, result.output
+    words = _words(result.output)
+    groups = 3 * 3 * 4 * 3  # image sizes × data-set sizes × batch sizes × seeds
+    assert f"served by {groups} training runs: {groups * 80} epochs trained for " \
+        f"{groups * 200} requested (2.50×)" in words
+
+
+def test_status_shows_running_trials_and_the_time_left(tmp_path: Path) -> None:
+    import json
+
+    from gridrun.store import StudyLock
+
+    grid_file = _write(
+        tmp_path / "grid.yaml",
+        "factors: {image_size: [32], dataset_size: [8], epochs: [2, 4], batch_size: [4]}\n",
+    )
+    grid = load_grid(grid_file)
+    study = Storage(tmp_path / "run")
+    claim_study(study, grid.resolved_yaml())
+    results = Results(study)
+    short, long = grid.trials()  # ep2 done; ep4 running at epoch 3
+    (run,) = training_runs(grid, [short, long])
+    results.start(short.run_id)
+    for epoch in (1, 2):
+        results.add_epoch(trial_info(grid, run, short),
+                          {"epoch": epoch, "val_iou": 0.5, "step": 2 * epoch,
+                           "train_time_s": 0.5 * epoch})  # fmt: skip
+    results.finish(trial_info(grid, run, short), "ok")
+    (tmp_path / "run" / "progress.json").write_text(json.dumps({"running": {long.run_id: 3}}))
+    with StudyLock(study):
+        text = _words(runner.invoke(app, ["status", str(study)]).output)
+    assert f"{study}: 1 done, 1 running, 0 not ok, 0 missing of 2" in text
+    assert f"running {long.run_id} epoch 3" in text
+    assert f"process {os.getpid()} on" in text
+    # what is left: the 4-epoch run, 2 steps per epoch, at 0.25 s per measured step
+    assert "(8 steps at the measured 0.25 s/step)" in text

@@ -4,58 +4,18 @@ pieces are tested directly in the other files."""
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from typer.testing import CliRunner
+from fixtures_ray import app, runner
+from fixtures_ray import grid_file as _write
+from fixtures_ray import run_cli as _run
 
-from gridrun.cli import app
+from gridrun.layout import CURVE_COLUMNS, TRIAL_COLUMNS
 from gridrun.spec import load_grid
-from gridrun.store import CURVE_COLUMNS, TRIAL_COLUMNS
 
 pytestmark = pytest.mark.ray
-runner = CliRunner()
-
-
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """Two nodes of one CPU and one `fake_gpu` each: trials really spread over nodes,
-    and GPU-style packing is tested on CPUs."""
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    cluster = Cluster()
-    for _ in range(2):
-        cluster.add_node(num_cpus=1, resources={"fake_gpu": 1}, include_dashboard=False)
-    ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.ERROR)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
-
-
-def _write(tmp_path: Path, name: str, factors: dict, val_size: int, **sections) -> Path:
-    """A tiny synthetic grid file: a 4-channel, 2-level U-Net unless `model` is given."""
-    grid = {
-        "name": name,
-        "data": {"source": "synthetic", "val_size": val_size},
-        "model": {"base_channels": 4, "depth": 2},
-        "factors": {k: [v] if isinstance(v, int) else v for k, v in factors.items()},
-        **sections,
-    }
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump(grid))
-    return path
-
-
-def _run(grid_file: Path, out: Path):
-    return runner.invoke(app, ["run", str(grid_file), "--out", str(out)])
 
 
 def test_grid_runs_end_to_end_and_resumes(ray_cluster, tmp_path):
@@ -79,12 +39,14 @@ def test_grid_runs_end_to_end_and_resumes(ray_cluster, tmp_path):
     assert (curves["val_pixels"] == 3 * 32 * 32).all()
     assert curves[["val_iou", "val_loss", "train_loss"]].notna().all().all()
     assert (trials["params"] > 0).all() and (trials["peak_mem_mb"] > 0).all()
-    for run_id in trials["run_id"]:
-        assert list((out / "train" / run_id).glob("checkpoint_*/model.pt"))
+    # each row points to its own checkpoint; nothing of the finished runs' restarts is kept
+    for run_id, checkpoint in zip(trials["run_id"], trials["checkpoint"], strict=True):
+        assert checkpoint == f"checkpoints/{run_id}.pt" and (out / checkpoint).is_file()
+    assert not list((out / "checkpoints" / "latest").glob("*"))
     assert load_grid(out / "grid.yaml").factors.batch_size == [3, 8]
 
     status = runner.invoke(app, ["status", str(out)])
-    assert "2 done, 0 not ok, 0 missing of 2" in status.output
+    assert "2 done, 0 running, 0 not ok, 0 missing of 2" in status.output
 
     again = _run(grid_file, out)
     assert again.exit_code == 0, again.output
@@ -127,19 +89,24 @@ def test_trials_pack_by_custom_resource_and_run_side_by_side(ray_cluster, tmp_pa
 
 def test_failed_trial_becomes_a_row_and_the_grid_goes_on(ray_cluster, tmp_path):
     # lraspp pools 16 px down to 1×1; BatchNorm cannot train on the final batch of one
-    # image there, so the cell with batch 2 on 3 images fails at its second step
+    # image there, so the cell with batch 2 on 3 images fails at its second step. One slot:
+    # both runs are packed into one work unit, and the failure does not end it
     factors = {"image_size": 16, "dataset_size": 3, "epochs": 1, "batch_size": [2, 3]}
     model = {"name": "lraspp_mobilenet_v3_large"}
-    grid_file = _write(tmp_path, "fails", factors, val_size=2, model=model)
+    grid_file = _write(
+        tmp_path, "fails", factors, val_size=2, model=model,
+        resources={"max_concurrent_trials": 1},
+    )  # fmt: skip
     out = tmp_path / "run"
     result = _run(grid_file, out)
     assert result.exit_code == 1, result.output
+    assert "2 training runs in 1 work units" in " ".join(result.output.split())
     trials = pd.read_parquet(out / "trials.parquet").set_index("batch_size")
     assert trials.loc[3, "status"] == "ok"
     assert trials.loc[2, "status"] == "failed"
     assert "Expected more than 1 value per channel" in trials.loc[2, "error"]
     status = runner.invoke(app, ["status", str(out)])
-    assert "1 done, 1 not ok, 0 missing of 2" in status.output
+    assert "1 done, 0 running, 1 not ok, 0 missing of 2" in status.output
 
     # a rerun retries only the failed trial (afresh, in a new Tune experiment)
     again = _run(grid_file, out)
@@ -148,3 +115,35 @@ def test_failed_trial_becomes_a_row_and_the_grid_goes_on(ray_cluster, tmp_path):
     assert retried.loc[3, "finished_at"] == trials.loc[3, "finished_at"]
     assert retried.loc[2, "finished_at"] > trials.loc[2, "finished_at"]
     assert len(list((out / "ray").glob("tune-*"))) == 2
+
+
+def test_cells_differing_in_epochs_share_one_training_run(ray_cluster, tmp_path):
+    factors = {"image_size": 16, "dataset_size": 4, "epochs": [1, 2, 4], "batch_size": 4}
+    grid_file = _write(tmp_path, "share", factors, val_size=2, seeds=[0, 1])
+    out = tmp_path / "run"
+    result = _run(grid_file, out)
+    assert result.exit_code == 0, result.output
+    assert "8 epochs trained for 14 requested" in " ".join(result.output.split())
+    trials = pd.read_parquet(out / "trials.parquet")
+    curves = pd.read_parquet(out / "curves.parquet")
+    assert len(trials) == 6 and (trials["status"] == "ok").all()
+    # one row per (cell, seed, epoch) as before, but only 8 epochs were trained
+    assert len(curves) == 2 * (1 + 2 + 4)
+    assert len(curves[["training_run", "epoch"]].drop_duplicates()) == 8
+    assert set(trials["training_run"]) == {"img16_n4_ep4_bs4_s0", "img16_n4_ep4_bs4_s1"}
+    shared = curves[curves["run_id"] == curves["training_run"]].set_index(
+        ["training_run", "epoch"]
+    )
+    for row in trials.itertuples():
+        at_its_epoch = shared.loc[(row.training_run, row.epochs)]
+        assert row.final_val_iou == at_its_epoch["val_iou"]
+        assert row.steps == at_its_epoch["step"] == row.epochs
+        assert (out / row.checkpoint).is_file()
+    checkpoints = {int(torch_load(out / c)["epoch"]) for c in trials["checkpoint"]}
+    assert checkpoints == {1, 2, 4}
+
+
+def torch_load(path):
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)

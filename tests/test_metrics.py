@@ -115,3 +115,30 @@ def test_summed_counts_of_random_halves_equal_the_whole() -> None:
     halves = confusion_matrix(pred[:2], target[:2], 3) + confusion_matrix(pred[2:], target[2:], 3)
     assert torch.equal(halves, confusion_matrix(pred, target, 3))
     assert int(halves.sum()) == 5 * 7 * 9
+
+
+def test_ignored_pixels_are_not_counted() -> None:
+    target = torch.tensor([[[0, 1, 255], [2, 255, 1]]])
+    pred = torch.tensor([[[0, 2, 1], [2, 0, 1]]])
+    expected = torch.zeros(3, 3, dtype=torch.int64)
+    expected[0, 0] = 1  # (0, 0)
+    expected[1, 2] = 1  # (0, 1)
+    expected[2, 2] = 1  # (1, 0)
+    expected[1, 1] = 1  # (1, 2); (0, 2) and (1, 1) are ignored whatever was predicted
+    cm = confusion_matrix(pred, target, 3, ignore_index=255)
+    assert torch.equal(cm, expected)
+    other = pred.clone()
+    other[0, 0, 2], other[0, 1, 1] = 2, 2
+    assert torch.equal(confusion_matrix(other, target, 3, ignore_index=255), expected)
+    s = scores(cm)
+    assert s["pixel_acc"] == pytest.approx(3 / 4)
+    assert [s[f"iou_c{k}"] for k in range(3)] == pytest.approx([1.0, 1 / 2, 1 / 2])
+
+
+def test_binary_ignored_pixels_leave_the_foreground_scores() -> None:
+    target = torch.tensor([1, 1, 0, 255, 255])
+    pred = torch.tensor([1, 0, 0, 1, 1])
+    cm = confusion_matrix(pred, target, 2, ignore_index=255)
+    assert cm.tolist() == [[1, 0], [1, 1]]
+    # counted as background, the two ignored pixels would be false positives: IoU 1/4
+    assert scores(cm)["iou"] == pytest.approx(1 / 2)

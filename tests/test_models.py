@@ -64,3 +64,9 @@ def test_lraspp_builds_untrained_without_downloading(monkeypatch) -> None:
 def test_unknown_model_name() -> None:
     with pytest.raises(ValueError, match="unet3"):
         build_model("unet3", 3, 1)
+
+
+def test_the_grid_validator_knows_exactly_the_models_built_here():
+    from gridrun import models, spec
+
+    assert spec.MODEL_NAMES == models.MODEL_NAMES

@@ -1,4 +1,4 @@
-"""The run directory: atomic writes, the two tables, resume bookkeeping."""
+"""The study directory: the two tables, resume bookkeeping, growing a study, the lock."""
 
 from __future__ import annotations
 
@@ -8,16 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from gridrun.layout import CURVE_COLUMNS, TRIAL_COLUMNS
+from gridrun.runs import training_runs, trial_info
 from gridrun.spec import parse_grid
-from gridrun.store import (
-    CURVE_COLUMNS,
-    TRIAL_COLUMNS,
-    Results,
-    RunDirError,
-    atomic_write,
-    claim_run_dir,
-    run_status,
-)
+from gridrun.storage import Storage, StorageError
+from gridrun.store import Results, RunDirError, StudyLock, claim_study, study_state
 
 GRID = parse_grid(
     {
@@ -28,9 +23,21 @@ GRID = parse_grid(
 )
 
 
-def _identity(trial) -> dict:
-    return {"cell_id": trial.cell.cell_id, "seed": trial.seed, **trial.cell.factors(),
-            "run_id": trial.run_id}  # fmt: skip
+def _identity(trial):
+    (run,) = training_runs(GRID, [trial])
+    return trial_info(GRID, run, trial)
+
+
+def Results_(path: Path) -> Results:  # noqa: N802 - reads like the class it builds
+    return Results(Storage(path))
+
+
+def claim_run_dir(path: Path, resolved: str) -> bool:
+    return claim_study(Storage(path), resolved)
+
+
+def run_status(path: Path):
+    return study_state(Storage(path))
 
 
 def _epoch(epoch: int, val_iou: float, status: str = "ok", **extra) -> dict:
@@ -66,31 +73,9 @@ def _run(results: Results, trial, val_ious, statuses=None, status="ok", error=No
     return results.finish(identity, status, error)
 
 
-def test_atomic_write_replaces_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "table.txt"
-    atomic_write(path, lambda tmp: tmp.write_text("first"))
-    atomic_write(path, lambda tmp: tmp.write_text("second"))
-    assert path.read_text() == "second"
-    assert [p.name for p in path.parent.iterdir()] == ["table.txt"]
-
-
-def test_atomic_write_keeps_the_previous_file_when_the_writer_fails(tmp_path: Path) -> None:
-    path = tmp_path / "table.txt"
-    path.write_text("previous")
-
-    def half_then_fail(tmp: Path) -> None:
-        tmp.write_text("half a ta")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError, match="disk full"):
-        atomic_write(path, half_then_fail)
-    assert path.read_text() == "previous"
-    assert [p.name for p in tmp_path.iterdir()] == ["table.txt"]
-
-
 def test_results_round_trip_through_parquet(tmp_path: Path) -> None:
     trial = GRID.trials()[0]
-    results = Results(tmp_path)
+    results = Results_(tmp_path)
     row = _run(results, trial, [0.5, 0.7, 0.6])
     assert row["status"] == "ok"
 
@@ -111,6 +96,7 @@ def test_results_round_trip_through_parquet(tmp_path: Path) -> None:
     assert t["train_time_s"] == pytest.approx(1.2)
     assert t["peak_mem_mb"] == pytest.approx(110.0)
     assert t["params"] == 1234 and t["node_ip"] == "10.0.0.7"
+    assert t["training_run"] == trial.run_id
     assert t["started_at"] <= t["finished_at"]
 
     assert curves["epoch"].tolist() == [1, 2, 3]
@@ -119,38 +105,31 @@ def test_results_round_trip_through_parquet(tmp_path: Path) -> None:
 
 
 def test_a_nan_epoch_is_never_the_best(tmp_path: Path) -> None:
-    row = _run(Results(tmp_path), GRID.trials()[0], [0.3, math.nan, 0.2])
+    row = _run(Results_(tmp_path), GRID.trials()[0], [0.3, math.nan, 0.2])
     assert row["best_val_iou"] == pytest.approx(0.3) and row["best_epoch"] == 1
 
 
-def test_a_diverged_last_epoch_wins_over_ok(tmp_path: Path) -> None:
-    row = _run(Results(tmp_path), GRID.trials()[0], [0.4, math.nan], statuses={2: "diverged"})
-    assert row["status"] == "diverged"
-    trials = pd.read_parquet(tmp_path / "trials.parquet")
-    assert trials["status"].tolist() == ["diverged"]
-
-
 def test_a_failed_trial_keeps_its_error(tmp_path: Path) -> None:
-    row = _run(Results(tmp_path), GRID.trials()[0], [0.4], status="failed", error="OOM")
+    row = _run(Results_(tmp_path), GRID.trials()[0], [0.4], status="failed", error="OOM")
     assert (row["status"], row["error"]) == ("failed", "OOM")
 
 
 def test_resume_skips_final_answers_and_retries_failures(tmp_path: Path) -> None:
     ok, failed, diverged = GRID.trials()[:3]
-    results = Results(tmp_path)
+    results = Results_(tmp_path)
     _run(results, ok, [0.5, 0.6])
     _run(results, failed, [0.5], status="failed", error="node lost")
-    _run(results, diverged, [0.4, math.nan], statuses={2: "diverged"})
-    assert Results(tmp_path).done() == {ok.run_id, diverged.run_id}
+    _run(results, diverged, [0.4, math.nan], statuses={2: "diverged"}, status="diverged")
+    assert Results_(tmp_path).done() == {ok.run_id, diverged.run_id}
 
 
 def test_a_new_results_reloads_rows_and_lists_only_ok_trials_as_done(tmp_path: Path) -> None:
     first, second, third = GRID.trials()[:3]
-    results = Results(tmp_path)
+    results = Results_(tmp_path)
     _run(results, first, [0.5, 0.6])
     _run(results, second, [0.5], status="failed", error="boom")
 
-    reloaded = Results(tmp_path)
+    reloaded = Results_(tmp_path)
     assert set(reloaded.trials) == {first.run_id, second.run_id}
     assert reloaded.done() == {first.run_id}
     assert len(reloaded.curves[first.run_id]) == 2
@@ -165,35 +144,52 @@ def test_a_new_results_reloads_rows_and_lists_only_ok_trials_as_done(tmp_path: P
 
 def test_rerunning_a_trial_replaces_its_rows(tmp_path: Path) -> None:
     trial = GRID.trials()[0]
-    _run(Results(tmp_path), trial, [0.1], status="failed", error="boom")
-    results = Results(tmp_path)
+    _run(Results_(tmp_path), trial, [0.1], status="failed", error="boom")
+    results = Results_(tmp_path)
     _run(results, trial, [0.4, 0.5, 0.6])
-    assert Results(tmp_path).done() == {trial.run_id}
+    assert Results_(tmp_path).done() == {trial.run_id}
     assert len(pd.read_parquet(tmp_path / "trials.parquet")) == 1
     assert len(pd.read_parquet(tmp_path / "curves.parquet")) == 3
 
 
-def test_claim_run_dir_allows_the_same_grid_and_refuses_another(tmp_path: Path) -> None:
+def test_a_study_is_resumed_by_its_grid_and_refuses_another(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "tiny"
-    claim_run_dir(run_dir, GRID.resolved_yaml())
+    assert claim_run_dir(run_dir, GRID.resolved_yaml()) is False
     assert (run_dir / "grid.yaml").read_text() == GRID.resolved_yaml()
-    other = GRID.model_copy(update={"seeds": [0, 1, 2]}).resolved_yaml()
+    other = GRID.model_copy(update={"train": GRID.train.model_copy(update={"lr": 0.1})})
     # before any trial has finished the directory may still change its grid
-    claim_run_dir(run_dir, other)
+    claim_run_dir(run_dir, other.resolved_yaml())
     claim_run_dir(run_dir, GRID.resolved_yaml())
 
-    _run(Results(run_dir), GRID.trials()[0], [0.5])
-    claim_run_dir(run_dir, GRID.resolved_yaml())
-    with pytest.raises(RunDirError, match="different grid") as info:
-        claim_run_dir(run_dir, other)
+    _run(Results_(run_dir), GRID.trials()[0], [0.5])
+    assert claim_run_dir(run_dir, GRID.resolved_yaml()) is False
+    with pytest.raises(RunDirError, match=r"different grid \(train.lr differs") as info:
+        claim_run_dir(run_dir, other.resolved_yaml())
     assert str(run_dir) in str(info.value)
     assert (run_dir / "grid.yaml").read_text() == GRID.resolved_yaml()
+
+
+def test_a_grid_that_only_adds_levels_or_seeds_extends_the_study(tmp_path: Path) -> None:
+    claim_run_dir(tmp_path, GRID.resolved_yaml())
+    _run(Results_(tmp_path), GRID.trials()[0], [0.5])
+    more_seeds = GRID.model_copy(update={"seeds": [0, 1, 2]})
+    assert claim_run_dir(tmp_path, more_seeds.resolved_yaml()) is True
+    assert (tmp_path / "grid.yaml").read_text() == more_seeds.resolved_yaml()
+    factors = {**more_seeds.factors.model_dump(), "epochs": [3, 6]}
+    wider = parse_grid({**more_seeds.model_dump(mode="json"), "factors": factors})
+    assert claim_run_dir(tmp_path, wider.resolved_yaml()) is True
+    # dropping a level is not growing: the rows of that level would be orphaned
+    with pytest.raises(RunDirError, match=r"factors.batch_size differs"):
+        narrower = wider.model_dump(mode="json")
+        narrower["factors"]["batch_size"] = [2]
+        claim_run_dir(tmp_path, parse_grid(narrower).resolved_yaml())
+    assert study_state(Storage(tmp_path)).total == 2 * 2 * 3
 
 
 def test_claim_run_dir_refuses_a_file(tmp_path: Path) -> None:
     path = tmp_path / "not_a_dir"
     path.write_text("x")
-    with pytest.raises(RunDirError, match="not a directory"):
+    with pytest.raises(StorageError, match="not a directory"):
         claim_run_dir(path, GRID.resolved_yaml())
 
 
@@ -201,9 +197,9 @@ def test_run_status_counts_done_not_ok_and_missing(tmp_path: Path) -> None:
     claim_run_dir(tmp_path, GRID.resolved_yaml())
     trials = GRID.trials()
     assert len(trials) == 4
-    results = Results(tmp_path)
+    results = Results_(tmp_path)
     _run(results, trials[0], [0.5])
-    _run(results, trials[1], [math.nan], statuses={1: "diverged"})
+    _run(results, trials[1], [math.nan], statuses={1: "diverged"}, status="diverged")
     _run(results, trials[2], [], status="failed", error="worker died")
     state = run_status(tmp_path)
     assert state.total == 4
@@ -218,3 +214,47 @@ def test_run_status_counts_done_not_ok_and_missing(tmp_path: Path) -> None:
 def test_run_status_without_grid_file(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="grid.yaml"):
         run_status(tmp_path)
+
+
+def test_a_live_lock_is_refused_naming_its_holder_and_a_dead_one_taken_over(tmp_path):
+    import json
+    import os
+    import socket
+    import subprocess
+
+    study = Storage(tmp_path)
+    with StudyLock(study):
+        assert json.loads((tmp_path / "lock.json").read_text())["pid"] == os.getpid()
+        # a second driver (another process on this host, alive) is refused by name
+        sleeper = subprocess.Popen(["sleep", "30"])
+        try:
+            holder = {"host": socket.gethostname(), "pid": sleeper.pid,
+                      "started_at": "2026-01-01T00:00:00+00:00", "heartbeat": 0}  # fmt: skip
+            (tmp_path / "lock.json").write_text(json.dumps(holder))
+            with pytest.raises(RunDirError, match=f"process {sleeper.pid} on"):
+                StudyLock(study).acquire()
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+        # its process is gone: the lock is taken over
+        other = StudyLock(study)
+        other.acquire()
+        assert json.loads((tmp_path / "lock.json").read_text())["pid"] == os.getpid()
+        other.release()
+    assert not (tmp_path / "lock.json").exists()
+
+
+def test_a_lock_from_another_host_is_stale_only_after_its_heartbeat_stops(tmp_path):
+    import json
+    import time
+
+    study = Storage(tmp_path)
+    holder = {"host": "elsewhere", "pid": 1, "started_at": "x", "heartbeat": time.time()}
+    (tmp_path / "lock.json").write_text(json.dumps(holder))
+    with pytest.raises(RunDirError, match="process 1 on elsewhere"):
+        StudyLock(study).acquire()
+    holder["heartbeat"] = time.time() - StudyLock.STALE_S - 1
+    (tmp_path / "lock.json").write_text(json.dumps(holder))
+    lock = StudyLock(study)
+    lock.acquire()
+    lock.release()

@@ -18,9 +18,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from gridrun.data import SizedArrays, prepare
+from gridrun.losses import per_sample_loss
 from gridrun.models import build_model, count_params
+from gridrun.runs import RunPlan
 from gridrun.spec import parse_grid
-from gridrun.train import TrialPlan, per_sample_loss, run_epochs, save_checkpoint
+from gridrun.train import run_epochs
 
 torch.set_num_threads(1)
 
@@ -34,9 +36,9 @@ CURVE_METRICS = {
 LOCAL_TIMINGS = {"epoch_time_s", "train_time_s", "train_samples_per_s"}
 
 
-def _plan(**overrides) -> TrialPlan:
+def _plan(**overrides) -> RunPlan:
     values = {
-        "run_id": "t",
+        "training_run": "t",
         "seed": 0,
         "image_size": 16,
         "dataset_size": 10,
@@ -50,8 +52,20 @@ def _plan(**overrides) -> TrialPlan:
         "loss": "bce_dice",
         "optimizer": "adam",
         "lr": 1e-3,
+        "weight_decay": 0.0,
+        "momentum": 0.9,
+        "ignore_index": None,
+        "schedule": "constant",
+        "warmup_epochs": 0,
+        "amp": "auto",
+        "channels_last": "auto",
+        "compile": False,
+        "overlay_every": 5,
+        "overlay_images": 2,
     }
-    return TrialPlan(**{**values, **overrides})
+    values.update(overrides)
+    values.setdefault("stops", {values["epochs"]: ("t",)})
+    return RunPlan(**values)
 
 
 def _random_arrays(train: int, val: int, size: int, eval_size: int, labels: int = 2):
@@ -64,10 +78,8 @@ def _random_arrays(train: int, val: int, size: int, eval_size: int, labels: int 
     return arrays, rng.integers(0, labels, (val, eval_size, eval_size), dtype=np.uint8)
 
 
-def _collect(plan: TrialPlan, arrays, val_y) -> list[dict]:
-    reports: list[dict] = []
-    run_epochs(plan, arrays, val_y, lambda metrics, model: reports.append(metrics))
-    return reports
+def _collect(plan: RunPlan, arrays, val_y, **kwargs) -> list[dict]:
+    return [end.metrics for end in run_epochs(plan, arrays, val_y, **kwargs)]
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +97,8 @@ def membrane_32(membrane: Path):
 def test_run_epochs_on_membrane_reports_each_epoch(membrane_32, tmp_path: Path) -> None:
     # dataset_size 10 with batch 4: batches of 4, 4 and a partial 2 -> 3 steps per epoch
     plan = _plan(image_size=32, eval_size=40, dataset_size=10, batch_size=4, epochs=2)
-    reports, models = [], []
-
-    def report(metrics, model) -> None:
-        reports.append(metrics)
-        models.append(model)
-        save_checkpoint(plan, model, metrics["epoch"], tmp_path)
-
-    run_epochs(plan, membrane_32.sizes[32], membrane_32.val_y, report)
+    ends = list(run_epochs(plan, membrane_32.sizes[32], membrane_32.val_y))
+    reports = [end.metrics for end in ends]
 
     assert [r["epoch"] for r in reports] == [1, 2]
     assert [r["step"] for r in reports] == [3, 6]
@@ -109,15 +115,9 @@ def test_run_epochs_on_membrane_reports_each_epoch(membrane_32, tmp_path: Path) 
         assert r["epoch_time_s"] > 0 and r["train_samples_per_s"] > 0 and r["peak_mem_mb"] > 0
     assert reports[1]["train_time_s"] > reports[0]["train_time_s"]
     assert reports[0]["params"] == count_params(build_model("unet", 1, 1, **TINY_MODEL))
-
-    # the checkpoint written from the last report reloads into the same model
-    state = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=False)
-    assert state["epoch"] == 2 and TrialPlan(**state["plan"]) == plan
-    reloaded = build_model(plan.model_name, plan.in_channels, plan.num_classes, **TINY_MODEL)
-    reloaded.load_state_dict(state["state_dict"])
-    x = torch.from_numpy(membrane_32.sizes[32].val_x[:2]).float() / 255
-    with torch.no_grad():
-        torch.testing.assert_close(reloaded.eval()(x), models[-1].eval()(x))
+    # the overlay images are predicted at each cell's own epoch, at the evaluation size
+    assert ends[0].predictions is None
+    assert ends[1].predictions.shape == (2, 40, 40) and ends[1].predictions.dtype == np.uint8
 
 
 def test_the_same_seed_reproduces_a_trial() -> None:
@@ -205,12 +205,12 @@ def _distributed_worker(rank: int, port: int, out_dir: str) -> None:
         # 5 validation images split 3 / 2
         arrays, val_y = _random_arrays(9, 5, 16, 20)
         plan = _plan(dataset_size=9, batch_size=4, eval_size=20, epochs=2)
-        reports = []
-
-        def report(metrics, model) -> None:
-            reports.append({**metrics, "has_model": model is not None})
-
-        run_epochs(plan, arrays, val_y, report, wrap=torch.nn.parallel.DistributedDataParallel)
+        reports = [
+            {**end.metrics, "has_predictions": end.predictions is not None}
+            for end in run_epochs(
+                plan, arrays, val_y, wrap=torch.nn.parallel.DistributedDataParallel
+            )
+        ]
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(reports))
         # both ranks leave together: a rank tearing gloo down while its peer still sends
         # aborts ("terminate called without an active exception")
@@ -232,9 +232,10 @@ def test_two_process_run_reduces_counts_across_ranks(tmp_path: Path) -> None:
     rank0 = json.loads((tmp_path / "rank0.json").read_text())
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
     assert [r["epoch"] for r in rank0] == [r["epoch"] for r in rank1] == [1, 2]
-    assert [r["has_model"] for r in rank0 + rank1] == [True, True, False, False]
+    # only rank 0 predicts the overlay images (at the cell's epoch, 2)
+    assert [r["has_predictions"] for r in rank0 + rank1] == [False, True, False, False]
     for a, b in zip(rank0, rank1, strict=True):
-        shared = set(a) - LOCAL_TIMINGS - {"has_model"}
+        shared = set(a) - LOCAL_TIMINGS - {"has_predictions"}
         assert {k: a[k] for k in shared} == {k: b[k] for k in shared}
         assert a["world_size"] == 2
         assert a["val_pixels"] == 5 * 20 * 20
@@ -272,3 +273,40 @@ def test_the_same_trial_twice_gives_the_same_curve() -> None:
     assert [keep(r) for r in first] == [keep(r) for r in second]
     other_seed = _collect(dataclasses.replace(plan, seed=1), arrays, val_y)
     assert other_seed[-1]["train_loss"] != first[-1]["train_loss"]
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    inner = model.module if hasattr(model, "module") else model
+    return {k: v.clone() for k, v in inner.state_dict().items()}
+
+
+def test_a_shared_run_is_bit_identical_to_a_run_trained_alone_to_fewer_epochs() -> None:
+    # the premise of sharing one training run between cells differing only in epochs
+    arrays, val_y = _random_arrays(10, 3, 16, 20)
+    # the model is trained in place: take its weights as each epoch ends
+    alone = [(e, _weights(e.model)) for e in run_epochs(_plan(epochs=2), arrays, val_y)]
+    shared_plan = _plan(epochs=5, stops={2: ("a",), 5: ("b",)})
+    shared = [(e, _weights(e.model)) for e in run_epochs(shared_plan, arrays, val_y)]
+    keep = lambda r: {k: v for k, v in r.items() if k not in LOCAL_TIMINGS | {"peak_mem_mb"}}  # noqa: E731
+    assert [keep(e.metrics) for e, _ in alone] == [keep(e.metrics) for e, _ in shared[:2]]
+    for name, tensor in alone[-1][1].items():
+        assert torch.equal(tensor, shared[1][1][name]), name
+    np.testing.assert_array_equal(alone[-1][0].predictions, shared[1][0].predictions)
+
+
+def test_a_run_resumed_from_its_checkpoint_continues_exactly() -> None:
+    arrays, val_y = _random_arrays(10, 3, 16, 20)
+    plan = _plan(epochs=4, optimizer="adamw", schedule="warmup_constant", warmup_epochs=1)
+    straight = _collect(plan, arrays, val_y)
+    for end in run_epochs(plan, arrays, val_y):
+        if end.metrics["epoch"] == 2:
+            checkpoint = {
+                "model": _weights(end.model),
+                "optimizer": end.optimizer.state_dict(),
+                **end.state,
+            }
+            break
+    resumed = _collect(plan, arrays, val_y, resume=checkpoint)
+    keep = lambda r: {k: v for k, v in r.items() if k not in LOCAL_TIMINGS | {"peak_mem_mb"}}  # noqa: E731
+    assert [r["epoch"] for r in resumed] == [3, 4]
+    assert [keep(r) for r in resumed] == [keep(r) for r in straight[2:]]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from gridrun.layout import Status, error_line
+from gridrun.runs import plan_run, training_runs
 from gridrun.spec import parse_grid
-from gridrun.tune import ClusterError, _classify, _first_line, max_concurrency, plan_trial
+from gridrun.tune import ClusterError, max_concurrency, plan_work
 
 FACTORS = {"image_size": [32], "dataset_size": [8], "epochs": [1], "batch_size": [4]}
 
@@ -47,22 +49,38 @@ def test_out_of_memory_is_infeasible_other_errors_failed():
     try:
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
     except RuntimeError as exc:
-        assert _classify(exc) == "infeasible"
-    assert _classify(ValueError("Expected more than 1 value per channel")) == "failed"
-    assert _first_line(ValueError("boom\n\nlast line")) == "ValueError: last line"
+        assert Status.from_exception(exc) is Status.INFEASIBLE
+    assert Status.from_exception(ValueError("Expected more than 1 value per channel")) is (
+        Status.FAILED
+    )
+    assert not Status.FAILED.final and Status.INFEASIBLE.final and Status.DIVERGED.final
+    assert error_line(ValueError("boom\n\nlast line")) == "ValueError: last line"
 
 
-def test_trial_plan_carries_the_effective_learning_rate():
+def test_run_plan_carries_the_effective_learning_rate():
     grid = parse_grid(
         {
             "factors": {**FACTORS, "batch_size": [2, 8]},
             "train": {"lr": 0.01, "lr_scaling": "linear"},
         }
     )
-    from gridrun.data import Prepared
-
-    prepared = Prepared(in_channels=3, num_labels=2, eval_size=32, val_y=None)
-    plans = {t.cell.batch_size: plan_trial(grid, t, prepared) for t in grid.trials()}
+    plans = {
+        r.lead.cell.batch_size: plan_run(grid, r, 3, 32)
+        for r in training_runs(grid, grid.trials())
+    }
     assert plans[2].lr == pytest.approx(0.01)
     assert plans[8].lr == pytest.approx(0.04)
-    assert plans[8].run_id == "img32_n8_ep1_bs8_s0"
+    assert plans[8].training_run == "img32_n8_ep1_bs8_s0"
+
+
+def test_a_rerun_plans_only_what_is_not_done():
+    grid = parse_grid({"factors": {**FACTORS, "epochs": [1, 2, 4]}, "seeds": [0, 1]})
+    done = {"img32_n8_ep1_bs4_s0", "img32_n8_ep2_bs4_s0", "img32_n8_ep4_bs4_s0",
+            "img32_n8_ep1_bs4_s1"}  # fmt: skip
+    work = plan_work(grid, done, in_channels=3, eval_size=32, slots=2, use_gpu=False)
+    assert work.skipped == 4
+    assert list(work.trials) == ["img32_n8_ep4_bs4_s1"]
+    assert [t.run_id for t in work.trials["img32_n8_ep4_bs4_s1"]] == [
+        "img32_n8_ep2_bs4_s1", "img32_n8_ep4_bs4_s1"
+    ]  # fmt: skip
+    assert work.epochs_trained == 4 and work.epochs_requested == 6

@@ -1,0 +1,92 @@
+"""Reports of training runs in, rows of (cell, seed) trials out: each cell reads the shared
+curve at its own epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from gridrun.collect import Collector
+from gridrun.runs import training_runs, trial_info
+from gridrun.spec import parse_grid
+from gridrun.storage import Storage
+from gridrun.store import Results
+
+GRID = parse_grid(
+    {"factors": {"image_size": [32], "dataset_size": [8], "epochs": [1, 2, 4],
+                 "batch_size": [4]}, "seeds": [0]}
+)  # fmt: skip
+RUN = "img32_n8_ep4_bs4_s0"
+
+
+def _collector(tmp_path: Path) -> Collector:
+    runs = training_runs(GRID, GRID.trials())
+    trials = {r.run_id: [trial_info(GRID, r, t) for t in r.trials] for r in runs}
+    return Collector(Results(Storage(tmp_path)), trials)
+
+
+def _report(epoch, val_iou, status="ok", **extra):
+    return {"training_run": RUN, "epoch": epoch, "val_iou": val_iou, "val_loss": 1 / epoch,
+            "train_loss": 1 / epoch, "step": 2 * epoch, "train_time_s": 0.5 * epoch,
+            "status": status, "training_iteration": epoch, "trial_id": "x", **extra}  # fmt: skip
+
+
+def test_each_cell_reads_the_shared_curve_at_its_own_epoch(tmp_path):
+    collector = _collector(tmp_path)
+    for epoch, iou in enumerate([0.2, 0.6, 0.5, 0.7], start=1):
+        collector.report(_report(epoch, iou))
+    trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("epochs")
+    curves = pd.read_parquet(tmp_path / "curves.parquet")
+    assert trials["final_val_iou"].to_dict() == {1: 0.2, 2: 0.6, 4: 0.7}
+    # best so far up to its own epoch, never beyond it
+    assert trials["best_val_iou"].to_dict() == {1: 0.2, 2: 0.6, 4: 0.7}
+    assert trials.loc[2, "best_epoch"] == 2 and trials.loc[4, "best_epoch"] == 4
+    assert trials["steps"].to_dict() == {1: 2, 2: 4, 4: 8}
+    assert trials["checkpoint"].to_dict() == {
+        e: f"checkpoints/img32_n8_ep{e}_bs4_s0.pt" for e in (1, 2, 4)
+    }
+    assert (trials["training_run"] == RUN).all() and (trials["status"] == "ok").all()
+    assert curves.groupby("epochs")["epoch"].apply(list).to_dict() == {
+        1: [1], 2: [1, 2], 4: [1, 2, 3, 4]
+    }
+    # Tune's bookkeeping is not a column
+    assert "training_iteration" not in curves and "trial_id" not in curves
+
+
+def test_a_run_that_diverges_ends_its_longer_cells_as_diverged(tmp_path):
+    collector = _collector(tmp_path)
+    collector.report(_report(1, 0.3))
+    collector.report(_report(2, float("nan"), status="diverged"))
+    trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("epochs")
+    assert trials["status"].to_dict() == {1: "ok", 2: "diverged", 4: "diverged"}
+    curves = pd.read_parquet(tmp_path / "curves.parquet")
+    assert len(curves[curves["epochs"] == 4]) == 2  # its curve up to the divergence
+
+
+def test_a_run_that_fails_ends_its_open_cells_with_the_error(tmp_path):
+    collector = _collector(tmp_path)
+    collector.report(_report(1, 0.3))
+    collector.report({"training_run": RUN, "epoch": None, "status": "infeasible",
+                      "error": "OutOfMemoryError: CUDA out of memory"})  # fmt: skip
+    trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("epochs")
+    assert trials["status"].to_dict() == {1: "ok", 2: "infeasible", 4: "infeasible"}
+    assert trials.loc[4, "error"].startswith("OutOfMemoryError")
+
+
+def test_an_epoch_reported_again_after_a_restart_is_kept_once(tmp_path):
+    collector = _collector(tmp_path)
+    for epoch in (1, 2, 2, 3, 4):
+        collector.report(_report(epoch, 0.1 * epoch))
+    curves = pd.read_parquet(tmp_path / "curves.parquet")
+    assert curves[curves["epochs"] == 4]["epoch"].tolist() == [1, 2, 3, 4]
+
+
+def test_a_work_unit_that_ends_early_fails_the_runs_it_never_reported(tmp_path):
+    collector = _collector(tmp_path)
+    collector.start([RUN])
+    collector.report(_report(1, 0.3))
+    collector.lost([RUN], "node lost")
+    trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("epochs")
+    assert trials["status"].to_dict() == {1: "ok", 2: "failed", 4: "failed"}
+    assert trials.loc[2, "error"] == "node lost"

@@ -1,0 +1,98 @@
+"""Training runs and work units: which trials share a run, how runs are packed, and the
+learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gridrun.runs import LONG_RUN_S, estimate_seconds, lr_at, pack, plan_run, training_runs
+from gridrun.spec import parse_grid
+
+
+def _grid(epochs=(1, 2, 4), seeds=(0, 1), **train):
+    return parse_grid(
+        {
+            "factors": {"image_size": [32], "dataset_size": [8], "epochs": list(epochs),
+                        "batch_size": [4]},
+            "seeds": list(seeds),
+            "train": train,
+        }
+    )  # fmt: skip
+
+
+def test_cells_differing_only_in_epochs_share_one_run_per_seed():
+    grid = _grid()
+    runs = training_runs(grid, grid.trials())
+    assert [r.run_id for r in runs] == ["img32_n8_ep4_bs4_s0", "img32_n8_ep4_bs4_s1"]
+    assert sum(r.epochs for r in runs) == 8  # not 2 × (1 + 2 + 4) = 14
+    plan = plan_run(grid, runs[0], 3, 32)
+    assert plan.epochs == 4
+    assert plan.stops == {1: ("img32_n8_ep1_bs4_s0",), 2: ("img32_n8_ep2_bs4_s0",),
+                          4: ("img32_n8_ep4_bs4_s0",)}  # fmt: skip
+
+
+@pytest.mark.parametrize("schedule", ["poly", "cosine"])
+def test_schedules_that_see_the_total_epoch_count_train_each_level_alone(schedule):
+    grid = _grid(schedule=schedule)
+    runs = training_runs(grid, grid.trials())
+    assert len(runs) == 6 and sum(r.epochs for r in runs) == 14
+    assert "depends on the total epoch count" in grid.share_reason()
+    assert _grid(share_epochs=False).share_reason() == "train.share_epochs is false"
+    assert _grid(schedule="warmup_constant", warmup_epochs=1).share_reason() is None
+
+
+def test_a_rerun_groups_only_the_trials_left():
+    grid = _grid()
+    left = [t for t in grid.trials() if t.cell.epochs == 4]
+    runs = training_runs(grid, left)
+    assert [r.run_id for r in runs] == ["img32_n8_ep4_bs4_s0", "img32_n8_ep4_bs4_s1"]
+
+
+def _plans(grid, eval_size=32):
+    return [plan_run(grid, r, 3, eval_size) for r in training_runs(grid, grid.trials())]
+
+
+def test_short_runs_are_packed_into_one_work_unit_per_slot():
+    grid = parse_grid({"factors": {"image_size": [32], "dataset_size": [8], "epochs": [1],
+                                   "batch_size": [4]}, "seeds": list(range(16))})  # fmt: skip
+    plans = _plans(grid)
+    bundles = pack(plans, slots=2, use_gpu=False)
+    assert len(bundles) == 2
+    assert sorted(len(b.runs) for b in bundles) == [8, 8]
+    assert sorted(p.training_run for b in bundles for p in b.runs) == sorted(
+        p.training_run for p in plans
+    )
+    assert len(pack(plans, slots=2, use_gpu=False, enabled=False)) == 16
+    # never fewer work units than slots while there are runs to fill them
+    assert len(pack(plans, slots=5, use_gpu=False)) == 5
+    assert len(pack(plans[:3], slots=5, use_gpu=False)) == 3
+
+
+def test_long_runs_are_never_packed():
+    grid = parse_grid({"factors": {"image_size": [32, 512], "dataset_size": [64],
+                                   "epochs": [20], "batch_size": [4]}})  # fmt: skip
+    plans = _plans(grid, 512)
+    big = next(p for p in plans if p.image_size == 512)
+    assert estimate_seconds(big, use_gpu=False) >= LONG_RUN_S
+    bundles = pack(plans, slots=1, use_gpu=False)
+    assert [len(b.runs) for b in bundles] == [1, 1]
+    assert bundles[0].runs[0] is big  # the longest starts first
+
+
+def test_learning_rate_schedules():
+    grid = _grid(epochs=(4,), lr=0.1)
+    base = plan_run(grid, training_runs(grid, grid.trials())[0], 3, 32)  # 2 steps per epoch
+    constant = [lr_at(base, s) for s in range(8)]
+    assert constant == [0.1] * 8
+    from dataclasses import replace
+
+    warm = replace(base, schedule="warmup_constant", warmup_epochs=1)
+    assert [lr_at(warm, s) for s in range(4)] == pytest.approx([0.05, 0.1, 0.1, 0.1])
+    poly = replace(base, schedule="poly")
+    assert lr_at(poly, 0) == pytest.approx(0.1)
+    assert lr_at(poly, 4) == pytest.approx(0.1 * 0.5**0.9)
+    cosine = replace(base, schedule="cosine")
+    assert lr_at(cosine, 4) == pytest.approx(0.05)
+    assert lr_at(cosine, 2) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi / 4)))
