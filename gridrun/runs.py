@@ -35,7 +35,7 @@ __all__ = [
 # note: rough training throughput (pixels × samples per second and worker) of the default
 # U-Net, measured on one CPU core and on one H100 with AMP (docs/performance.md); it only
 # decides what is packed, so being off by 2× costs little
-CPU_PIXELS_PER_S = 2.0e6
+CPU_PIXELS_PER_S = 2.0e5
 GPU_PIXELS_PER_S = 1.0e8
 # a bundle's worker group takes ~10 s to start; a run shorter than 10× that is packed
 STARTUP_S = 10.0

@@ -51,6 +51,12 @@ MODEL_NAMES = (
 TOTAL_EPOCH_SCHEDULES = ("poly", "cosine")
 
 
+# note: NumPy takes no negative seed; this range also suits torch and int64 columns
+_MAX_SEED = 2**32 - 1
+# note: keeps steps and pixel counts within int64 table columns and float estimates
+_MAX_LEVEL = 2**31 - 1
+
+
 class GridError(ValueError):
     """A problem the user can fix in the grid file; the message names the key."""
 
@@ -87,7 +93,7 @@ class DataConfig(_Strict):
     # note: every cell is scored at this one resolution; default = largest image_size
     eval_size: PositiveInt | None = None
     # seeds the train/validation split and, for synthetic data, the scenes themselves
-    split_seed: int = 0
+    split_seed: Annotated[int, Field(ge=0, le=_MAX_SEED)] = 0
     # synthetic only: how many scenes exist; default = exactly what the grid needs
     num_images: PositiveInt | None = None
 
@@ -186,7 +192,7 @@ class TrainConfig(_Strict):
     lr: PositiveFloat = 1e-3
     lr_scaling: Literal["none", "linear"] = "none"
     # linear scaling: lr × batch_size / lr_base_batch (Goyal et al.); default = smallest batch
-    lr_base_batch: PositiveInt | None = None
+    lr_base_batch: Annotated[int, Field(ge=1, le=_MAX_LEVEL)] | None = None
     loss: Literal["bce_dice", "bce", "dice", "ce", "ce_dice"] = "bce_dice"
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
@@ -222,6 +228,8 @@ class Factors(_Strict):
         bad = [v for v in levels if v <= 0]
         if bad:
             raise ValueError(f"levels must be positive, got {bad}")
+        if max(levels) > _MAX_LEVEL:
+            raise ValueError(f"levels must be at most {_MAX_LEVEL}")
         # note: kept sorted, so a file listing levels in another order is the same grid
         return sorted(levels)
 
@@ -267,6 +275,9 @@ class Grid(_Strict):
             raise ValueError("needs at least one seed")
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"duplicated seed(s) in {seeds}")
+        bad = [seed for seed in seeds if not 0 <= seed <= _MAX_SEED]
+        if bad:
+            raise ValueError(f"must be from 0 to {_MAX_SEED}, got {bad}")
         return sorted(seeds)
 
     @model_validator(mode="after")
@@ -410,6 +421,13 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{key}: unknown key{_did_you_mean(str(loc[-1]), _fields_at(loc))}"
     if error["type"] == "missing":
         return f"{key}: required key is missing"
+    if error["type"] == "invalid_key" or loc[-1:] == ("[key]",):
+        # note: the location holds such a key as text (or False as 0); name the key itself
+        parents = loc[:-1] if error["type"] == "invalid_key" else loc[:-2]
+        where = "".join(f"{_key_text(p)}." for p in parents)
+        value = error["input"]
+        kind = "null" if value is None else type(value).__name__
+        return f"{where}{_key_text(value)}: a key must be a string, not {kind}"
     message = str(error["msg"]).removeprefix("Value error, ")
     if not key:
         return message
@@ -420,12 +438,13 @@ def _describe(error: dict[str, Any]) -> str:
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader; a scalar its constructors cannot read (2024-13-45, 0b_,
-    !!int x, !!bool maybe) is a YAML error with its line, not a bare ValueError."""
+    !!int x, !!bool maybe, an empty !!int) is a YAML error with its line, not a bare
+    ValueError, KeyError or IndexError."""
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, KeyError, AttributeError, TypeError) as exc:
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
             tag = node.tag.rsplit(":", 1)[-1]
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read {node.value!r:.40} as {tag}", node.start_mark
@@ -452,12 +471,19 @@ def load_grid(path: str | Path) -> Grid:
     except OSError as exc:
         raise GridError(f"{path}: cannot read grid file ({exc.strerror})") from None
     try:
-        raw = yaml.load(content, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+        raw = yaml.load(content, Loader=_Loader)
+    except yaml.reader.ReaderError as exc:
+        # note: PyYAML gives a character it refuses as a code, with the encoding "unicode"
+        what = (
+            f"the character {chr(exc.character)!r} is not allowed"
+            if exc.encoding == "unicode"
+            else f"not {exc.encoding} text"
+        )
+        raise GridError(f"{path}: invalid YAML ({what}, at position {exc.position})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        # note: str(exc) spans several lines; its first line says what is wrong
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or type(exc).__name__
         raise GridError(f"{path}:{where} invalid YAML ({problem})") from None
     except RecursionError:
         raise GridError(f"{path}: invalid YAML (nested too deeply)") from None

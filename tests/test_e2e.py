@@ -121,7 +121,8 @@ def test_cells_differing_in_epochs_share_one_training_run(ray_cluster, tmp_path)
     factors = {"image_size": 16, "dataset_size": 4, "epochs": [1, 2, 4], "batch_size": 4}
     grid_file = _write(tmp_path, "share", factors, val_size=2, seeds=[0, 1])
     out = tmp_path / "run"
-    result = _run(grid_file, out)
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = _run(grid_file, out, "--mlflow", mlflow_uri)
     assert result.exit_code == 0, result.output
     assert "8 epochs trained for 14 requested" in " ".join(result.output.split())
     trials = pd.read_parquet(out / "trials.parquet")
@@ -141,6 +142,37 @@ def test_cells_differing_in_epochs_share_one_training_run(ray_cluster, tmp_path)
         assert (out / row.checkpoint).is_file()
     checkpoints = {int(torch_load(out / c)["epoch"]) for c in trials["checkpoint"]}
     assert checkpoints == {1, 2, 4}
+
+    # TensorBoard, on by default: every (cell, seed) has its val_iou curve, an overlay at
+    # its own epoch, and the four factors in the HParams data
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    for row in trials.itertuples():
+        events = EventAccumulator(str(out / "tensorboard" / row.run_id), size_guidance={
+            "images": 0, "scalars": 0, "tensors": 0})  # fmt: skip
+        events.Reload()
+        ious = [(e.step, e.value) for e in events.Scalars("val/iou")]
+        expected = curves[curves["run_id"] == row.run_id][["epoch", "val_iou"]]
+        assert ious == pytest.approx(list(expected.itertuples(index=False, name=None)))
+        assert [i.step for i in events.Images("overlay/0")] == [row.epochs]
+        hparams = events.PluginTagToContent("hparams")
+        start = plugin_data_pb2.HParamsPluginData.FromString(
+            hparams["_hparams_/session_start_info"]
+        ).session_start_info
+        assert {"image_size", "dataset_size", "epochs", "batch_size"} <= set(start.hparams)
+
+    # MLflow, asked for: one run per (cell, seed) with its factors and metric history
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    runs = mlflow.search_runs(experiment_names=["share"])
+    assert sorted(runs["tags.mlflow.runName"]) == sorted(trials["run_id"])
+    assert set(runs["params.epochs"]) == {"1", "2", "4"}
+    client = mlflow.MlflowClient(mlflow_uri)
+    for _, run in runs.iterrows():
+        history = client.get_metric_history(run["run_id"], "val/iou")
+        assert [m.step for m in history] == list(range(1, int(run["params.epochs"]) + 1))
 
 
 def torch_load(path):
