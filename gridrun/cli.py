@@ -171,7 +171,7 @@ def _run(grid, study, address, mlflow_uri, started, extended) -> None:
         prepared = _guarded(lambda: prepare_on_ray(grid, grid.tracking.overlay_images))
     if prepared.examples is not None and not study.exists(EXAMPLES_FILE):
         image, truth = prepared.examples
-        study.write_bytes(EXAMPLES_FILE, _npz(image=image, truth=truth))
+        study.write_npz(EXAMPLES_FILE, image=image, truth=truth)
     tracker = _tracker(grid, study, mlflow_uri, TENSORBOARD_DIR)
     console.print(
         f"[bold]{grid.name}[/]: {len(grid.cells())} cells × {len(grid.seeds)} seeds = "
@@ -207,16 +207,6 @@ def _run(grid, study, address, mlflow_uri, started, extended) -> None:
     console.print(f"tables: {study.join('trials.parquet')}, {study.join('curves.parquet')}")
     if summary.statuses.get("ok", 0) < sum(summary.statuses.values()):
         raise typer.Exit(1)
-
-
-def _npz(**arrays) -> bytes:
-    import io
-
-    import numpy as np
-
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
 
 
 def _tracker(grid, study, mlflow_uri, tensorboard_dir):

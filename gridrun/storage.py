@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 
@@ -162,6 +163,11 @@ class Storage:
             return pd.DataFrame()
         return pd.read_parquet(io.BytesIO(data))
 
+    def read_npz(self, rel: str) -> dict[str, np.ndarray]:
+        """The arrays of an .npz file (FileNotFoundError if missing)."""
+        with np.load(io.BytesIO(self.read_bytes(rel))) as data:
+            return {name: data[name] for name in data.files}
+
     def list(self, rel: str = "", recursive: bool = False) -> list[str]:
         """Files under directory `rel`, sorted, as paths relative to `rel` (so
         ``read_bytes(f"{rel}/{name}")`` reads one); [] if `rel` is no directory.
@@ -213,6 +219,12 @@ class Storage:
         """Write the table (without its index) atomically."""
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
+        self.write_bytes(rel, buffer.getvalue())
+
+    def write_npz(self, rel: str, **arrays: np.ndarray) -> None:
+        """Write arrays as a compressed .npz file atomically."""
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
         self.write_bytes(rel, buffer.getvalue())
 
     def upload(self, local: Path, rel: str) -> None:

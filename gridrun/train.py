@@ -1,16 +1,11 @@
-"""The loop a Ray Train worker runs: a bundle's training runs one after another, each
-trained and validated epoch by epoch, counts reduced across workers, one report per
-epoch. `run_epochs` is plain torch so it can be tested without Ray;
-`train_loop_per_worker` is the thin Ray wrapper that adds checkpoints and reports."""
+"""Training one run, epoch by epoch: train, validate, reduce counts across workers,
+yield the epoch's metrics. Plain torch, testable without Ray; `gridrun.worker` is the
+Ray wrapper that adds checkpoints and reports."""
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import os
 import resource
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,18 +20,13 @@ from torch import nn
 from gridrun.data import SizedArrays
 from gridrun.layout import (
     Status,
-    checkpoint_path,
-    error_line,
-    latest_checkpoint_path,
-    predictions_path,
-    run_end_path,
 )
 from gridrun.losses import per_sample_loss
 from gridrun.metrics import confusion_matrix, predict_labels, scores
 from gridrun.models import build_model, count_params
-from gridrun.runs import Bundle, RunPlan, lr_at
+from gridrun.runs import RunPlan, lr_at
 
-__all__ = ["EpochEnd", "run_epochs", "train_loop_per_worker"]
+__all__ = ["EpochEnd", "overlay_epochs", "run_epochs", "rank_and_world"]
 
 EVAL_BATCH = 8
 # note: BCE with logits stays finite however far training blows up (BatchNorm keeps the
@@ -68,14 +58,14 @@ def _optimizer(plan: RunPlan, params, fused: bool = False) -> torch.optim.Optimi
     return cls(params, lr=plan.lr, weight_decay=plan.weight_decay, fused=fused or None)
 
 
-def _world() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
 def _all_reduce(t: torch.Tensor, op=None) -> torch.Tensor:
-    if _world()[1] > 1:
+    if rank_and_world()[1] > 1:
         dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
     return t
 
@@ -150,7 +140,7 @@ def _device_indices(x: np.ndarray | torch.Tensor, idx: np.ndarray):
 
 def _train_epoch(plan, model, forward, optimizer, scaler, dev, train_x, train_y, epoch, step):
     """One pass over the first dataset_size images; returns [loss sum, n, cm...] counts."""
-    rank, world = _world()
+    rank, world = rank_and_world()
     model.train()
     # note: the order depends on (seed, epoch) only, so any epoch count shares its prefix
     order = np.random.default_rng([plan.seed, epoch]).permutation(plan.dataset_size)
@@ -213,7 +203,7 @@ def _eval_logits(plan, forward, dev, x) -> torch.Tensor:
 def _validate(plan, model, forward, dev, val_x, val_y) -> torch.Tensor:
     """Score at eval_size this rank's share of the validation set. Draws no random
     numbers, so validating never shifts the training stream."""
-    rank, world = _world()
+    rank, world = rank_and_world()
     model.eval()
     mine = np.arange(rank, len(val_x), world)
     cm = torch.zeros(plan.num_labels, plan.num_labels, dtype=torch.int64, device=dev.device)
@@ -264,7 +254,7 @@ def run_epochs(
     """Train `plan`, yielding after each epoch; stops after a diverged epoch. `resume` is
     a checkpoint written from an earlier EpochEnd: training goes on after its epoch."""
     dev = _Device.for_plan(plan, device or torch.device("cpu"))
-    rank, world = _world()
+    rank, world = rank_and_world()
     torch.manual_seed(plan.seed)
     model = build_model(plan.model_name, plan.in_channels, plan.num_classes, **plan.model_options)
     params = count_params(model)
@@ -331,153 +321,3 @@ def run_epochs(
         yield EpochEnd(metrics, model, optimizer, predictions if rank == 0 else None, dict(state))
         if diverged:
             return
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
-def _save(obj: Any) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
-
-
-def _npz(**arrays: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def _inject_fault(faults: str, plan: RunPlan, epoch: int, where: str) -> None:
-    """Chaos testing: GRIDRUN_FAULTS="kind@training_run:epoch,..." in the driver's
-    environment makes a worker fail in `training_run` at `epoch`: `raise` and `oom` before
-    the epoch's report, `kill` (SIGKILL of the worker process) right after its checkpoint."""
-    for fault in filter(None, faults.split(",")):
-        kind, _, target = fault.partition("@")
-        run, _, at = target.rpartition(":")
-        if run != plan.training_run or int(at) != epoch:
-            continue
-        if kind == "raise" and where == "epoch":
-            raise RuntimeError(f"injected fault in {run} at epoch {epoch}")
-        if kind == "oom" and where == "epoch":
-            raise torch.OutOfMemoryError(f"CUDA out of memory (injected in {run})")
-        if kind == "kill" and where == "checkpoint":
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-def train_run(
-    plan: RunPlan,
-    arrays: SizedArrays,
-    val_y: np.ndarray,
-    study,
-    send: Callable[[dict[str, Any]], None],
-    tag: dict[str, Any],
-    history: list[dict[str, Any]],
-    device: torch.device | None = None,
-    wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
-    faults: str = "",
-) -> None:
-    """Train one run of a bundle, resuming from its latest checkpoint if one exists;
-    rank 0 writes the checkpoints and predictions the trial rows point to. Every report
-    sent (metrics + `tag`) is appended to `history`, which the checkpoint keeps."""
-    rank, _ = _world()
-    latest = latest_checkpoint_path(plan.training_run)
-    resume = None
-    if study.exists(latest):
-        resume = torch.load(io.BytesIO(study.read_bytes(latest)), weights_only=False)
-        if resume["epoch"] > plan.epochs:
-            resume = None  # trained past what is needed now: start again
-    if resume is not None:
-        # note: Ray Train delivers reports on a poll, so a worker killed just after
-        # reporting may have lost its last reports; send them again (the driver keeps
-        # each epoch once)
-        history.extend(resume.get("history", []))
-        for full in history:
-            send(full)
-    for end in run_epochs(plan, arrays, val_y, device, wrap, resume):
-        epoch = end.metrics["epoch"]
-        _inject_fault(faults, plan, epoch, "epoch")
-        full = {**end.metrics, "predictions": None, **tag}
-        if rank == 0:
-            weights = _unwrap(end.model).state_dict()
-            if epoch in plan.stops:
-                blob = _save({"state_dict": weights, "epoch": epoch, "plan": plan.__dict__})
-                for run_id in plan.stops[epoch]:
-                    study.write_bytes(checkpoint_path(run_id), blob)
-            if end.predictions is not None:
-                full["predictions"] = predictions_path(plan.training_run, epoch)
-                study.write_bytes(full["predictions"], _npz(pred=end.predictions))
-        history.append(full)
-        if rank == 0:
-            checkpoint = {
-                "model": weights,
-                "optimizer": end.optimizer.state_dict(),
-                "history": history,
-                **end.state,
-            }
-            study.write_bytes(latest, _save(checkpoint))
-        send(full)
-        _inject_fault(faults, plan, epoch, "checkpoint")
-
-
-def _end_run(study, plan: RunPlan, history: list[dict[str, Any]]) -> None:
-    """Mark the run ended, with every report it sent (a restart sends them again)."""
-    study.write_text(run_end_path(plan.training_run), json.dumps({"history": history}))
-
-
-def run_ended(study, training_run: str) -> dict[str, Any] | None:
-    path = run_end_path(training_run)
-    return json.loads(study.read_text(path)) if study.exists(path) else None
-
-
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """What each Ray Train worker runs: every run of the bundle not ended yet. A run that
-    raises is reported as failed (or infeasible) and the bundle goes on with the next."""
-    import ray
-    import ray.train
-    import ray.train.torch
-
-    from gridrun.storage import Storage
-
-    bundle: Bundle = config["bundle"]
-    refs: dict[Any, Any] = config["refs"]
-    study = Storage(config["study"])
-    node = {
-        "worker_ip": ray.util.get_node_ip_address(),
-        "node_id": ray.get_runtime_context().get_node_id(),
-        # which process trained an epoch: a restarted worker group shows a new one
-        "worker_pid": os.getpid(),
-    }
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    device = ray.train.torch.get_device()
-    val_y = ray.get(refs["val_y"])
-
-    def arrays_for(plan: RunPlan) -> SizedArrays:
-        return ray.get(refs[plan.image_size])
-
-    rank, world = _world()
-    for plan in bundle.runs:
-        ended = run_ended(study, plan.training_run)
-        if ended is not None:
-            # a restarted worker group: this run ended before the restart
-            for full in ended.get("history", []):
-                ray.train.report(full)
-            continue
-        tag = {**node, "training_run": plan.training_run}
-        history: list[dict[str, Any]] = []
-        try:
-            train_run(
-                plan, arrays_for(plan), val_y, study, ray.train.report, tag, history,
-                device, ray.train.torch.prepare_model, config.get("faults", ""),
-            )  # fmt: skip
-        except Exception as exc:
-            if world > 1:
-                raise  # the other ranks wait in a collective: restart the group
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            status, error = Status.from_exception(exc).value, error_line(exc)
-            history.append({"status": status, "error": error, "epoch": None, **tag})
-            ray.train.report(history[-1])
-        if rank == 0:
-            _end_run(study, plan, history)

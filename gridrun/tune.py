@@ -133,7 +133,7 @@ def _bundle_trial(config: dict[str, Any], bundles: dict[str, Bundle], setup: dic
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from gridrun.train import run_ended, train_loop_per_worker
+    from gridrun.worker import run_ended, train_loop_per_worker
 
     bundle = bundles[config["bundle_id"]]
     study = Storage(setup["study"])
@@ -313,7 +313,8 @@ def run_grid(
     bundles = {b.bundle_id: b for b in work.bundles}
     examples = getattr(prepared, "examples", None)
     collector = Collector(
-        results, work.trials, listener, tracker, examples, lambda rel: _read_pred(study, rel)
+        results, work.trials, listener, tracker, examples,
+        lambda rel: study.read_npz(rel)["pred"],
     )
     trainable = tune.with_resources(
         tune.with_parameters(_bundle_trial, bundles=bundles, setup=setup), TRIAL_RESOURCES
@@ -343,12 +344,3 @@ def run_grid(
             status = results.trials.get(t.run_id, {}).get("status", Status.FAILED.value)
             statuses[status] = statuses.get(status, 0) + 1
     return summary(statuses)
-
-
-def _read_pred(study: Storage, rel: str):
-    import io
-
-    import numpy as np
-
-    with np.load(io.BytesIO(study.read_bytes(rel))) as data:
-        return data["pred"]

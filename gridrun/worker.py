@@ -1,0 +1,175 @@
+"""The Ray side of a worker: a bundle's training runs one after another in one
+long-lived worker group, each resumed from its latest checkpoint when one exists, with the
+checkpoints and predictions the trial rows point to written as the run passes each
+cell's epoch. `gridrun.train.run_epochs` does the training itself."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gridrun.data import SizedArrays
+from gridrun.layout import (
+    Status,
+    checkpoint_path,
+    error_line,
+    latest_checkpoint_path,
+    predictions_path,
+    run_end_path,
+)
+from gridrun.runs import Bundle, RunPlan
+from gridrun.train import rank_and_world, run_epochs
+
+__all__ = ["run_ended", "train_loop_per_worker", "train_run"]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _save(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _inject_fault(faults: str, plan: RunPlan, epoch: int, where: str) -> None:
+    """Chaos testing: GRIDRUN_FAULTS="kind@training_run:epoch,..." in the driver's
+    environment makes a worker fail in `training_run` at `epoch`: `raise` and `oom` before
+    the epoch's report, `kill` (SIGKILL of the worker process) right after its checkpoint."""
+    for fault in filter(None, faults.split(",")):
+        kind, _, target = fault.partition("@")
+        run, _, at = target.rpartition(":")
+        if run != plan.training_run or int(at) != epoch:
+            continue
+        if kind == "raise" and where == "epoch":
+            raise RuntimeError(f"injected fault in {run} at epoch {epoch}")
+        if kind == "oom" and where == "epoch":
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected in {run})")
+        if kind == "kill" and where == "checkpoint":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_run(
+    plan: RunPlan,
+    arrays: SizedArrays,
+    val_y: np.ndarray,
+    study,
+    send: Callable[[dict[str, Any]], None],
+    tag: dict[str, Any],
+    history: list[dict[str, Any]],
+    device: torch.device | None = None,
+    wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+    faults: str = "",
+) -> None:
+    """Train one run of a bundle, resuming from its latest checkpoint if one exists;
+    rank 0 writes the checkpoints and predictions the trial rows point to. Every report
+    sent (metrics + `tag`) is appended to `history`, which the checkpoint keeps."""
+    rank, _ = rank_and_world()
+    latest = latest_checkpoint_path(plan.training_run)
+    resume = None
+    if study.exists(latest):
+        resume = torch.load(io.BytesIO(study.read_bytes(latest)), weights_only=False)
+        if resume["epoch"] > plan.epochs:
+            resume = None  # trained past what is needed now: start again
+    if resume is not None:
+        # note: Ray Train delivers reports on a poll, so a worker killed just after
+        # reporting may have lost its last reports; send them again (the driver keeps
+        # each epoch once)
+        history.extend(resume.get("history", []))
+        for full in history:
+            send(full)
+    for end in run_epochs(plan, arrays, val_y, device, wrap, resume):
+        epoch = end.metrics["epoch"]
+        _inject_fault(faults, plan, epoch, "epoch")
+        full = {**end.metrics, "predictions": None, **tag}
+        if rank == 0:
+            weights = _unwrap(end.model).state_dict()
+            if epoch in plan.stops:
+                blob = _save({"state_dict": weights, "epoch": epoch, "plan": plan.__dict__})
+                for run_id in plan.stops[epoch]:
+                    study.write_bytes(checkpoint_path(run_id), blob)
+            if end.predictions is not None:
+                full["predictions"] = predictions_path(plan.training_run, epoch)
+                study.write_npz(full["predictions"], pred=end.predictions)
+        history.append(full)
+        if rank == 0:
+            checkpoint = {
+                "model": weights,
+                "optimizer": end.optimizer.state_dict(),
+                "history": history,
+                **end.state,
+            }
+            study.write_bytes(latest, _save(checkpoint))
+        send(full)
+        _inject_fault(faults, plan, epoch, "checkpoint")
+
+
+def _end_run(study, plan: RunPlan, history: list[dict[str, Any]]) -> None:
+    """Mark the run ended, with every report it sent (a restart sends them again)."""
+    study.write_text(run_end_path(plan.training_run), json.dumps({"history": history}))
+
+
+def run_ended(study, training_run: str) -> dict[str, Any] | None:
+    path = run_end_path(training_run)
+    return json.loads(study.read_text(path)) if study.exists(path) else None
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """What each Ray Train worker runs: every run of the bundle not ended yet. A run that
+    raises is reported as failed (or infeasible) and the bundle goes on with the next."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    from gridrun.storage import Storage
+
+    bundle: Bundle = config["bundle"]
+    refs: dict[Any, Any] = config["refs"]
+    study = Storage(config["study"])
+    node = {
+        "worker_ip": ray.util.get_node_ip_address(),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        # which process trained an epoch: a restarted worker group shows a new one
+        "worker_pid": os.getpid(),
+    }
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    device = ray.train.torch.get_device()
+    val_y = ray.get(refs["val_y"])
+
+    def arrays_for(plan: RunPlan) -> SizedArrays:
+        return ray.get(refs[plan.image_size])
+
+    rank, world = rank_and_world()
+    for plan in bundle.runs:
+        ended = run_ended(study, plan.training_run)
+        if ended is not None:
+            # a restarted worker group: this run ended before the restart
+            for full in ended.get("history", []):
+                ray.train.report(full)
+            continue
+        tag = {**node, "training_run": plan.training_run}
+        history: list[dict[str, Any]] = []
+        try:
+            train_run(
+                plan, arrays_for(plan), val_y, study, ray.train.report, tag, history,
+                device, ray.train.torch.prepare_model, config.get("faults", ""),
+            )  # fmt: skip
+        except Exception as exc:
+            if world > 1:
+                raise  # the other ranks wait in a collective: restart the group
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            status, error = Status.from_exception(exc).value, error_line(exc)
+            history.append({"status": status, "error": error, "epoch": None, **tag})
+            ray.train.report(history[-1])
+        if rank == 0:
+            _end_run(study, plan, history)
