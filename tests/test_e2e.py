@@ -56,6 +56,18 @@ def test_grid_runs_end_to_end_and_resumes(ray_cluster, tmp_path):
         == trials["finished_at"].tolist()
     )
 
+    # growing the study: one more seed runs exactly the two new trials
+    grown = _write(tmp_path, "e2e", factors, val_size=3, seeds=[0, 1])
+    result = _run(grown, out)
+    assert result.exit_code == 0, result.output
+    assert "2 ok; 2 already done" in " ".join(result.output.split())
+    after = pd.read_parquet(out / "trials.parquet").set_index("run_id")
+    assert sorted(after.index) == sorted([*trials["run_id"], "img32_n8_ep2_bs3_s1",
+                                          "img32_n8_ep2_bs8_s1"])  # fmt: skip
+    kept = after.loc[trials["run_id"], "finished_at"].tolist()
+    assert kept == trials["finished_at"].tolist()
+    assert load_grid(out / "grid.yaml").seeds == [0, 1]
+
 
 def test_two_workers_train_data_parallel_across_two_nodes(ray_cluster, tmp_path):
     factors = {"image_size": 32, "dataset_size": 6, "epochs": 1, "batch_size": 4}
