@@ -137,8 +137,11 @@ class Results:
         curves = _ordered([r for rows in self.curves.values() for r in rows], CURVE_COLUMNS)
         trials = trials.sort_values(["cell_id", "seed"], ignore_index=True)
         curves = curves.sort_values(["cell_id", "seed", "epoch"], ignore_index=True)
-        self.study.write_parquet(TRIALS_FILE, trials)
+        # note: curves first. A trial is done once its row is in the trials table, so a
+        # driver killed between the two writes leaves at worst curve rows of a trial that
+        # reruns (and replaces them), never a finished trial without its curve
         self.study.write_parquet(CURVES_FILE, curves)
+        self.study.write_parquet(TRIALS_FILE, trials)
 
 
 def _first_difference(old: Any, new: Any, key: str = "") -> str | None:

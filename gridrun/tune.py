@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -154,7 +155,8 @@ def _bundle_trial(config: dict[str, Any], bundles: dict[str, Bundle], setup: dic
                 resources_per_worker=setup["worker_resources"],
             ),
             run_config=RunConfig(
-                name=f"{bundle.bundle_id}-{attempt}",
+                # note: a fresh name per fit, also when Tune retries the whole work unit
+                name=f"{bundle.bundle_id}-{attempt}-{uuid.uuid4().hex[:6]}",
                 storage_path=setup["storage"],
                 callbacks=[TuneReportCallback()],
                 failure_config=FailureConfig(max_failures=setup["max_restarts"]),
@@ -334,6 +336,9 @@ def run_grid(
             name=f"tune-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}",
             storage_path=study.join(RAY_DIR),
             callbacks=[_tune_callback(collector, bundles, study)],
+            # note: a work unit whose trial process or Train controller is lost with its
+            # node starts again; its runs go on from their latest epochs
+            failure_config=tune.FailureConfig(max_failures=grid.resources.max_restarts),
             verbose=0,
         ),
     )
