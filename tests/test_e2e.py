@@ -84,21 +84,6 @@ def test_two_workers_train_data_parallel_across_two_nodes(ray_cluster, tmp_path)
     assert curves["step"].tolist() == [2]
 
 
-def test_trials_pack_by_custom_resource_and_run_side_by_side(ray_cluster, tmp_path):
-    # each worker needs a fake_gpu; the cluster has two, so exactly two trials overlap
-    factors = {"image_size": 16, "dataset_size": 4, "epochs": 1, "batch_size": [2, 4]}
-    resources = {"custom": {"fake_gpu": 1}}
-    grid_file = _write(tmp_path, "packing", factors, val_size=2, resources=resources)
-    out = tmp_path / "run"
-    result = _run(grid_file, out)
-    assert result.exit_code == 0, result.output
-    assert "2 at a time" in result.output
-    trials = pd.read_parquet(out / "trials.parquet")
-    assert (trials["status"] == "ok").all()
-    first_end = trials["finished_at"].min()
-    assert (trials["started_at"] < first_end).all()
-
-
 def test_failed_trial_becomes_a_row_and_the_grid_goes_on(ray_cluster, tmp_path):
     # lraspp pools 16 px down to 1×1; BatchNorm cannot train on the final batch of one
     # image there, so the cell with batch 2 on 3 images fails at its second step. One slot:
@@ -131,12 +116,15 @@ def test_failed_trial_becomes_a_row_and_the_grid_goes_on(ray_cluster, tmp_path):
 
 def test_cells_differing_in_epochs_share_one_training_run(ray_cluster, tmp_path):
     factors = {"image_size": 16, "dataset_size": 4, "epochs": [1, 2, 4], "batch_size": 4}
-    grid_file = _write(tmp_path, "share", factors, val_size=2, seeds=[0, 1])
+    # each worker needs a fake_gpu; the cluster has two, so exactly two work units overlap
+    grid_file = _write(tmp_path, "share", factors, val_size=2, seeds=[0, 1],
+                       resources={"custom": {"fake_gpu": 1}})  # fmt: skip
     out = tmp_path / "run"
     mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = _run(grid_file, out, "--mlflow", mlflow_uri)
     assert result.exit_code == 0, result.output
     assert "8 epochs trained for 14 requested" in " ".join(result.output.split())
+    assert "2 at a time" in result.output
     trials = pd.read_parquet(out / "trials.parquet")
     curves = pd.read_parquet(out / "curves.parquet")
     assert len(trials) == 6 and (trials["status"] == "ok").all()
@@ -144,6 +132,9 @@ def test_cells_differing_in_epochs_share_one_training_run(ray_cluster, tmp_path)
     assert len(curves) == 2 * (1 + 2 + 4)
     assert len(curves[["training_run", "epoch"]].drop_duplicates()) == 8
     assert set(trials["training_run"]) == {"img16_n4_ep4_bs4_s0", "img16_n4_ep4_bs4_s1"}
+    # the two runs' work units ran side by side
+    ends = trials.groupby("training_run")["finished_at"].max()
+    assert (trials.groupby("training_run")["started_at"].min() < ends.min()).all()
     shared = curves[curves["run_id"] == curves["training_run"]].set_index(
         ["training_run", "epoch"]
     )
@@ -180,14 +171,14 @@ def test_cells_differing_in_epochs_share_one_training_run(ray_cluster, tmp_path)
     # MLflow, asked for: one run per (cell, seed) with its factors and metric history
     import mlflow
 
-    mlflow.set_tracking_uri(mlflow_uri)
-    runs = mlflow.search_runs(experiment_names=["share"])
-    assert sorted(runs["tags.mlflow.runName"]) == sorted(trials["run_id"])
-    assert set(runs["params.epochs"]) == {"1", "2", "4"}
+    # note: a client of its own, so no global MLflow state leaks into other tests
     client = mlflow.MlflowClient(mlflow_uri)
-    for _, run in runs.iterrows():
-        history = client.get_metric_history(run["run_id"], "val/iou")
-        assert [m.step for m in history] == list(range(1, int(run["params.epochs"]) + 1))
+    runs = client.search_runs([client.get_experiment_by_name("share").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(trials["run_id"])
+    assert {r.data.params["epochs"] for r in runs} == {"1", "2", "4"}
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "val/iou")
+        assert [m.step for m in history] == list(range(1, int(run.data.params["epochs"]) + 1))
 
 
 def torch_load(path):

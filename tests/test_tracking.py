@@ -4,6 +4,7 @@ readers; the overlay picture; errors that must not reach the study."""
 from __future__ import annotations
 
 import io
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -143,10 +144,15 @@ def test_tensorboard_retry_replaces_and_resume_continues_earlier_events(tmp_path
     for epoch in (1, 2):
         first.epoch(A, _metrics(A, epoch), None)
     first.end(A, Status.FAILED, {})
+    # note: TensorBoard reads a folder's event files in name order, and a name holds the
+    # second it was opened, then a per-process counter compared as text ("10" < "9"):
+    # attempts a second apart, as real reruns are, keep their order
+    time.sleep(1.05)
     retry = TensorBoardTracker(tmp_path)  # a rerun retries the failed trial afresh
     retry.epoch(A, {**_metrics(A, 1), "val_iou": 0.875}, None)
     retry.epoch(A, {**_metrics(A, 2), "val_iou": 0.9375}, None)
     retry.close()  # the driver stops during epoch 2's checkpoint: epoch 2 is redone
+    time.sleep(1.05)
     resume = TensorBoardTracker(tmp_path)  # the next rerun resumes from epoch 2
     for epoch in (2, 3):
         resume.epoch(A, _metrics(A, epoch), None)
