@@ -82,10 +82,12 @@ class Collector:
         if epoch is None:  # the run raised before finishing: every open trial ends so
             for trial in self._open(run):
                 self._finish(trial, status, result.get("error"))
+            self._progress(force=True)
             return
         epoch = int(epoch)
         metrics = {k: v for k, v in result.items() if k not in _BOOKKEEPING}
         overlay = self._overlay(epoch, metrics.get("predictions"))
+        finished = False
         for trial in self._open(run):
             if trial.factors["epochs"] < epoch:
                 continue
@@ -97,8 +99,11 @@ class Collector:
                 self.listener.trial_epoch(trial, epoch, metrics)
             if trial.factors["epochs"] == epoch:
                 self._finish(trial, status, None, checkpoint_path(trial.run_id))
+                finished = True
             elif status != Status.OK.value:  # diverged: the run stops here
                 self._finish(trial, status, None)
+                finished = True
+        self._progress(force=finished)
 
     def lost(self, training_runs: Iterable[str], error: str) -> None:
         """A work unit ended: trials it never finished failed with `error`."""
@@ -106,6 +111,7 @@ class Collector:
             if run in self.runs:
                 for trial in self._open(run):
                     self._finish(trial, Status.FAILED.value, error)
+        self._progress(force=True)
 
     def final(self, training_run: str) -> bool:
         """Whether every trial of the run has a row with a final status (nothing to retry)."""
@@ -116,7 +122,7 @@ class Collector:
         )
 
     def _overlay(self, epoch: int, predictions: str | None):
-        if predictions is None or self.examples is None or self.read_predictions is None:
+        if self.tracker is None or predictions is None or self.examples is None:
             return None
         from gridrun.tracking import Overlay
 
@@ -128,7 +134,6 @@ class Collector:
     ) -> None:
         self._closed.add(trial.run_id)
         row = self.results.finish(trial, status, error, checkpoint)
-        self._progress(force=True)
         if self.tracker is not None:
             self.tracker.end(trial, row["status"], row)
         if self.listener:

@@ -54,6 +54,19 @@ def test_each_cell_reads_the_shared_curve_at_its_own_epoch(tmp_path):
     assert "training_iteration" not in curves and "trial_id" not in curves
 
 
+def test_the_trials_in_progress_are_written_for_status(tmp_path):
+    import json
+
+    collector = _collector(tmp_path)
+    collector.report(_report(1, 0.2))
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    # the 1-epoch cell finished at epoch 1; the two longer ones are running
+    assert progress["running"] == {"img32_n8_ep2_bs4_s0": 1, "img32_n8_ep4_bs4_s0": 1}
+    collector.report(_report(2, 0.3))  # a cell finished: written at once
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    assert progress["running"] == {"img32_n8_ep4_bs4_s0": 2}
+
+
 def test_a_run_that_diverges_ends_its_longer_cells_as_diverged(tmp_path):
     collector = _collector(tmp_path)
     collector.report(_report(1, 0.3))
