@@ -3,7 +3,6 @@ Errors a user can fix print one line and exit with code 2."""
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -259,8 +258,7 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
     console.print(table)
     requested = sum(t.cell.epochs for t in grid.trials())
     trained = sum(run.epochs for run in runs)
-    steps = sum(run.epochs * math.ceil(run.lead.cell.dataset_size / run.lead.cell.batch_size)
-                for run in runs)  # fmt: skip
+    steps = sum(run.steps for run in runs)
     plans = [plan_run(grid, run, 3, grid.eval_size) for run in runs]
     gpu_hours = sum(estimate_seconds(p, True, grid.resources.workers_per_trial) for p in plans)
     console.print(

@@ -98,6 +98,11 @@ class TrainingRun:
     def lead(self) -> Trial:
         return self.trials[-1]
 
+    @property
+    def steps(self) -> int:
+        """Optimizer steps the run takes (its longest cell's)."""
+        return self.lead.cell.steps
+
 
 @dataclass(frozen=True)
 class RunPlan:

@@ -5,7 +5,6 @@ writes are atomic, so a reader (or a crash) never sees half a table."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import threading
@@ -27,7 +26,7 @@ from gridrun.layout import (
     TRIALS_FILE,
     Status,
 )
-from gridrun.runs import TrialInfo
+from gridrun.runs import TrialInfo, training_runs
 from gridrun.storage import Storage
 
 __all__ = [
@@ -294,7 +293,8 @@ def study_state(study: Storage) -> StudyState:
     except GridError as exc:
         raise RunDirError(str(exc)) from None
     trials = grid.trials()
-    rows = {r["run_id"]: r for r in study.read_parquet(TRIALS_FILE).to_dict("records")}
+    table = study.read_parquet(TRIALS_FILE)
+    rows = {r["run_id"]: r for r in table.to_dict("records")}
     expected = [t.run_id for t in trials]
     missing = [t for t in trials if t.run_id not in rows]
     lock = StudyLock(study).holder()
@@ -303,12 +303,7 @@ def study_state(study: Storage) -> StudyState:
         progress = json.loads(study.read_text(PROGRESS_FILE))
         running = {r: e for r, e in progress.get("running", {}).items() if r not in rows}
     # note: what is left to train, with cells differing only in epochs sharing a run
-    from gridrun.runs import training_runs
-
-    left = training_runs(grid, missing)
-    steps_left = sum(r.epochs * math.ceil(r.lead.cell.dataset_size / r.lead.cell.batch_size)
-                     for r in left)  # fmt: skip
-    table = study.read_parquet(TRIALS_FILE)
+    steps_left = sum(r.steps for r in training_runs(grid, missing))
     rate = None
     if len(table) and {"train_time_s", "steps"} <= set(table.columns):
         ok = table[(table["status"] == "ok") & (table["steps"] > 0)]
