@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from analysis.baselines import Baselines
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import higher_is_better
-from gridrun.layout import CURVES_FILE, FACTORS, GRID_FILE, TRIALS_FILE
+from gridrun.layout import BASELINES_FILE, CURVES_FILE, FACTORS, GRID_FILE, TRIALS_FILE
 
 __all__ = [
     "FACTORS",
@@ -100,7 +101,9 @@ class RunData:
     ``ok`` holds the finished trials with status ``ok``; ``curves`` only their epochs.
     ``excluded`` holds trials that failed, diverged or were infeasible, ``running`` the
     (cell_id, seed) pairs that have curves but no trial row yet. ``grid`` is the parsed
-    ``grid.yaml`` (empty when absent), ``files`` reads the study's other files.
+    ``grid.yaml`` (empty when absent), ``files`` reads the study's other files;
+    ``baselines`` holds what trivial predictors score (``None`` for a study without
+    ``baselines.json``).
     """
 
     location: str
@@ -115,6 +118,7 @@ class RunData:
     grid: dict[str, Any] = field(default_factory=dict)
     params: Params = DEFAULT_PARAMS
     notes: list[str] = field(default_factory=list)
+    baselines: Baselines | None = None
 
     @property
     def local_dir(self) -> Path | None:
@@ -165,6 +169,20 @@ def _read_grid(files: StudyFiles, notes: list[str]) -> dict[str, Any]:
         notes.append(f"{GRID_FILE} is unreadable ({exc}); the header leaves it out.")
         return {}
     return grid if isinstance(grid, dict) else {}
+
+
+def _read_baselines(files: StudyFiles, notes: list[str]) -> Baselines | None:
+    if not files.exists(BASELINES_FILE):
+        notes.append(
+            f"{BASELINES_FILE} is missing (a study from before trivial-predictor scores were "
+            "recorded): no trial is checked for collapse."
+        )
+        return None
+    try:
+        return Baselines.from_json(files.read_bytes(BASELINES_FILE))
+    except (ValueError, KeyError, TypeError) as exc:
+        notes.append(f"{BASELINES_FILE} is unreadable ({exc}): no collapse check.")
+        return None
 
 
 def _normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
@@ -254,6 +272,7 @@ def load(location: str | Path, metric: str = "val_iou", params: Params = DEFAULT
         grid=_read_grid(files, notes),
         params=params,
         notes=notes,
+        baselines=_read_baselines(files, notes),
     )
 
 

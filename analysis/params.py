@@ -24,7 +24,14 @@ class Params:
     than ``min_seeds`` seeds get none; ω² intervals refit the ANOVA ``n_boot_anova``
     times. Recommendations: a cell qualifies when its mean is within ``margin`` of the
     best cell's and a one-sided Welch test over seeds does not find it worse at level
-    ``alpha``.
+    ``alpha``. Collapse: a trial whose metric is within ``collapse_margin`` of a trivial
+    predictor's score (all background, all foreground, all of one class), or below the
+    best of them, is *collapsed*. An overfitting onset needs ``onset_confirm`` later
+    epochs of the training run to be *confirmed*. The smallest detectable difference is
+    read at ``power`` and two-sided level ``alpha``; a significant term is named in the
+    findings when its ω² is at least ``min_omega_sq``. Steps to a target (McCandlish et
+    al. 2018): the target lies ``target_fraction`` of the way from the best trivial score
+    to the weakest batch size's best mean.
     """
 
     min_delta: float = 0.005
@@ -39,6 +46,11 @@ class Params:
     min_seeds: int = 3
     margin: float = 0.01
     alpha: float = 0.05
+    collapse_margin: float = 0.01
+    onset_confirm: int = 3
+    power: float = 0.8
+    min_omega_sq: float = 0.01
+    target_fraction: float = 0.8
 
     def plateau_rule(self, metric: str) -> str:
         return (

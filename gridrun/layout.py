@@ -7,6 +7,8 @@ gridrun, torch or ray, so the analysis stays light.
 A study directory (a local path or a URI such as ``s3://bucket/prefix``) holds::
 
     grid.yaml                     the resolved grid
+    baselines.json                the validation (and test) set: size, class pixels, and
+                                  what trivial predictors (all background, ...) score
     trials.parquet                one row per (cell, seed)
     curves.parquet                one row per (cell, seed, epoch)
     lock.json                     the live driver that owns the study
@@ -27,6 +29,7 @@ import enum
 import traceback
 
 __all__ = [
+    "BASELINES_FILE",
     "CHECKPOINTS_DIR",
     "CURVE_COLUMNS",
     "CURVES_FILE",
@@ -53,6 +56,7 @@ __all__ = [
 FACTORS: tuple[str, ...] = ("image_size", "dataset_size", "epochs", "batch_size")
 
 GRID_FILE = "grid.yaml"
+BASELINES_FILE = "baselines.json"
 TRIALS_FILE = "trials.parquet"
 CURVES_FILE = "curves.parquet"
 LOCK_FILE = "lock.json"
