@@ -1,4 +1,5 @@
-"""Per-cell summaries over seeds, with the bootstrap intervals of :mod:`analysis.stats`."""
+"""Per-cell summaries over seeds, with the t intervals of :mod:`analysis.stats` on the
+metric's scale."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pandas as pd
 
 from analysis.load import FACTORS
 from analysis.params import DEFAULT_PARAMS, Params
-from analysis.stats import higher_is_better, interval_frame
+from analysis.stats import higher_is_better, interval_frame, metric_bounds
 
 __all__ = ["cells_table"]
 
@@ -30,8 +31,10 @@ def cells_table(
     if final.empty:
         return pd.DataFrame(columns=columns)
     out = final.groupby("cell_id", sort=True)[[*FACTORS]].first()
+    bounds = metric_bounds(metric)
     for prefix in ("final", "best"):
-        summary = interval_frame(final, ["cell_id"], prefix, params).set_index("cell_id")
+        summary = interval_frame(final, ["cell_id"], prefix, params, bounds=bounds)
+        summary = summary.set_index("cell_id")
         if prefix == "final":
             out["n"] = summary["n"]
         for stat in ("mean", "std", "ci_low", "ci_high"):

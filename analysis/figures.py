@@ -1,15 +1,124 @@
-"""Drawing helpers shared by the plot modules: panel grids, level selection, seed points."""
+"""Drawing helpers shared by the plot modules: panel grids, level selection, seed points,
+shared y-limits, trivial-predictor lines and readable log axes."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-__all__ = ["NO_INTERVAL_NOTE", "draw_levels", "panel_grid", "spread_levels"]
+from analysis.baselines import Baselines
+
+__all__ = [
+    "NO_INTERVAL_NOTE",
+    "BaselineLine",
+    "baseline_lines",
+    "draw_baselines",
+    "draw_levels",
+    "level_values",
+    "log_axis",
+    "panel_grid",
+    "shared_ylim",
+    "single_level_note",
+    "spread_levels",
+]
 
 NO_INTERVAL_NOTE = "points: single seeds, where too few seeds for an interval"
+BASELINE_COLOR = "0.35"
+# note: a cost axis goes logarithmic only when its values span at least this factor;
+# a log axis over a narrower range can show a single labelled tick (1-2-5 ticks are
+# at most 2.5 apart, so a span of 5 always holds two)
+LOG_SPAN = 5.0
+
+
+@dataclass(frozen=True)
+class BaselineLine:
+    """A trivial predictor's score on the plotted metric, drawn as a labelled dashed line."""
+
+    name: str
+    value: float
+    metric: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.value:.3f}"
+
+
+def baseline_lines(baselines: Baselines | None, metric: str) -> tuple[BaselineLine, ...]:
+    """Every trivial predictor's score on ``metric``, lowest first; none without baselines.
+
+    A ``train_`` metric is given the ``val_`` score: the trivial predictors are scored on
+    the validation set only, and a learning-curve panel draws both series against it.
+    """
+    if baselines is None:
+        return ()
+    column = "val_" + metric.removeprefix("train_") if metric.startswith("train_") else metric
+    scores = baselines.scores(column)
+    lines = [BaselineLine(name, value, column) for name, value in scores.items()]
+    return tuple(sorted(lines, key=lambda line: (line.value, line.name)))
+
+
+def shared_ylim(
+    values: Iterable[float], lines: Iterable[BaselineLine] = (), pad: float = 0.05
+) -> tuple[float, float]:
+    """One y-range for every panel of a figure: the finite ``values`` and the baseline
+    scores, widened by ``pad`` of their span on each side (by 0.01 when they coincide)."""
+    every = np.array([*values, *(line.value for line in lines)], dtype=float)
+    every = every[np.isfinite(every)]
+    if not len(every):
+        return 0.0, 1.0
+    lo, hi = float(every.min()), float(every.max())
+    margin = pad * (hi - lo) if hi > lo else 0.01
+    return lo - margin, hi + margin
+
+
+def single_level_note(levels: dict[str, object]) -> str:
+    """``batch_size has one level (4): not shown`` for every factor in ``levels``."""
+    return "; ".join(f"{f} has one level ({v}): not shown" for f, v in levels.items())
+
+
+def draw_baselines(ax: Axes, lines: Iterable[BaselineLine], suffix: str = "") -> None:
+    """Dashed horizontal lines at the trivial scores, each labelled at the right edge
+    (where rising curves have left the trivial scores behind).
+
+    Call it after the y-limits are set: a label goes below its line when the line above
+    it is too close for both labels to fit.
+    """
+    lines = sorted(lines, key=lambda line: line.value)
+    lo, hi = ax.get_ylim()
+    crowded = 0.07 * abs(hi - lo)
+    for i, line in enumerate(lines):
+        ax.axhline(line.value, ls="--", lw=0.9, color=BASELINE_COLOR, zorder=1)
+        above_free = i + 1 == len(lines) or lines[i + 1].value - line.value > crowded
+        ax.text(
+            0.99, line.value, line.label + suffix, transform=ax.get_yaxis_transform(),
+            fontsize=6.5, color=BASELINE_COLOR, ha="right", va="bottom" if above_free else "top",
+        )  # fmt: skip
+
+
+def log_axis(ax: Axes, values: Iterable[float], axis: str = "x") -> bool:
+    """Put ``axis`` on a log scale when the positive ``values`` span at least
+    :data:`LOG_SPAN`, with plain-number labels at 1, 2 and 5 of each decade (2, 5, 10,
+    20, 50; decades only past 2.5 decades) and unlabelled minor ticks; returns whether
+    the axis went logarithmic."""
+    v = np.asarray(list(values), dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v) or v.min() <= 0 or v.max() / v.min() < LOG_SPAN:
+        return False
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    # note: over more than two and a half decades 1-2-5 labels crowd; decades alone do not
+    subs = (1.0,) if np.log10(v.max() / v.min()) > 2.5 else (1.0, 2.0, 5.0)
+    target.set_major_locator(LogLocator(base=10, subs=subs))
+    target.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    target.set_minor_locator(LogLocator(base=10, subs=np.arange(2, 10) * 1.0))
+    target.set_minor_formatter(NullFormatter())
+    return True
 
 
 def panel_grid(n: int, cols: int, width: float, height: float) -> tuple[Figure, list[Axes]]:
@@ -29,6 +138,13 @@ def spread_levels(levels: list, limit: int) -> list:
         return list(levels)
     picks = np.unique(np.round(np.linspace(0, len(levels) - 1, limit)).astype(int))
     return [levels[i] for i in picks]
+
+
+def level_values(table: pd.DataFrame, seeds: pd.DataFrame) -> list[float]:
+    """What :func:`draw_levels` puts on the y axis: means and bounds, or the seed points."""
+    bounds = [*table["ci_low"], *table["ci_high"]] if table["ci_low"].notna().all() else []
+    points = [] if table["ci_low"].notna().all() else list(seeds["value"])
+    return [*table["mean"], *bounds, *points]
 
 
 def draw_levels(

@@ -38,6 +38,7 @@ class ReportTables:
     curves_by_cell: pd.DataFrame
     pareto: pd.DataFrame
     scaling: pd.DataFrame
+    metric_name: str = "metric"
 
     def csv_tables(self) -> dict[str, pd.DataFrame]:
         return {
@@ -100,27 +101,40 @@ def compute_tables(data: RunData) -> ReportTables:
         curves_by_cell=curves_by_cell(plateau, overfitting),
         pareto=pareto_table(cells, higher_is_better(metric)),
         scaling=scaling_table(cells if unit else cells.iloc[0:0]),
+        metric_name=metric,
     )
 
 
-def _importance_sentences(tables: ReportTables) -> list[str]:
+def _importance_sentences(tables: ReportTables, params: Params) -> list[str]:
+    """Every significant term whose ω² reaches ``params.min_omega_sq``, largest first;
+    the smaller significant terms in one closing sentence."""
     effects = tables.importance
     if effects.empty:
         return ["ANOVA skipped: no factor varies or there are too few trials."]
-    significant = effects[effects["p_value"] < 0.05]
+    unit = tables.anova.attrs.get("unit", "")
+    significant = effects[effects["p_value"] < params.alpha]
     if significant.empty:
-        return ["No factor or interaction is significant at p < 0.05."]
+        return [f"No factor or interaction is significant at p < {params.alpha:g}. {unit}".strip()]
+    named = significant[significant["omega_sq"] >= params.min_omega_sq]
     out = []
-    for r in significant[significant["omega_sq"] >= 0.01].head(4).itertuples():
-        share = format_interval(r.omega_sq, r.ci_low, r.ci_high, default=2)
+    parts = [
+        f"{r.term} {r.omega_sq:.0%} (ω² {format_interval(r.omega_sq, r.ci_low, r.ci_high, 2)}, "
+        f"{format_p(r.p_value)})"
+        for r in named.itertuples()
+    ]
+    if parts:
         out.append(
-            f"{r.term} explains {r.omega_sq:.0%} of the variance (ω² {share}, "
-            f"{format_p(r.p_value)})."
+            f"What matters, as shares of the variance of final {tables.metric_name}: "
+            + "; ".join(parts)
+            + "."
+            + (f" {unit}" if unit else "")
         )
-    rest = significant[significant["omega_sq"] < 0.01]
+    rest = significant[significant["omega_sq"] < params.min_omega_sq]
     if len(rest):
-        terms = ", ".join(rest["term"])
-        out.append(f"Also significant (p < 0.05), each under 1% of the variance: {terms}.")
+        out.append(
+            f"Also significant (p < {params.alpha:g}), each under {params.min_omega_sq:.0%} "
+            f"of the variance: {', '.join(rest['term'])}."
+        )
     return out
 
 
@@ -151,6 +165,28 @@ def _curve_sentences(tables: ReportTables, metric: str) -> list[str]:
             f"{over['best_minus_last'].median():.3f} {metric}."
         )
     return out
+
+
+def _gap_sentence(tables: ReportTables, metric: str, params: Params) -> list[str]:
+    """The train − validation gap of the metric at each trial's own epoch, where it is
+    large: by image size, the range of the cells' mean gaps."""
+    over = tables.overfitting.dropna(subset=["train_val_gap"])
+    if over.empty or not higher_is_better(metric):
+        return []
+    by_cell = over.groupby(["image_size", "cell_id"])["train_val_gap"].mean().reset_index()
+    widest = by_cell.groupby("image_size")["train_val_gap"].agg(["min", "max"])
+    big = widest[widest["max"] >= params.notable_gap]
+    if big.empty:
+        return []
+    parts = [
+        f"{lo:.2f}–{hi:.2f} at {size} px" if hi - lo >= 0.005 else f"{hi:.2f} at {size} px"
+        for size, (lo, hi) in big.iterrows()
+    ]
+    return [
+        f"Train − validation gap of {metric} at the cells' own epochs (cell means): "
+        f"{'; '.join(parts)}. A gap this size means the model fits its training images "
+        "much better than unseen ones."
+    ]
 
 
 def _scaling_sentence(tables: ReportTables) -> list[str]:
@@ -226,8 +262,9 @@ def summarize(data: RunData, tables: ReportTables) -> list[str]:
     if len(cells):
         findings.append(_best_sentence(cells, metric))
     if len(tables.final):
-        findings += _importance_sentences(tables)
+        findings += _importance_sentences(tables, params)
     findings += _curve_sentences(tables, metric)
+    findings += _gap_sentence(tables, metric, params)
     findings += _scaling_sentence(tables)
     findings += _cost_sentence(tables, metric)
     few = int((cells["n"] < params.min_seeds).sum()) if len(cells) else 0

@@ -1,5 +1,6 @@
-"""The facts a report's header states about a study: grid, data, model, hardware, time,
-trial counts. Read from ``grid.yaml`` and the trials table; unknown facts are left out."""
+"""The facts a report's header states about a study: grid, data, evaluation, model,
+learning rate, hardware, time, trial counts. Read from ``grid.yaml``, ``baselines.json``
+and the trials table; unknown facts are left out, never guessed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 
 from analysis.load import FACTORS, RunData
 
-__all__ = ["study_facts"]
+__all__ = ["devices", "learning_rate", "study_facts"]
 
 
 def _levels(grid: dict[str, Any], trials: pd.DataFrame) -> str:
@@ -27,9 +28,31 @@ def _data(grid: dict[str, Any]) -> str | None:
     classes = data.get("num_classes")
     if classes is not None:
         parts.append("binary" if classes == 1 else f"{classes} classes")
-    if data.get("eval_size"):
-        parts.append(f"scored at {data['eval_size']} px")
     return ", ".join(parts)
+
+
+def _evaluation(data: RunData) -> str | None:
+    """Where every cell is scored: the split sizes, the resolution and the class shares."""
+    grid_data = data.grid.get("data") if isinstance(data.grid.get("data"), dict) else {}
+    base = data.baselines
+    size = base.eval_size if base and base.eval_size else grid_data.get("eval_size")
+    if size is None and isinstance(data.grid.get("factors"), dict):
+        size = max(data.grid["factors"].get("image_size") or [0]) or None
+    parts = []
+    if base and "val" in base.splits:
+        val = base.splits["val"]
+        text = f"{val.images} validation images"
+        shares = val.class_shares
+        if len(shares) == 2:
+            text += f" ({shares[1]:.0%} foreground pixels)"
+        parts.append(text)
+    elif grid_data.get("val_size"):
+        parts.append(f"{grid_data['val_size']} validation images")
+    if base and "test" in base.splits:
+        parts.append(f"{base.splits['test'].images} test images (never selected on)")
+    if size:
+        parts.append(f"scored at {size} px")
+    return ", ".join(parts) or None
 
 
 def _model(grid: dict[str, Any]) -> str | None:
@@ -39,25 +62,50 @@ def _model(grid: dict[str, Any]) -> str | None:
     options = ", ".join(f"{k} {v}" for k, v in model.items() if k != "name")
     text = f"{model.get('name', '?')}" + (f" ({options})" if options else "")
     if isinstance(train, dict):
-        text += (
-            f"; {train.get('optimizer', '?')} lr {train.get('lr', '?')}, {train.get('loss', '?')}"
-        )
+        text += f"; {train.get('optimizer', '?')}, {train.get('loss', '?')} loss"
     return text
+
+
+def learning_rate(grid: dict[str, Any]) -> str | None:
+    """``lr 0.003 for every batch size`` or how it scales with the batch size."""
+    train = grid.get("train")
+    if not isinstance(train, dict) or train.get("lr") is None:
+        return None
+    text = f"{train['lr']:g}" if isinstance(train["lr"], int | float) else str(train["lr"])
+    if train.get("lr_scaling") == "linear":
+        base = train.get("lr_base_batch") or "the smallest batch size"
+        text += f" × batch_size / {base} (linear scaling)"
+    else:
+        text += " for every batch size (no scaling)"
+    schedule = train.get("schedule")
+    if schedule and schedule != "constant":
+        text += f", {schedule} schedule"
+    return text
+
+
+def devices(trials: pd.DataFrame) -> list[str]:
+    """The devices the trials actually trained on, as recorded (empty when not recorded)."""
+    if "device" not in trials.columns:
+        return []
+    return sorted(str(d) for d in trials["device"].dropna().unique())
 
 
 def _hardware(grid: dict[str, Any], trials: pd.DataFrame) -> str | None:
     parts = []
+    used = devices(trials)
+    parts.append(", ".join(used) if used else "device not recorded")
     res = grid.get("resources")
     if isinstance(res, dict):
-        gpu = res.get("use_gpu", "auto")
-        parts.append(f"{res.get('workers_per_trial', 1)} worker(s) per trial, GPU {gpu}")
+        parts.append(f"{res.get('workers_per_trial', 1)} worker(s) per trial")
     nodes = trials["node_id"].dropna().nunique() or trials["node_ip"].dropna().nunique()
     if nodes:
         parts.append(f"{nodes} node(s)")
     peak = trials["peak_mem_mb"].max()
     if pd.notna(peak):
-        parts.append(f"peak memory {peak:.0f} MB")
-    return ", ".join(parts) or None
+        gpu_only = bool(used) and all(d.startswith("cuda") for d in used)
+        what = "peak GPU memory allocated" if gpu_only else "peak process memory (RSS)"
+        parts.append(f"{what} {peak:.0f} MB")
+    return ", ".join(parts)
 
 
 def _duration(seconds: float) -> str:
@@ -91,7 +139,9 @@ def study_facts(data: RunData, cells: int, seeds: int) -> list[tuple[str, str]]:
         ("study", data.location),
         ("metric", data.metric),
         ("data", _data(grid)),
+        ("evaluation", _evaluation(data)),
         ("model", _model(grid)),
+        ("learning rate", learning_rate(grid)),
         ("hardware", _hardware(grid, trials)),
         ("time", _time(trials)),
         ("trials", status or "none"),

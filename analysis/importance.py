@@ -1,5 +1,6 @@
 """Factor importance: each ANOVA term's ω² (the share of the metric's variance it
-explains) as a bar, with its bootstrap interval over seeds."""
+explains) as a bar, with its bootstrap interval from resampling training runs (a run's
+trials together, so trials read off one run are not counted as independent)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ MAX_TERMS = 12
 
 
 def importance_table(final: pd.DataFrame, params: Params = DEFAULT_PARAMS) -> pd.DataFrame:
-    """``term, omega_sq, ci_low, ci_high, p_value`` for every ANOVA term, largest first."""
+    """``term, omega_sq, ci_low, ci_high, p_value`` for every ANOVA term, largest first;
+    ``p_value`` from the term's stratum (between or within training runs, see
+    :func:`analysis.anova.anova_table`)."""
     return omega_sq_bootstrap(final, anova_table(final), "final", params)
 
 
@@ -41,7 +44,11 @@ def _get_importance_plot(info: pd.DataFrame, metric: str, total: int, level: flo
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel(f"ω² (share of the variance of final {metric})")
     shown = f", top {len(info)} of {total} terms" if total > len(info) else ""
-    why = f"whiskers: {level:.0%} bootstrap over seeds" if has_ci.any() else "no interval: one seed"
+    why = (
+        f"whiskers: {level:.0%} bootstrap over training runs"
+        if has_ci.any()
+        else "no interval: one seed"
+    )
     ax.set_title(
         f"factor importance{shown}\nblue: p < 0.05, grey: not significant; {why}", fontsize=9
     )

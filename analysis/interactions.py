@@ -13,12 +13,24 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from analysis.figures import NO_INTERVAL_NOTE, draw_levels, panel_grid, spread_levels
-from analysis.load import RunData, varying_factors
+from analysis.baselines import Baselines
+from analysis.figures import (
+    NO_INTERVAL_NOTE,
+    BaselineLine,
+    baseline_lines,
+    draw_baselines,
+    draw_levels,
+    level_values,
+    panel_grid,
+    shared_ylim,
+    single_level_note,
+    spread_levels,
+)
+from analysis.load import FACTORS, RunData, varying_factors
 from analysis.params import DEFAULT_PARAMS, Params
-from analysis.stats import seed_mean_intervals
+from analysis.stats import metric_bounds, seed_mean_intervals
 
-__all__ = ["PairInfo", "plot_interactions"]
+__all__ = ["InteractionsInfo", "PairInfo", "plot_interactions"]
 
 MAX_LINES = 6  # hue levels drawn per panel; more are thinned evenly
 
@@ -38,7 +50,31 @@ class PairInfo:
         return self.table.pivot(index=self.hue, columns=self.x, values="mean")
 
 
-def _get_interaction_info(final: pd.DataFrame, params: Params = DEFAULT_PARAMS) -> list[PairInfo]:
+@dataclass(frozen=True)
+class InteractionsInfo:
+    """A panel per pair of factors with two or more levels (``pairs``, iterated over by
+    ``for``); ``single_level``: the factors with one level (and that level), in no pair;
+    ``ylim``: the y-range every line panel shares; ``baselines``: the trivial scores."""
+
+    metric: str
+    pairs: list[PairInfo]
+    single_level: dict[str, object]
+    ylim: tuple[float, float]
+    baselines: tuple[BaselineLine, ...] = ()
+
+    def __iter__(self):
+        return iter(self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def _get_interaction_info(
+    final: pd.DataFrame,
+    params: Params = DEFAULT_PARAMS,
+    baselines: Baselines | None = None,
+    metric: str = "val_iou",
+) -> InteractionsInfo:
     """One :class:`PairInfo` per pair of factors with at least two levels.
 
     The factor with more levels goes on the x axis; the other draws the lines.
@@ -46,13 +82,26 @@ def _get_interaction_info(final: pd.DataFrame, params: Params = DEFAULT_PARAMS) 
     pairs = []
     for a, b in combinations(varying_factors(final), 2):
         x, hue = (b, a) if final[b].nunique() > final[a].nunique() else (a, b)
-        table, seeds = seed_mean_intervals(final, [x, hue], params)
+        bounds = metric_bounds(metric)
+        table, seeds = seed_mean_intervals(final, [x, hue], params, bounds=bounds)
         pairs.append(PairInfo(x, hue, table, seeds))
-    return pairs
+    varying = varying_factors(final)
+    single = {
+        f: final[f].dropna().iloc[0]
+        for f in FACTORS
+        if f in final.columns and f not in varying and final[f].notna().any()
+    }
+    lines = baseline_lines(baselines, metric)
+    values = []
+    for p in pairs:
+        for h, group in p.table.groupby(p.hue):
+            values += level_values(group, p.seeds[p.seeds[p.hue] == h])
+    return InteractionsInfo(metric, pairs, single, shared_ylim(values, lines), lines)
 
 
-def _get_interaction_plot(pairs: list[PairInfo], metric: str) -> Figure:
-    """A panel per pair: metric against the x factor, a line and a band per hue level."""
+def _get_interaction_plot(pairs: InteractionsInfo, metric: str) -> Figure:
+    """A panel per pair: metric against the x factor, a line and a band per hue level,
+    every panel on the same y-range."""
     fig, axes = panel_grid(len(pairs), 3, 4.4, 3.3)
     thinned = False
     for ax, pair in zip(axes, pairs, strict=True):
@@ -69,23 +118,33 @@ def _get_interaction_plot(pairs: list[PairInfo], metric: str) -> Figure:
         ax.set_xlabel(pair.x)
         ax.set_ylabel(metric)
         ax.set_title(f"{pair.x} × {pair.hue}", fontsize=10)
+        ax.set_ylim(*pairs.ylim)
+        draw_baselines(ax, pairs.baselines)
         ax.legend(title=pair.hue, fontsize=7, title_fontsize=7, ncols=2)
     title = f"interactions: mean {metric}, band = interval over seeds"
     if thinned:
         title += f"; at most {MAX_LINES} evenly spread levels drawn per panel"
     if any(p.table["ci_low"].isna().any() for p in pairs):
         title += f"\n{NO_INTERVAL_NOTE}"
+    if pairs.single_level:
+        title += f"\n{single_level_note(pairs.single_level)}"
+    if pairs.baselines:
+        title += "\ndashed: trivial predictors' scores"
     fig.suptitle(title, fontsize=10)
     return fig
 
 
-def _get_heatmap_plot(pairs: list[PairInfo], metric: str) -> Figure:
-    """A heatmap of the mean metric per pair of factor levels."""
+def _get_heatmap_plot(pairs: InteractionsInfo, metric: str) -> Figure:
+    """A heatmap of the mean metric per pair of factor levels, one colour scale for all."""
     fig, axes = panel_grid(len(pairs), 3, 4.4, 3.5)
+    vmin = min((p.table["mean"].min() for p in pairs), default=None)
+    vmax = max((p.table["mean"].max() for p in pairs), default=None)
     for ax, pair in zip(axes, pairs, strict=True):
         grid = pair.heatmap()
         sns.heatmap(
             grid,
+            vmin=vmin,
+            vmax=vmax,
             annot=grid.size <= 64,
             fmt=".2f",
             cmap="viridis",
@@ -94,11 +153,13 @@ def _get_heatmap_plot(pairs: list[PairInfo], metric: str) -> Figure:
             annot_kws={"fontsize": 7},
         )
         ax.set_title(f"mean {metric}: {pair.hue} × {pair.x}", fontsize=10)
+    if pairs.single_level:
+        fig.suptitle(single_level_note(pairs.single_level), fontsize=10)
     return fig
 
 
 def plot_interactions(run: RunData, kind: str = "lines") -> Figure:
     """Interaction plots (``kind="lines"``) or heatmaps (``"heatmap"``) for every pair."""
-    pairs = _get_interaction_info(run.final, run.params)
+    pairs = _get_interaction_info(run.final, run.params, run.baselines, run.metric)
     draw = _get_heatmap_plot if kind == "heatmap" else _get_interaction_plot
     return draw(pairs, run.metric)

@@ -1,10 +1,12 @@
 """Learning curves of a selection of cells, every seed drawn, with the plateau (▼) marked
-on the validation-metric curve and the overfitting onset (✕) on the validation-loss
-curve of the seed they were computed from.
+on the validation-metric curve and the confirmed overfitting onset (✕) on the
+validation-loss curve of the seed they were computed from.
 
 Cells that differ only in ``epochs`` share one training run, so only the longest cell of
-each run is a candidate; with more runs than panels, the cells named first (the
-recommended, best and worst cells) are shown, then the best of the rest.
+each run is a candidate, and its panel marks the epochs the run's shorter cells are read
+at (a dotted line, "ep8 cell"); with more runs than panels, the cells named first (the
+recommended, best and worst cells) are shown, then the best of the rest. The trivial
+predictors' validation scores are dashed lines on the metric panels.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from analysis.figures import panel_grid
+from analysis.baselines import Baselines
+from analysis.figures import BaselineLine, baseline_lines, draw_baselines, panel_grid
 from analysis.load import RunData
 from analysis.overfitting import overfitting_table
 from analysis.plateau import plateau_table
@@ -30,20 +33,25 @@ MAX_PANELS = 12
 
 @dataclass(frozen=True)
 class CurvePanel:
-    """One cell: its per-seed ``curves`` (seed, epoch and the series) and its ``marks``:
+    """One cell: its per-seed ``curves`` (seed, epoch and the series), its ``marks``:
     per seed and kind (``plateau`` on ``val_<metric>``, ``onset`` on ``val_loss``) the
-    epoch and the value of that seed's curve there."""
+    epoch and the value of that seed's curve there, and ``cell_epochs``: the epochs at
+    which the other, shorter cells of its training run are read."""
 
     cell_id: str
     curves: pd.DataFrame
     marks: pd.DataFrame
+    cell_epochs: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class CurvesInfo:
+    """``baselines``: the trivial predictors' validation scores on the metric."""
+
     metric: str
     panels: list[CurvePanel]
     candidates: int
+    baselines: tuple[BaselineLine, ...] = ()
 
 
 def _longest_per_run(curves: pd.DataFrame) -> pd.Series:
@@ -61,22 +69,31 @@ def _get_learning_curves_info(
     metric: str,
     priority: Sequence[str] = (),
     limit: int = MAX_PANELS,
+    baselines: Baselines | None = None,
 ) -> CurvesInfo:
     """Panels for up to ``limit`` cells, each the longest cell of its training run: those
-    of the ``priority`` cells first, in that order, then the rest by cell id."""
+    of the ``priority`` cells first, in that order, then the rest by cell id.
+
+    The plateau is the run's (``run_plateau_epoch`` of the per-run plateau table, else
+    ``plateau_epoch``); the onset is ``overfit_epoch``, which holds confirmed onsets only
+    (an unconfirmed one is in ``unconfirmed_onset_epoch`` and is not marked).
+    """
+    val = f"val_{metric.removeprefix('val_').removeprefix('train_')}"
+    lines = baseline_lines(baselines, val)
     if curves.empty:
-        return CurvesInfo(metric, [], 0)
+        return CurvesInfo(metric, [], 0, lines)
     longest = _longest_per_run(curves)
+    epochs_of = curves.groupby("cell_id")["epochs"].first()
     candidates = list(dict.fromkeys(longest))
     order = [longest[c] for c in priority if c in longest.index] + sorted(candidates)
     chosen = list(dict.fromkeys(order))[:limit]
-    val = f"val_{metric.removeprefix('val_')}"
+    plateau_col = "run_plateau_epoch" if "run_plateau_epoch" in plateau.columns else "plateau_epoch"
     panels = []
     for cell_id in chosen:
         c = curves[curves["cell_id"] == cell_id].sort_values(["seed", "epoch"])
         marks = []
         for kind, table, col, series in (
-            ("plateau", plateau, "plateau_epoch", val),
+            ("plateau", plateau, plateau_col, val),
             ("onset", overfitting, "overfit_epoch", "val_loss"),
         ):
             if series not in c.columns:
@@ -90,8 +107,11 @@ def _get_learning_curves_info(
             if marks
             else pd.DataFrame(columns=["seed", "epoch", "value", "kind", "series"])
         )
-        panels.append(CurvePanel(cell_id, c.reset_index(drop=True), marks_df))
-    return CurvesInfo(metric, panels, len(candidates))
+        own = int(epochs_of[cell_id])
+        shorter = {int(epochs_of[k]) for k in longest.index[longest == cell_id]} - {own}
+        panel = CurvePanel(cell_id, c.reset_index(drop=True), marks_df, tuple(sorted(shorter)))
+        panels.append(panel)
+    return CurvesInfo(metric, panels, len(candidates), lines)
 
 
 def _get_learning_curves_plot(info: CurvesInfo, kind: str = "metric") -> Figure:
@@ -113,6 +133,12 @@ def _get_learning_curves_plot(info: CurvesInfo, kind: str = "metric") -> Figure:
         for m in marks.itertuples():
             ax.plot([m.epoch], [m.value], ls="", marker="v" if mark_kind == "plateau" else "X",
                     ms=8, color=palette[m.seed], mec="black")  # fmt: skip
+        for epoch in panel.cell_epochs:
+            ax.axvline(epoch, color="0.45", ls=":", lw=0.9)
+            ax.text(epoch, 0.98, f"ep{epoch} cell", transform=ax.get_xaxis_transform(),
+                    rotation=90, ha="right", va="top", fontsize=6, color="0.35")  # fmt: skip
+        if kind != "loss":
+            draw_baselines(ax, info.baselines, suffix=" (val)")
         ax.set_title(panel.cell_id, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_ylabel(name, fontsize=8)
@@ -125,6 +151,8 @@ def _get_learning_curves_plot(info: CurvesInfo, kind: str = "metric") -> Figure:
         Line2D([], [], color="gray", ls="", mec="black", label=mark_kind,
                marker="v" if mark_kind == "plateau" else "X"),
     ]  # fmt: skip
+    if kind != "loss" and info.baselines:
+        handles.append(Line2D([], [], color="0.35", ls="--", lw=0.9, label="trivial (val)"))
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), fontsize=8)
     shown = len(info.panels)
     scope = f"{shown} of {info.candidates} training runs" if shown < info.candidates else "all runs"
@@ -135,7 +163,8 @@ def _get_learning_curves_plot(info: CurvesInfo, kind: str = "metric") -> Figure:
 
 
 def plot_learning_curves(run: RunData, kind: str = "metric", cells: Sequence[str] = ()) -> Figure:
-    """Learning curves of ``run`` (``kind`` ``metric`` or ``loss``); ``cells`` first."""
+    """Learning curves of ``run`` (``kind`` ``metric`` or ``loss``); ``cells`` first; the
+    trivial predictors' validation scores on the metric panels."""
     metric = run.metric if run.metric in run.curves.columns else "val_iou"
     info = _get_learning_curves_info(
         run.curves,
@@ -143,5 +172,6 @@ def plot_learning_curves(run: RunData, kind: str = "metric", cells: Sequence[str
         overfitting_table(run.curves, metric, run.params),
         metric,
         list(cells),
+        baselines=run.baselines,
     )
     return _get_learning_curves_plot(info, kind)

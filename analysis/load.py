@@ -30,6 +30,7 @@ __all__ = [
     "RunData",
     "final_metrics",
     "load",
+    "split_runs",
     "split_trials",
     "varying_factors",
 ]
@@ -151,6 +152,24 @@ def split_trials(curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, np.n
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else codes
     heads = curves.iloc[starts][[*TRIAL_KEY, *FACTORS]].reset_index(drop=True)
     return curves, heads, np.r_[starts, len(curves)].astype(int)
+
+
+def split_runs(
+    curves: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """:func:`split_trials` plus each trial's training run: ``heads`` gains a
+    ``training_run`` column (``<cell_id>_s<seed>``, the trial alone, where the curves
+    name none) and ``longest[i]`` is the trial that holds trial ``i``'s whole run curve
+    (the run's trial with the most epochs; shorter trials' curves are its first epochs).
+    """
+    curves, heads, bounds = split_trials(curves)
+    named = curves["training_run"] if "training_run" in curves.columns else None
+    runs = pd.Series([None] * len(heads) if named is None else named.to_numpy()[bounds[:-1]])
+    alone = heads["cell_id"].astype(str) + "_s" + heads["seed"].astype(str)
+    heads = heads.assign(training_run=runs.where(runs.notna(), alone).to_numpy())
+    length = pd.Series(np.diff(bounds))
+    longest = length.groupby(heads["training_run"].to_numpy()).idxmax()
+    return curves, heads, bounds, heads["training_run"].map(longest).to_numpy(int)
 
 
 def _read_parquet(files: StudyFiles, rel: str) -> pd.DataFrame:

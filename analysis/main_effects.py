@@ -8,12 +8,23 @@ from dataclasses import dataclass
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.figures import NO_INTERVAL_NOTE, draw_levels, panel_grid
+from analysis.baselines import Baselines
+from analysis.figures import (
+    NO_INTERVAL_NOTE,
+    BaselineLine,
+    baseline_lines,
+    draw_baselines,
+    draw_levels,
+    level_values,
+    panel_grid,
+    shared_ylim,
+    single_level_note,
+)
 from analysis.load import FACTORS, RunData
 from analysis.params import DEFAULT_PARAMS, Params
-from analysis.stats import seed_mean_intervals
+from analysis.stats import metric_bounds, seed_mean_intervals
 
-__all__ = ["EffectInfo", "main_effects_table", "plot_main_effects"]
+__all__ = ["EffectInfo", "MainEffectsInfo", "main_effects_table", "plot_main_effects"]
 
 
 @dataclass(frozen=True)
@@ -26,47 +37,85 @@ class EffectInfo:
     seeds: pd.DataFrame
 
 
+@dataclass(frozen=True)
+class MainEffectsInfo:
+    """A panel per factor with two or more levels (``effects``, iterated over by ``for``);
+    ``single_level``: the other factors and their one level, named instead of drawn;
+    ``ylim``: the y-range every panel shares; ``baselines``: the trivial scores drawn."""
+
+    metric: str
+    effects: list[EffectInfo]
+    single_level: dict[str, object]
+    ylim: tuple[float, float]
+    baselines: tuple[BaselineLine, ...] = ()
+
+    def __iter__(self):
+        return iter(self.effects)
+
+    def __len__(self) -> int:
+        return len(self.effects)
+
+
 def _get_main_effects_info(
-    final: pd.DataFrame, params: Params = DEFAULT_PARAMS
-) -> list[EffectInfo]:
-    """One :class:`EffectInfo` per factor in ``final`` (single-level factors included, so
-    every factor of the grid is shown)."""
+    final: pd.DataFrame,
+    params: Params = DEFAULT_PARAMS,
+    baselines: Baselines | None = None,
+    metric: str = "val_iou",
+) -> MainEffectsInfo:
+    """An :class:`EffectInfo` per factor of ``final`` with two or more levels, one shared
+    y-range and the trivial predictors' scores on ``metric``."""
     infos = []
     for factor in FACTORS:
         if factor in final.columns and final[factor].notna().any():
-            table, seeds = seed_mean_intervals(final, [factor], params)
+            bounds = metric_bounds(metric)
+            table, seeds = seed_mean_intervals(final, [factor], params, bounds=bounds)
             infos.append(EffectInfo(factor, table, seeds))
-    return infos
+    shown = [i for i in infos if len(i.table) > 1]
+    single = {i.factor: i.table[i.factor].iloc[0] for i in infos if len(i.table) == 1}
+    lines = baseline_lines(baselines, metric)
+    values = [v for i in shown for v in level_values(i.table, i.seeds)]
+    return MainEffectsInfo(metric, shown, single, shared_ylim(values, lines), lines)
 
 
-def main_effects_table(final: pd.DataFrame, params: Params = DEFAULT_PARAMS) -> pd.DataFrame:
-    """Long table of every factor's level means: ``factor, level, n, mean, ci_low, ci_high``."""
+def main_effects_table(
+    final: pd.DataFrame, params: Params = DEFAULT_PARAMS, metric: str = "val_iou"
+) -> pd.DataFrame:
+    """Long table of the level means of every factor with two or more levels: ``factor,
+    level, n, mean, std, ci_low, ci_high``."""
     rows = [
         info.table.rename(columns={info.factor: "level"}).assign(factor=info.factor)
-        for info in _get_main_effects_info(final, params)
+        for info in _get_main_effects_info(final, params, metric=metric)
     ]
     columns = ["factor", "level", "n", "mean", "std", "ci_low", "ci_high"]
     return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
 
 
-def _get_main_effects_plot(infos: list[EffectInfo], metric: str) -> Figure:
-    fig, axes = panel_grid(len(infos), 4, 3.4, 2.9)
-    for ax, info in zip(axes, infos, strict=True):
+def _get_main_effects_plot(infos: MainEffectsInfo, metric: str) -> Figure:
+    fig, axes = panel_grid(max(len(infos), 1), 4, 3.4, 2.9)
+    for ax, info in zip(axes, infos, strict=False):
         levels = sorted(info.table[info.factor])
         positions = {lvl: i for i, lvl in enumerate(levels)}
         draw_levels(ax, info.table, info.seeds, info.factor, positions, "tab:blue")
         ax.set_xticks(range(len(levels)), [str(v) for v in levels], fontsize=8)
         ax.set_xlabel(info.factor)
         ax.set_title(f"{info.factor}", fontsize=10)
-    if axes:
-        axes[0].set_ylabel(f"mean {metric}")
+        ax.set_ylim(*infos.ylim)
+        draw_baselines(ax, infos.baselines)
+    axes[0].set_ylabel(f"mean {metric}")
+    if not len(infos):
+        axes[0].set_axis_off()
     title = f"main effects on {metric}: mean over the other factors, band = interval over seeds"
     if any(info.table["ci_low"].isna().any() for info in infos):
         title += f"\n{NO_INTERVAL_NOTE}"
+    if infos.single_level:
+        title += f"\n{single_level_note(infos.single_level)}"
+    if infos.baselines:
+        title += "\ndashed: trivial predictors' scores"
     fig.suptitle(title, fontsize=10)
     return fig
 
 
 def plot_main_effects(run: RunData) -> Figure:
     """Main-effect plots of ``run``'s final metric for every factor."""
-    return _get_main_effects_plot(_get_main_effects_info(run.final, run.params), run.metric)
+    info = _get_main_effects_info(run.final, run.params, run.baselines, run.metric)
+    return _get_main_effects_plot(info, run.metric)

@@ -9,6 +9,12 @@ below the minimum it rose from; since that minimum is the lowest value up to the
 this holds exactly for rises after the curve's overall minimum. Rises before it are
 *transient*: the curve came back down and set a new minimum. They are counted, not
 reported as onsets (``Params.onset_rule`` states this in the report).
+
+An onset is a property of the *training run*: it is found on the run's whole recorded
+curve and a cell read off the run at its own epoch shows it only once it has happened.
+An onset the run cannot confirm (fewer than ``Params.onset_confirm`` later epochs, or a
+median GL over them at or below the threshold) is *unconfirmed*: reported apart, not as
+an onset, since a rise in the last epoch or two may be noise.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.load import FACTORS, split_trials
+from analysis.load import FACTORS, split_runs
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import higher_is_better
 
@@ -31,9 +37,15 @@ __all__ = [
 ]
 
 OVERFITTING_COLUMNS: list[str] = [
-    "cell_id", *FACTORS, "seed", "val_min_epoch", "overfit_epoch", "transient_rises", "gl_max",
-    "gl_final", "progress_final", "train_val_gap", "best_minus_last",
+    "cell_id", *FACTORS, "seed", "training_run", "trial_epoch", "val_min_epoch",
+    "overfit_epoch", "unconfirmed_onset_epoch", "run_overfit_epoch", "transient_rises",
+    "gl_max", "gl_final", "progress_final", "train_val_gap", "best_minus_last",
 ]  # fmt: skip
+_INT_COLUMNS = (
+    "trial_epoch", "val_min_epoch", "overfit_epoch", "unconfirmed_onset_epoch",
+    "run_overfit_epoch",
+)  # fmt: skip
+_NUMBERS = OVERFITTING_COLUMNS[OVERFITTING_COLUMNS.index("trial_epoch") :]
 
 
 def generalization_loss(val_loss: np.ndarray) -> np.ndarray:
@@ -53,78 +65,97 @@ def training_progress(train_loss: np.ndarray, k: int = 5) -> np.ndarray:
 
 @dataclass(frozen=True)
 class OnsetResult:
-    """``index``: the 0-based onset, ``None`` if none; ``transient_rises``: rises above the
-    threshold that later returned below the minimum they rose from."""
+    """``index``: the 0-based onset, ``None`` if none; ``confirmed``: the curve has at
+    least ``onset_confirm`` epochs after it and their median GL stays above the threshold;
+    ``transient_rises``: rises above the threshold that later returned below the minimum
+    they rose from, starting at the 0-based ``transient_starts``."""
 
     index: int | None
     transient_rises: int
+    confirmed: bool = False
+    transient_starts: tuple[int, ...] = ()
 
 
 def overfit_onset(
     train_loss: np.ndarray, val_loss: np.ndarray, params: Params = DEFAULT_PARAMS
 ) -> OnsetResult:
     """The first epoch after the validation minimum with GL > ``params.gl_alpha`` while
-    the training loss is still below its value at that minimum.
+    the training loss is still below its value at that minimum, and whether the epochs
+    after it confirm it.
 
     The second condition tells overfitting (training still improves while validation
     worsens) from a run that degrades on both.
     """
     train_loss = np.asarray(train_loss, dtype=float)
     val_loss = np.asarray(val_loss, dtype=float)
-    above = generalization_loss(val_loss) > params.gl_alpha
+    gl = generalization_loss(val_loss)
+    above = gl > params.gl_alpha
     lowest = int(np.nanargmin(val_loss))
     starts = np.flatnonzero(above & ~np.r_[False, above[:-1]])
-    transient = int((starts < lowest).sum())
+    transient = tuple(int(t) for t in starts[starts < lowest])
     after = np.arange(len(val_loss)) > lowest
     onset = np.flatnonzero(above & after & (train_loss < train_loss[lowest]))
-    return OnsetResult(int(onset[0]) if len(onset) else None, transient)
+    if not len(onset):
+        return OnsetResult(None, len(transient), False, transient)
+    later = gl[onset[0] + 1 :]
+    confirmed = len(later) >= params.onset_confirm and np.nanmedian(later) > params.gl_alpha
+    return OnsetResult(int(onset[0]), len(transient), bool(confirmed), transient)
 
 
 def overfitting_table(
     curves: pd.DataFrame, metric: str = "val_iou", params: Params = DEFAULT_PARAMS
 ) -> pd.DataFrame:
-    """One row per (cell, seed) with both losses.
+    """One row per (cell, seed) with both losses; onsets from its training run's curve.
 
-    Columns: ``val_min_epoch``, ``overfit_epoch`` (null if none), ``transient_rises``,
-    ``gl_max``, ``gl_final``, ``progress_final`` (P_k at the last epoch),
-    ``train_val_gap`` (final train − validation ``metric``, when the train curve exists)
-    and ``best_minus_last`` (best − last ``metric``: what stopping at the best epoch
-    would have kept).
+    Run columns: ``training_run`` and ``run_overfit_epoch`` (the run's confirmed onset,
+    whatever the trial's epoch). At the trial's own epoch ``trial_epoch``:
+    ``overfit_epoch`` (the run's confirmed onset when it is at or before it, else null),
+    ``unconfirmed_onset_epoch`` (likewise for an onset the run does not confirm),
+    ``transient_rises`` (the run's transient rises begun by then), ``val_min_epoch``,
+    ``gl_max``, ``gl_final``, ``progress_final`` (P_k at the trial's epoch),
+    ``train_val_gap`` (train − validation ``metric`` there, when the train curve
+    exists) and ``best_minus_last`` (best − last ``metric`` over its epochs: what
+    stopping at the best epoch would have kept).
     """
-    empty = pd.DataFrame(columns=OVERFITTING_COLUMNS).astype({"overfit_epoch": "Int64"})
+    empty = pd.DataFrame(columns=OVERFITTING_COLUMNS).astype(dict.fromkeys(_INT_COLUMNS, "Int64"))
     if curves.empty:
         return empty
     curves = curves.dropna(subset=["val_loss", "train_loss"])
     if curves.empty:
         return empty
-    curves, heads, bounds = split_trials(curves)
-    epochs = curves["epoch"].to_numpy()
+    curves, heads, bounds, longest = split_runs(curves)
+    epochs = curves["epoch"].to_numpy(float)
     train, val = curves["train_loss"].to_numpy(float), curves["val_loss"].to_numpy(float)
     nan = np.full(len(curves), np.nan)
     score = curves[metric].to_numpy(float) if metric in curves.columns else nan
     train_metric = metric.replace("val_", "train_", 1)
     train_score = curves[train_metric].to_numpy(float) if train_metric in curves else nan
     pick = np.nanmax if higher_is_better(metric) else np.nanmin
-    rows = np.full((len(heads), 8), np.nan)
-    for i in range(len(heads)):
-        lo, hi = bounds[i], bounds[i + 1]
+    runs = {
+        j: overfit_onset(train[bounds[j] : bounds[j + 1]], val[bounds[j] : bounds[j + 1]], params)
+        for j in np.unique(longest)
+    }
+    rows = np.full((len(heads), len(_NUMBERS)), np.nan)
+    for i, j in enumerate(longest):
+        lo, hi, run = bounds[i], bounds[i + 1], runs[j]
+        at = epochs[bounds[j] + run.index] if run.index is not None else np.nan
         gl = generalization_loss(val[lo:hi])
-        onset = overfit_onset(train[lo:hi], val[lo:hi], params)
         s = score[lo:hi]
         best = pick(s) if not np.isnan(s).all() else np.nan
         rows[i] = (
+            epochs[hi - 1],
             epochs[lo + int(np.nanargmin(val[lo:hi]))],
-            epochs[lo + onset.index] if onset.index is not None else np.nan,
-            onset.transient_rises,
+            at if run.confirmed and at <= epochs[hi - 1] else np.nan,
+            at if not run.confirmed and at <= epochs[hi - 1] else np.nan,
+            at if run.confirmed else np.nan,
+            sum(t < hi - lo for t in run.transient_starts),
             np.nanmax(gl),
             gl[-1],
             training_progress(train[lo:hi], params.progress_k)[-1],
             train_score[hi - 1] - s[-1],
             abs(best - s[-1]),
         )
-    out = heads.copy()
-    for j, col in enumerate(OVERFITTING_COLUMNS[6:]):
-        out[col] = rows[:, j]
+    out = pd.concat([heads, pd.DataFrame(rows, columns=_NUMBERS)], axis=1)
     return out[OVERFITTING_COLUMNS].astype(
-        {"val_min_epoch": "Int64", "overfit_epoch": "Int64", "transient_rises": int}
+        {**dict.fromkeys(_INT_COLUMNS, "Int64"), "transient_rises": int}
     )

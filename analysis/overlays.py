@@ -4,8 +4,14 @@ over the input, for a few cells, from the files the runner writes.
 ``predictions/examples.npz`` holds the fixed validation images (``image``, uint8
 N×E×E×3) and their labels (``truth``, uint8 N×E×E, 0 = background); a trial row's
 ``predictions`` column names an npz whose ``pred`` holds its predicted labels of the
-same images at the cell's own epoch. Foreground is any label but 0: a pixel of the
-wrong foreground class counts as a false positive.
+same images at the cell's own epoch. Foreground is any label but 0 and the study's
+``ignore_index`` (grid ``data.ignore_index``; 255 for torchvision sources): a pixel of
+the wrong foreground class counts as a false positive, and an ignored pixel (a border,
+void) is left unpainted and out of every count, as the metrics leave it out.
+
+Each row is captioned with the report's metric for the trial shown, at the trial's
+epoch (its ``final`` value); the per-image number is that image's foreground IoU and is
+labelled so: it is not the metric the report ranks cells by.
 """
 
 from __future__ import annotations
@@ -23,7 +29,15 @@ from analysis.cells import cells_table
 from analysis.load import FACTORS, RunData, StudyFiles
 from gridrun.layout import EXAMPLES_FILE
 
-__all__ = ["COLORS", "OverlayInfo", "OverlayRow", "overlay", "plot_overlays"]
+__all__ = [
+    "COLORS",
+    "OverlayInfo",
+    "OverlayRow",
+    "foreground_iou",
+    "grid_ignore_index",
+    "overlay",
+    "plot_overlays",
+]
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "TP": (0, 200, 0),
@@ -33,8 +47,17 @@ COLORS: dict[str, tuple[int, int, int]] = {
 OPACITY = 0.55
 
 
-def _masks(truth: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
-    fg_truth, fg_pred = truth > 0, pred > 0
+def grid_ignore_index(grid: dict) -> int | None:
+    """The mask value a study leaves out (``data.ignore_index`` of its resolved grid)."""
+    value = (grid.get("data") or {}).get("ignore_index")
+    return None if value is None else int(value)
+
+
+def _masks(
+    truth: np.ndarray, pred: np.ndarray, ignore_index: int | None = None
+) -> dict[str, np.ndarray]:
+    scored = truth != ignore_index if ignore_index is not None else np.ones(truth.shape, bool)
+    fg_truth, fg_pred = scored & (truth > 0), scored & (pred > 0)
     return {
         "TP": fg_truth & (pred == truth),
         "FP": fg_pred & (pred != truth),
@@ -42,17 +65,22 @@ def _masks(truth: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """``image`` (uint8 E×E×3) with TP, FP and FN pixels blended in :data:`COLORS`."""
+def overlay(
+    image: np.ndarray, truth: np.ndarray, pred: np.ndarray, ignore_index: int | None = None
+) -> np.ndarray:
+    """``image`` (uint8 E×E×3) with TP, FP and FN pixels blended in :data:`COLORS`;
+    pixels whose truth is ``ignore_index`` keep the input's colour."""
     out = image.astype(float).copy()
-    for name, mask in _masks(truth, pred).items():
+    for name, mask in _masks(truth, pred, ignore_index).items():
         out[mask] = (1 - OPACITY) * out[mask] + OPACITY * np.asarray(COLORS[name], dtype=float)
     return np.rint(out).astype(np.uint8)
 
 
-def foreground_iou(truth: np.ndarray, pred: np.ndarray) -> float:
-    """TP / (TP + FP + FN) over one image; NaN when neither has foreground."""
-    counts = {k: int(m.sum()) for k, m in _masks(truth, pred).items()}
+def foreground_iou(
+    truth: np.ndarray, pred: np.ndarray, ignore_index: int | None = None
+) -> float:
+    """TP / (TP + FP + FN) over one image's scored pixels; NaN when neither has foreground."""
+    counts = {k: int(m.sum()) for k, m in _masks(truth, pred, ignore_index).items()}
     total = counts["TP"] + counts["FP"] + counts["FN"]
     return counts["TP"] / total if total else float("nan")
 
@@ -60,7 +88,8 @@ def foreground_iou(truth: np.ndarray, pred: np.ndarray) -> float:
 @dataclass(frozen=True)
 class OverlayRow:
     """One cell's trial (the seed with the median final metric) and its overlays, or a
-    ``note`` saying why there are none."""
+    ``note`` saying why there are none. ``value`` is the trial's ``metric`` at its
+    ``epoch`` (what the report ranks by); ``ious`` the shown images' foreground IoU."""
 
     label: str
     cell_id: str
@@ -69,6 +98,17 @@ class OverlayRow:
     overlays: list[np.ndarray] = field(default_factory=list)
     ious: list[float] = field(default_factory=list)
     note: str = ""
+    metric: str = ""
+    value: float = float("nan")
+    epoch: int | None = None
+
+    @property
+    def caption(self) -> str:
+        """``val_miou 0.384 at epoch 8``: the trial's score in the report's metric."""
+        if not self.metric or not np.isfinite(self.value):
+            return ""
+        at = f" at epoch {self.epoch}" if self.epoch is not None else ""
+        return f"{self.metric} {self.value:.3f}{at}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +116,7 @@ class OverlayInfo:
     images: list[np.ndarray]
     rows: list[OverlayRow]
     note: str = ""
+    ignore_index: int | None = None
 
 
 def _npz(files: StudyFiles, rel: str) -> dict[str, np.ndarray] | None:
@@ -91,6 +132,8 @@ def _row(
     cell_id: str,
     final: pd.DataFrame,
     examples: tuple[np.ndarray, np.ndarray],
+    metric: str,
+    ignore_index: int | None,
 ) -> OverlayRow:
     trials = final[final["cell_id"] == cell_id].sort_values("final", kind="stable")
     if trials.empty:
@@ -98,7 +141,10 @@ def _row(
     trial = trials.iloc[(len(trials) - 1) // 2]
     levels = ", ".join(f"{f}={trial[f]}" for f in FACTORS)
     run_id, rel = str(trial["run_id"]), trial.get("predictions")
-    partial = OverlayRow(label, cell_id, levels, run_id)
+    epoch = int(trial["epochs"]) if pd.notna(trial.get("epochs")) else None
+    partial = OverlayRow(
+        label, cell_id, levels, run_id, metric=metric, value=float(trial["final"]), epoch=epoch
+    )
     if rel is None or pd.isna(rel):
         return replace(partial, note=f"trial {run_id} has no predictions.")
     found = _npz(files, str(rel))
@@ -111,21 +157,30 @@ def _row(
     triples = list(zip(images, truth, pred, strict=True))
     return replace(
         partial,
-        overlays=[overlay(i, t, p) for i, t, p in triples],
-        ious=[foreground_iou(t, p) for _, t, p in triples],
+        overlays=[overlay(i, t, p, ignore_index) for i, t, p in triples],
+        ious=[foreground_iou(t, p, ignore_index) for _, t, p in triples],
     )
 
 
 def _get_overlay_info(
-    files: StudyFiles, picks: list[tuple[str, str]], final: pd.DataFrame, max_images: int = 4
+    files: StudyFiles,
+    picks: list[tuple[str, str]],
+    final: pd.DataFrame,
+    max_images: int = 4,
+    metric: str = "val_iou",
+    ignore_index: int | None = None,
 ) -> OverlayInfo:
-    """Overlays of the first ``max_images`` examples for each (label, cell_id) pick."""
+    """Overlays of the first ``max_images`` examples for each (label, cell_id) pick, each
+    row captioned with its trial's ``metric``; ``ignore_index`` pixels left unpainted."""
     examples = _npz(files, EXAMPLES_FILE)
     if examples is None:
         return OverlayInfo([], [], f"no {EXAMPLES_FILE}: the study saved no example images.")
     images, truth = examples["image"][:max_images], examples["truth"][:max_images]
-    rows = [_row(files, label, cell, final, (images, truth)) for label, cell in picks]
-    return OverlayInfo(list(images), rows)
+    rows = [
+        _row(files, label, cell, final, (images, truth), metric, ignore_index)
+        for label, cell in picks
+    ]
+    return OverlayInfo(list(images), rows, ignore_index=ignore_index)
 
 
 def _get_overlay_plot(info: OverlayInfo) -> Figure:
@@ -142,15 +197,19 @@ def _get_overlay_plot(info: OverlayInfo) -> Figure:
         for j, (picture, iou) in enumerate(zip(row.overlays, row.ious, strict=True)):
             axes[i, j].imshow(picture)
             axes[i, j].set_title(
-                f"IoU {iou:.2f}" if np.isfinite(iou) else "no foreground", fontsize=8
+                f"this image's fg IoU {iou:.2f}" if np.isfinite(iou) else "no foreground",
+                fontsize=7,
             )
         name = "\n".join(textwrap.wrap(row.cell_id.replace("_", " "), 14))
-        axes[i, 0].set_ylabel(f"{row.label}\n{name}".strip(), fontsize=8)
+        axes[i, 0].set_ylabel(f"{row.label}\n{name}\n{row.caption}".strip(), fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
     handles = [Patch(color=np.asarray(c) / 255, label=name) for name, c in COLORS.items()]
-    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
+    if info.ignore_index is not None:
+        label = f"label {info.ignore_index} (ignored): unpainted"
+        handles.append(Patch(fc="none", ec="0.5", label=label))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
     return fig
 
 
@@ -161,4 +220,7 @@ def plot_overlays(run: RunData, cells: list[str] | None = None, max_images: int 
         picks = list(dict.fromkeys([("best", ranked[0]), ("worst", ranked[-1])] if ranked else []))
     else:
         picks = [("", c) for c in cells]
-    return _get_overlay_plot(_get_overlay_info(run.files, picks, run.final, max_images))
+    info = _get_overlay_info(
+        run.files, picks, run.final, max_images, run.metric, grid_ignore_index(run.grid)
+    )
+    return _get_overlay_plot(info)

@@ -9,17 +9,27 @@ not with a running best that a single noisy epoch could move, so noise below
 is not a plateau. The curve is smoothed by a *centred* moving median first: a centred
 window adds no lag, and a median (unlike a mean) removes a one-epoch spike and keeps a
 corner sharp, so a curve that rises and is flat from epoch 20 has its plateau at 20.
+
+A plateau is a property of a *training run*: trials that differ only in ``epochs``
+share one run, and the run's whole recorded curve decides. A cell read off the run at
+its own epoch has plateaued by then only if the run's plateau starts at or before it,
+so no trial is called plateaued while its run gains more than the rule allows later.
+An epoch where the smoothed curve sits at a trivial predictor's score (collapsed, see
+:mod:`analysis.collapse`) cannot start a plateau: flat at the floor is a stuck model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from analysis.load import split_trials
+from analysis.baselines import Baselines
+from analysis.collapse import collapsed_curve
+from analysis.load import FACTORS, split_runs
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import higher_is_better
 
@@ -28,11 +38,13 @@ __all__ = ["PlateauResult", "detect_plateau", "plateau_table", "smooth_centred"]
 
 @dataclass(frozen=True)
 class PlateauResult:
-    """``index`` is the 0-based position of the plateau's start; ``None`` if none."""
+    """``index`` is the 0-based position of the plateau's start; ``None`` if none.
+    ``stuck`` counts the leading epochs whose smoothed value is at a trivial score."""
 
     index: int | None
     value: float
     gain_after: float
+    stuck: int = 0
 
 
 def smooth_centred(values: np.ndarray, window: int = 5) -> np.ndarray:
@@ -42,20 +54,26 @@ def smooth_centred(values: np.ndarray, window: int = 5) -> np.ndarray:
 
 
 def detect_plateau(
-    values: np.ndarray, params: Params = DEFAULT_PARAMS, higher_better: bool = True
+    values: np.ndarray,
+    params: Params = DEFAULT_PARAMS,
+    higher_better: bool = True,
+    trivial: Sequence[float] = (),
 ) -> PlateauResult:
     """The plateau of one curve under the module's rule.
 
     ``value`` is the smoothed metric at the plateau; ``gain_after`` the smoothed change
     from there to the last epoch, signed so that improvement is positive (negative when
-    the curve fell back).
+    the curve fell back). ``trivial`` holds the trivial predictors' scores of the metric:
+    an epoch whose smoothed value is collapsed on them cannot start the plateau.
     """
     sign = 1.0 if higher_better else -1.0
-    smooth = sign * smooth_centred(values, params.window)
-    kept = np.flatnonzero(~np.isnan(smooth))
-    s, patience = smooth[kept], params.patience
+    raw = smooth_centred(values, params.window)
+    kept = np.flatnonzero(~np.isnan(raw))
+    s, patience = sign * raw[kept], params.patience
+    at_floor = collapsed_curve(raw[kept], trivial, params.collapse_margin, higher_better)
+    stuck = int(np.argmin(at_floor)) if not at_floor.all() else len(at_floor)
     if len(s) <= patience:
-        return PlateauResult(None, np.nan, np.nan)
+        return PlateauResult(None, np.nan, np.nan, stuck)
     candidates = s[: len(s) - patience]
     near = sliding_window_view(s[1:], patience).max(axis=1)[: len(candidates)]
     later = np.maximum.accumulate(s[::-1])[::-1][1 : len(candidates) + 1]
@@ -64,39 +82,79 @@ def detect_plateau(
     ok = (near <= candidates + params.min_delta + eps) & (
         later <= candidates + patience * params.min_delta + eps
     )
+    ok &= ~at_floor[: len(candidates)]
     if not ok.any():
-        return PlateauResult(None, np.nan, np.nan)
+        return PlateauResult(None, np.nan, np.nan, stuck)
     t = int(np.argmax(ok))
-    return PlateauResult(int(kept[t]), float(sign * s[t]), float(s[-1] - s[t]))
+    return PlateauResult(int(kept[t]), float(sign * s[t]), float(s[-1] - s[t]), stuck)
 
 
 PLATEAU_COLUMNS: list[str] = [
-    "cell_id", "image_size", "dataset_size", "epochs", "batch_size", "seed", "plateau_epoch",
-    "plateau_value", "gain_after_plateau", "epochs_after_plateau",
+    "cell_id", *FACTORS, "seed", "training_run", "trial_epoch", "run_epochs",
+    "run_plateau_epoch", "plateau_epoch", "plateau_value", "gain_after_plateau",
+    "gain_after_trial", "recent_gain", "epochs_after_plateau", "stuck_epochs",
 ]  # fmt: skip
+_INT_COLUMNS = (
+    "trial_epoch", "run_epochs", "run_plateau_epoch", "plateau_epoch", "epochs_after_plateau",
+    "stuck_epochs",
+)  # fmt: skip
+_NUMBERS = PLATEAU_COLUMNS[PLATEAU_COLUMNS.index("trial_epoch") :]
+
+
+def _trial_row(
+    run: PlateauResult, smooth: np.ndarray, run_epochs: np.ndarray, trial_epoch: float,
+    patience: int,
+) -> list[float]:  # fmt: skip
+    """The run's plateau read at one trial's epoch (``smooth`` signed: better is higher)."""
+    k = min(int(np.searchsorted(run_epochs, trial_epoch)), len(run_epochs) - 1)
+    run_at = run_epochs[run.index] if run.index is not None else np.nan
+    by_trial = run_at if run_at <= trial_epoch else np.nan
+    after = smooth[k + 1 :]
+    gain_after_trial = (
+        np.nanmax(after) - smooth[k] if len(after) and not np.isnan(after).all() else np.nan
+    )
+    return [
+        trial_epoch, run_epochs[-1], run_at, by_trial, run.value, run.gain_after,
+        gain_after_trial, smooth[k] - smooth[max(k - patience, 0)], trial_epoch - by_trial,
+        run.stuck,
+    ]  # fmt: skip
 
 
 def plateau_table(
-    curves: pd.DataFrame, metric: str = "val_iou", params: Params = DEFAULT_PARAMS
+    curves: pd.DataFrame,
+    metric: str = "val_iou",
+    params: Params = DEFAULT_PARAMS,
+    baselines: Baselines | None = None,
 ) -> pd.DataFrame:
-    """One row per (cell, seed): ``plateau_epoch``, ``plateau_value``,
-    ``gain_after_plateau`` and ``epochs_after_plateau`` (all null without a plateau).
+    """One row per (cell, seed), the plateau found on its training run's whole curve.
+
+    Run columns: ``training_run``, ``run_epochs`` (its last recorded epoch),
+    ``run_plateau_epoch``, ``plateau_value`` (smoothed metric there) and
+    ``gain_after_plateau`` (smoothed change from it to the run's end), null without a
+    run plateau; ``stuck_epochs`` (leading epochs at a trivial score, with
+    ``baselines``). Trial columns, read at ``trial_epoch`` (its last curve epoch):
+    ``plateau_epoch`` (the run's plateau when it starts by then, else null),
+    ``epochs_after_plateau`` (trial epochs past it), ``gain_after_trial`` (the run's
+    best smoothed value after the trial's epoch minus the value at it; NaN when the
+    trial is the run's end) and ``recent_gain`` (smoothed change over the trial's last
+    ``patience`` epochs). Gains are signed so that improvement is positive.
     """
     if curves.empty or metric not in curves.columns:
-        return pd.DataFrame(columns=PLATEAU_COLUMNS).astype(
-            {"plateau_epoch": "Int64", "epochs_after_plateau": "Int64"}
-        )
-    curves, heads, bounds = split_trials(curves)
-    values, epochs = curves[metric].to_numpy(float), curves["epoch"].to_numpy()
+        empty = pd.DataFrame(columns=PLATEAU_COLUMNS)
+        return empty.astype(dict.fromkeys(_INT_COLUMNS, "Int64"))
+    curves, heads, bounds, longest = split_runs(curves)
+    values, epochs = curves[metric].to_numpy(float), curves["epoch"].to_numpy(float)
     higher = higher_is_better(metric)
-    found = np.full((len(heads), 4), np.nan)
-    for i in range(len(heads)):
-        lo, hi = bounds[i], bounds[i + 1]
-        res = detect_plateau(values[lo:hi], params, higher)
-        if res.index is not None:
-            at = epochs[lo + res.index]
-            found[i] = (at, res.value, res.gain_after, epochs[hi - 1] - at)
-    out = heads.copy()
-    for j, col in enumerate(PLATEAU_COLUMNS[-4:]):
-        out[col] = found[:, j]
-    return out[PLATEAU_COLUMNS].astype({"plateau_epoch": "Int64", "epochs_after_plateau": "Int64"})
+    sign = 1.0 if higher else -1.0
+    trivial = list(baselines.scores(metric).values()) if baselines is not None else []
+    runs = {}
+    for j in np.unique(longest):
+        lo, hi = bounds[j], bounds[j + 1]
+        smooth = sign * smooth_centred(values[lo:hi], params.window)
+        runs[j] = (detect_plateau(values[lo:hi], params, higher, trivial), smooth, epochs[lo:hi])
+    rows = [
+        _trial_row(*runs[j], epochs[bounds[i + 1] - 1], params.patience)
+        for i, j in enumerate(longest)
+    ]
+    out = pd.concat([heads, pd.DataFrame(rows, columns=_NUMBERS, dtype=float)], axis=1)
+    return out[PLATEAU_COLUMNS].astype(dict.fromkeys(_INT_COLUMNS, "Int64"))

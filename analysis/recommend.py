@@ -3,8 +3,13 @@
 A cell *qualifies* when its mean metric is within ``Params.margin`` of the best cell of
 its image size and a one-sided Welch t-test over seeds does not find it worse (p ≥
 ``Params.alpha``). Among the qualifying cells the cheapest is picked twice: by measured
-train time and by optimizer steps. When no cell of an image size is significantly worse
-than its best, the grid cannot separate them, and the table says so.
+train time and by optimizer steps. Fewer steps are no saving when they take longer (a
+smaller batch per step is not a cheaper step), so the pick by steps never takes more
+measured train time than the best cell; without such a cell it is the best cell itself.
+Cells with a collapsed seed (the cells table's ``collapsed`` column, where present) are
+never recommended, nor the best cell the others are measured against. When no cell of
+an image size is significantly worse than its best, the grid cannot separate them, and
+the table says so.
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ from analysis.stats import format_interval, format_p, higher_is_better, welch_wo
 __all__ = ["COST_NAMES", "recommendation_sentences", "recommendations_table"]
 
 COST_NAMES: dict[str, str] = {"train_time_s": "train time", "steps": "steps"}
+# note: what "cheaper" means for each cost, as the sentences state it
+_CHEAPER: dict[str, str] = {
+    "train_time_s": "a lower train time",
+    "steps": "fewer steps and no more train time",
+}
 RECOMMENDATION_COLUMNS: list[str] = [
     "image_size", "by", "cell_id", "dataset_size", "epochs", "batch_size", "n", "mean",
     "ci_low", "ci_high", "best_cell_id", "best_mean", "gap", "p_worse", "cost", "best_cost",
@@ -25,8 +35,21 @@ RECOMMENDATION_COLUMNS: list[str] = [
 ]  # fmt: skip
 
 
+def _candidates(
+    g: pd.DataFrame, best: pd.Series, cost: str, qualifies: np.ndarray
+) -> pd.DataFrame:
+    """The qualifying cells with a measured ``cost``; by steps only those that take no
+    more train time than the best cell where both times are measured."""
+    keep = qualifies & g[cost].notna().to_numpy()
+    if cost == "steps" and pd.notna(best["train_time_s"]):
+        keep &= ~(g["train_time_s"] > best["train_time_s"]).to_numpy()
+    return g[keep]
+
+
 def _group(g: pd.DataFrame, metric: str, params: Params) -> list[dict]:
     sign = 1.0 if higher_is_better(metric) else -1.0
+    if "collapsed" in g.columns:
+        g = g[~(g["collapsed"].fillna(0) > 0)]
     g = g.dropna(subset=["final_mean"])
     if g.empty:
         return []
@@ -42,7 +65,7 @@ def _group(g: pd.DataFrame, metric: str, params: Params) -> list[dict]:
     qualifies = (gap.to_numpy() <= params.margin + 1e-12) & ~worse
     rows = []
     for cost in COST_NAMES:
-        candidates = g[qualifies & g[cost].notna().to_numpy()]
+        candidates = _candidates(g, best, cost, qualifies)
         if candidates.empty or pd.isna(best[cost]):
             continue
         pick_at = candidates.sort_values([cost, "final_mean"], ascending=[True, sign < 0]).index[0]
@@ -107,11 +130,11 @@ def _use(size, g: pd.DataFrame, metric: str, margin: str) -> str:
     if lead["cell_id"] == lead["best_cell_id"]:
         same = rest[rest["cell_id"] == lead["cell_id"]]
         rest = rest[rest["cell_id"] != lead["cell_id"]]
-        costs = " or ".join([what, *same["by"].map(COST_NAMES)])
         text = (
             f"Image size {size}: use the best cell, {lead['cell_id']} ({metric} {value}); no "
-            f"cell with a lower {costs} is {margin} it and not significantly worse"
+            f"cell with {_CHEAPER[lead['by']]} is {margin} it and not significantly worse"
         )
+        text += "".join(f", nor any with {_CHEAPER[by]}" for by in same["by"])
     else:
         text = (
             f"Image size {size}: use {lead['cell_id']} ({metric} {value}), {margin} the best "

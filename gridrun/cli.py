@@ -165,6 +165,7 @@ def run(
 def _run(grid, study, address, mlflow_uri, started, extended) -> None:
     from gridrun.data import prepare_on_ray
     from gridrun.layout import EXAMPLES_FILE, TENSORBOARD_DIR
+    from gridrun.store import baselines_record, write_baselines
     from gridrun.tune import init_ray, run_grid
 
     with console.status("starting Ray and preparing data (resized once per image_size)"):
@@ -173,6 +174,10 @@ def _run(grid, study, address, mlflow_uri, started, extended) -> None:
     if prepared.examples is not None and not study.exists(EXAMPLES_FILE):
         image, truth = prepared.examples
         study.write_npz(EXAMPLES_FILE, image=image, truth=truth)
+    d = grid.data
+    write_baselines(
+        study, baselines_record(prepared.splits, prepared.eval_size, d.num_classes, d.ignore_index)
+    )
     tracker = _tracker(grid, study, mlflow_uri, TENSORBOARD_DIR)
     console.print(
         f"[bold]{grid.name}[/]: {len(grid.cells())} cells × {len(grid.seeds)} seeds = "
@@ -240,7 +245,7 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
     from gridrun.spec import effective_lr, load_grid
 
     grid = _guarded(lambda: load_grid(grid_file))
-    val_count, total = _guarded(lambda: check(grid))
+    split = _guarded(lambda: check(grid))
     runs = training_runs(grid, grid.trials())
     served = {t.run_id: run.run_id for run in runs for t in run.trials}
     table = Table(
@@ -270,8 +275,9 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
     if reason:
         console.print(f"epochs not shared: {reason}")
     console.print(
-        f"data: {grid.data.source}, {total} images, {val_count} for validation, scored at "
-        f"{grid.eval_size}px; training estimate at nominal GPU throughput: "
+        f"data: {grid.data.source}, {split.total} images, {split.val} for validation"
+        + (f", {split.test} for testing" if split.test else "")
+        + f", scored at {grid.eval_size}px; training estimate at nominal GPU throughput: "
         + (f"{gpu_hours / 3600:.3g} GPU-hours" if gpu_hours >= 36 else "under 0.01 GPU-hours")
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["confusion_matrix", "predict_labels", "scores"]
+__all__ = ["confusion_matrix", "constant_scores", "predict_labels", "scores"]
 
 
 def predict_labels(logits: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,8 @@ def scores(cm: torch.Tensor, prefix: str = "") -> dict[str, float]:
     """IoU, Dice, precision, recall, pixel accuracy from a confusion matrix.
 
     Binary (2×2): the headline columns are the foreground class's, plus `miou` over both.
-    Multi-class: headline columns are means over classes (nan-ignoring), plus `iou_c{k}`."""
+    Multi-class: headline columns are means over classes (nan-ignoring). Either way
+    `iou_c{k}` is each class's own IoU (binary: c0 background, c1 foreground)."""
     cm = cm.double()
     tp = cm.diag()
     fp = cm.sum(dim=0) - tp
@@ -67,5 +68,13 @@ def scores(cm: torch.Tensor, prefix: str = "") -> dict[str, float]:
             precision=float(precision.nanmean()),
             recall=float(recall.nanmean()),
         )
-        out.update({f"iou_c{k}": float(v) for k, v in enumerate(iou)})
+    out.update({f"iou_c{k}": float(v) for k, v in enumerate(iou)})
     return {f"{prefix}{k}": v for k, v in out.items()}
+
+
+def constant_scores(class_pixels: list[int], label: int, prefix: str = "") -> dict[str, float]:
+    """What a model predicting `label` at every pixel scores on truth holding
+    `class_pixels[t]` pixels of class t: `scores` of cm[t, label] = class_pixels[t]."""
+    cm = torch.zeros(len(class_pixels), len(class_pixels), dtype=torch.int64)
+    cm[:, label] = torch.tensor(class_pixels, dtype=torch.int64)
+    return scores(cm, prefix)

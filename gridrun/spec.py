@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from gridrun.claims import Claims
 from gridrun.layout import FACTORS
 
 __all__ = [
@@ -86,6 +88,10 @@ class DataConfig(_Strict):
     split: str | None = None
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     val_size: PositiveInt | None = None
+    # an optional test split, drawn after validation: scored every epoch like validation,
+    # never used to train or to pick an epoch (give at most one of the two)
+    test_fraction: Annotated[float, Field(gt=0, le=0.5)] | None = None
+    test_size: PositiveInt | None = None
     # masks are uint8 labels: at most 255 classes
     num_classes: Annotated[int, Field(ge=1, le=255)] = 1
     # mask value left out of the loss and the metrics (borders, void); torchvision: 255
@@ -128,6 +134,13 @@ class DataConfig(_Strict):
                     raise ValueError(f"{key}: only for source 'torchvision'")
         else:
             self._torchvision_keys()
+        if self.test_fraction is not None and self.test_size is not None:
+            raise ValueError("test_size: give test_fraction or test_size, not both")
+        if self.val_size is None and self.val_fraction + (self.test_fraction or 0) >= 1:
+            raise ValueError(
+                f"test_fraction: {self.test_fraction} with val_fraction {self.val_fraction} "
+                "leaves no images to train"
+            )
         labels = max(2, self.num_classes)
         if self.ignore_index is not None and self.ignore_index < labels:
             raise ValueError(
@@ -267,6 +280,8 @@ class Grid(_Strict):
     seeds: list[int] = [0]
     resources: Resources = Resources()
     tracking: TrackingConfig = TrackingConfig()
+    # claims about the factors, judged in the report next to the rules of thumb
+    claims: Claims = []
 
     @field_validator("seeds")
     @classmethod
@@ -401,6 +416,8 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
         if not isinstance(part, str):
             continue
         annotation = model.model_fields[part].annotation
+        if typing.get_origin(annotation) is list:
+            annotation = typing.get_args(annotation)[0]
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
@@ -414,9 +431,20 @@ def _key_text(part: Any) -> str:
     return text if text and text.isprintable() and text.strip() == text else repr(text)
 
 
+def _dotted(parts: tuple[Any, ...]) -> str:
+    """``claims[2].factor``: names joined by dots, list positions in brackets."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not str(part).startswith("function-after"):
+            text += f".{_key_text(part)}" if text else _key_text(part)
+    return text
+
+
 def _describe(error: dict[str, Any]) -> str:
     loc = tuple(error["loc"])
-    key = ".".join(_key_text(p) for p in loc if not str(p).startswith("function-after"))
+    key = _dotted(loc)
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key{_did_you_mean(str(loc[-1]), _fields_at(loc))}"
     if error["type"] == "missing":
@@ -424,7 +452,7 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] == "invalid_key" or loc[-1:] == ("[key]",):
         # note: the location holds such a key as text (or False as 0); name the key itself
         parents = loc[:-1] if error["type"] == "invalid_key" else loc[:-2]
-        where = "".join(f"{_key_text(p)}." for p in parents)
+        where = f"{_dotted(parents)}." if parents else ""
         value = error["input"]
         kind = "null" if value is None else type(value).__name__
         return f"{where}{_key_text(value)}: a key must be a string, not {kind}"

@@ -5,18 +5,20 @@ writes are atomic, so a reader (or a crash) never sees half a table."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
 
 from gridrun.layout import (
+    BASELINES_FILE,
     CURVE_COLUMNS,
     CURVES_FILE,
     GRID_FILE,
@@ -29,18 +31,23 @@ from gridrun.layout import (
 from gridrun.runs import TrialInfo, training_runs
 from gridrun.storage import Storage
 
+if TYPE_CHECKING:
+    from gridrun.data import SplitTruth
+
 __all__ = [
     "Results",
     "RunDirError",
     "StudyLock",
     "StudyState",
+    "baselines_record",
     "claim_study",
     "study_state",
     "summarize_trial",
+    "write_baselines",
 ]
 
 # reported by the worker but not curve columns
-_NOT_CURVE = {"status", "params", "worker_ip", "predictions", "error"}
+_NOT_CURVE = {"status", "params", "worker_ip", "predictions", "error", "device"}
 
 
 class RunDirError(ValueError):
@@ -81,6 +88,7 @@ def summarize_trial(
             params=last.get("params"),
             node_ip=last.get("worker_ip"),
             node_id=last.get("node_id"),
+            device=last.get("device"),
             predictions=last.get("predictions"),
         )
     return row
@@ -143,6 +151,49 @@ class Results:
         self.study.write_parquet(TRIALS_FILE, trials)
 
 
+def _predictors(num_classes: int) -> dict[str, int]:
+    """Trivial predictor name → the label it predicts at every pixel."""
+    if num_classes == 1:
+        return {"all background": 0, "all foreground": 1}
+    return {f"all class {k}": k for k in range(num_classes)}
+
+
+def baselines_record(
+    splits: dict[str, SplitTruth], eval_size: int, num_classes: int, ignore_index: int | None
+) -> dict[str, Any]:
+    """baselines.json's content: each evaluated split's size and class pixels, and what
+    each trivial predictor scores on every metric the curves record for that split
+    (`val_iou`, ..., `test_iou`, ...; NaN as None), computed by the curves' own `scores`."""
+    from gridrun.metrics import constant_scores
+
+    predictors: dict[str, dict[str, float | None]] = {}
+    for name, label in _predictors(num_classes).items():
+        values: dict[str, float | None] = {}
+        for split, truth in splits.items():
+            got = constant_scores(list(truth.class_pixels), label, f"{split}_")
+            values.update({k: v if math.isfinite(v) else None for k, v in got.items()})
+        predictors[name] = values
+    return {
+        "eval_size": eval_size,
+        "num_labels": max(2, num_classes),
+        "ignore_index": ignore_index,
+        "splits": {
+            split: {
+                "images": truth.images,
+                "class_pixels": list(truth.class_pixels),
+                "ignored_pixels": truth.ignored_pixels,
+            }
+            for split, truth in splits.items()
+        },
+        "predictors": predictors,
+    }
+
+
+def write_baselines(study: Storage, record: dict[str, Any]) -> None:
+    """Publish baselines.json (atomically; the same content again on a resume)."""
+    study.write_text(BASELINES_FILE, json.dumps(record, indent=2) + "\n")
+
+
 def _first_difference(old: Any, new: Any, key: str = "") -> str | None:
     """The dotted key of the first value that differs between two resolved grids."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -188,7 +239,8 @@ def claim_study(study: Storage, resolved_yaml: str) -> bool:
             "only add levels or seeds to a study); pass --out to choose another directory"
         )
     study.write_text(GRID_FILE, resolved_yaml)
-    return True
+    # note: a grid that only gained keys left at their defaults (a newer gridrun) resumes
+    return old["factors"] != new["factors"] or old["seeds"] != new["seeds"]
 
 
 @dataclass(frozen=True)

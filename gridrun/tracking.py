@@ -8,8 +8,20 @@ turns a tracker's error into one warning, so logging never stops a study.
 Names, the same in TensorBoard and MLflow (`metric_tag`):
 
     per epoch, step = epoch   train_loss -> train/loss, val_iou -> val/iou,
-                              val_iou_c1 -> val/iou_c1; lr, step, peak_mem_mb, ... unchanged
+                              val_iou_c1 -> val/iou_c1, test_iou -> test/iou;
+                              lr, epoch_time_s, ... unchanged
     at the end, step = last   trial/<key> for each number in `final` (trial/best_val_iou)
+
+Only metrics are logged (`_is_metric`): losses, scores, lr, times, throughput, memory.
+Bookkeeping numbers (the optimizer step, parameter count, world size, worker pid, pixel
+counts, ids, and any other integer but `best_epoch`) and the trial's own settings are not.
+
+Shared training runs (see `gridrun.runs`): trials that differ only in `epochs` read one
+run's curve, and the run is named like its longest trial. TensorBoard gets that curve
+once: the per-epoch scalars and overlays go to the longest trial's folder only (named
+like the training run, so the Scalars dashboard shows one curve per run); a shorter
+trial's folder holds its HParams session and its `trial/<key>` numbers at its own epoch.
+MLflow keeps one run per trial, each with its own epochs.
 
 Settings (`TrialInfo.params`) are the four factors, the seed and the fixed hparams.
 """
@@ -22,7 +34,7 @@ import time
 import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Real
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -94,31 +106,46 @@ _INVALID_NAME = re.compile(r"[^\w\-. /]")  # note: MLflow's rule for names (on W
 
 
 def metric_tag(key: str) -> str:
-    """The tag of a metrics column: `train_`/`val_` become sections (`val_iou` -> `val/iou`),
-    so TensorBoard and MLflow group them; characters MLflow refuses become `_`."""
-    for split in ("train", "val"):
+    """The tag of a metrics column: `train_`/`val_`/`test_` become sections (`val_iou` ->
+    `val/iou`), so TensorBoard and MLflow group them; characters MLflow refuses become `_`."""
+    for split in ("train", "val", "test"):
         if key.startswith(f"{split}_") and len(key) > len(split) + 1:
             key = f"{split}/{key[len(split) + 1 :]}"
             break
     return _INVALID_NAME.sub("_", key)
 
 
-def _numbers(values: Mapping[str, Any], skip: Collection[str]) -> dict[str, float]:
-    return {
-        key: float(value)
-        for key, value in values.items()
-        if key not in skip and isinstance(value, Real) and not isinstance(value, bool)
-    }
+# note: numbers a worker reports beside its metrics; named in case one arrives as a float
+_BOOKKEEPING = {"epoch", "step", "steps", "params", "world_size", "worker_pid", "pid"}
+_BOOKKEEPING_SUFFIXES = ("_pixels", "_pid", "_id", "_ip")
+_COUNTS_KEPT = {"best_epoch"}  # an integer that is a result, not bookkeeping
+# the report's metrics first in the HParams table, whose first columns are shown
+_HEADLINE = ("final_val_iou", "best_val_iou", "final_val_miou", "best_val_miou")
+
+
+def _is_metric(key: str, value: Any) -> bool:
+    """Whether `value` is a metric to log: a real number that is no count or id."""
+    if not isinstance(value, Real) or isinstance(value, bool):
+        return False
+    if key in _BOOKKEEPING or key.endswith(_BOOKKEEPING_SUFFIXES):
+        return False
+    return key in _COUNTS_KEPT or not isinstance(value, Integral)
+
+
+def _metrics_of(values: Mapping[str, Any], skip: Collection[str]) -> dict[str, float]:
+    """The metrics among `values`, the headline ones first."""
+    keys = [k for k in _HEADLINE if k in values] + [k for k in values if k not in _HEADLINE]
+    return {k: float(values[k]) for k in keys if k not in skip and _is_metric(k, values[k])}
 
 
 def _epoch_scalars(trial: TrialInfo, metrics: Mapping[str, Any]) -> dict[str, float]:
-    skip = {*trial.factors, "seed", "epoch"}
-    return {metric_tag(k): v for k, v in _numbers(metrics, skip).items()}
+    skip = {*trial.factors, "seed"}  # note: `lr` is an hparam and a per-epoch metric
+    return {metric_tag(k): v for k, v in _metrics_of(metrics, skip).items()}
 
 
 def _final_scalars(trial: TrialInfo, final: Mapping[str, Any]) -> dict[str, float]:
-    skip = {*trial.factors, "seed"}
-    return {f"trial/{metric_tag(k)}": v for k, v in _numbers(final, skip).items()}
+    """`trial/<key>` of the row's metrics, the headline first; settings are not repeated."""
+    return {f"trial/{metric_tag(k)}": v for k, v in _metrics_of(final, trial.params).items()}
 
 
 def _status_text(status: str) -> str:
@@ -135,17 +162,22 @@ class TensorBoardTracker:
     """Event files in `logdir/<run_id>/`, one folder per trial, so `tensorboard --logdir
     logdir` lists trials as runs and the HParams dashboard shows one row per trial.
 
-    Each folder holds the epoch scalars, the overlays (`overlay/<i>`, step = epoch) and the
-    HParams session: its start (the trial's params) written with the first epoch, its end
-    (SUCCESS for ok, FAILURE otherwise) with `end()`. No Experiment summary is written:
-    TensorBoard then builds one from every trial's session (all levels seen, every scalar
-    tag as a metric, the last value of each in the table) rather than taking one trial's.
+    The folder of a training run's longest trial (named like the run) holds the run's
+    epoch scalars and overlays (`overlay/<i>`, step = epoch); every trial's folder holds
+    its `trial/<key>` numbers and its HParams session: the start (the trial's params)
+    written when the trial is first seen, the end (SUCCESS for ok, FAILURE otherwise)
+    with `end()`. At the first `end()` with metrics, `logdir` itself gets the HParams
+    Experiment: every param, and as metrics the `trial/<key>` tags in `_final_scalars`
+    order, headline first (built without one, TensorBoard sorts them by name, and its
+    HParams table shows the first five). The factors' domains are left open: the levels
+    still to come are not known yet.
 
     A trial first seen at epoch 1 (or only at its end) starts afresh: event files a
     failed earlier attempt left in its folder are deleted. One first seen later resumed,
     and TensorBoard hides the earlier attempt's steps from there on (`purge_step`).
-    `upload(folder)` is called once a trial's files are complete (and at `close()` for
-    trials still open), e.g. to copy them to object storage.
+    `upload(path)` is called with a trial's folder once its files are complete (and at
+    `close()` for trials still open), and with the Experiment's event file once written,
+    e.g. to copy them to object storage.
     """
 
     def __init__(self, logdir: Path, upload: Callable[[Path], None] | None = None):
@@ -155,12 +187,15 @@ class TensorBoardTracker:
         self.logdir = Path(logdir)
         self._upload = upload
         self._open: dict[str, _Open] = {}
+        self._experiment: Path | None = None
 
     def epoch(self, trial: TrialInfo, metrics: dict[str, Any], overlay: Overlay | None) -> None:
         step = int(metrics["epoch"])
         run = self._run(trial, step)
-        writer = run.handle
         run.step = step
+        if trial.run_id != trial.training_run:
+            return  # note: a shorter trial of a shared run; its longest trial logs the curve
+        writer = run.handle
         for tag, value in _epoch_scalars(trial, metrics).items():
             writer.add_scalar(tag, value, step)
         if overlay is not None:
@@ -173,10 +208,13 @@ class TensorBoardTracker:
 
     def end(self, trial: TrialInfo, status: str, final: dict[str, Any]) -> None:
         run = self._run(trial, None)
-        for tag, value in _final_scalars(trial, final).items():
+        scalars = _final_scalars(trial, final)
+        for tag, value in scalars.items():
             run.handle.add_scalar(tag, value, run.step)
         run.handle.file_writer.add_summary(_session_end(status), run.step)
         self._finish(trial.run_id)
+        if self._experiment is None and scalars:
+            self._write_experiment(trial, list(scalars))
 
     def close(self) -> None:
         for run_id in list(self._open):
@@ -188,8 +226,7 @@ class TensorBoardTracker:
         folder = self.logdir / trial.run_id
         resumed = step is not None and step > 1
         if not resumed:
-            for stale in folder.glob("events.out.tfevents.*"):
-                stale.unlink()
+            _delete_events(folder)
         writer = self._writer_type(str(folder), purge_step=step if resumed else None)
         run = self._open[trial.run_id] = _Open(writer, step or 0)
         writer.file_writer.add_summary(_session_start(trial), run.step)
@@ -199,6 +236,48 @@ class TensorBoardTracker:
         self._open.pop(run_id).handle.close()
         if self._upload is not None:
             self._upload(self.logdir / run_id)
+
+    def _write_experiment(self, trial: TrialInfo, metrics: list[str]) -> None:
+        # note: TensorBoard keeps the first Experiment it reads, so a rerun's replaces
+        # the earlier one here; uploaded, both stay and the earlier (same columns) is read
+        _delete_events(self.logdir)
+        writer = self._writer_type(str(self.logdir))
+        writer.file_writer.add_summary(_experiment(trial, metrics))
+        writer.close()
+        (self._experiment,) = self.logdir.glob("events.out.tfevents.*")
+        if self._upload is not None:
+            self._upload(self._experiment)
+
+
+def _delete_events(folder: Path) -> None:
+    for stale in folder.glob("events.out.tfevents.*"):
+        stale.unlink()
+
+
+def _experiment(trial: TrialInfo, metrics: list[str]) -> Summary:
+    """The HParams plugin's Experiment: `trial`'s params, `metrics` in order.
+
+    The factors and the seed are marked as differing, which puts them first among the
+    columns shown; a fixed setting's domain is its one value; a number's is left open."""
+    varied = {*trial.factors, "seed"}
+    hparams = []
+    for name, value in trial.params.items():
+        info = api_pb2.HParamInfo(name=name, type=_data_type(value), differs=name in varied)
+        if isinstance(value, str | bool):
+            info.domain_discrete.extend([value])
+        hparams.append(info)
+    names = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in metrics]
+    experiment = api_pb2.Experiment(
+        hparam_infos=hparams, metric_infos=names, time_created_secs=time.time()
+    )
+    data = plugin_data_pb2.HParamsPluginData(experiment=experiment)
+    return _hparams_summary(metadata.EXPERIMENT_TAG, data)
+
+
+def _data_type(value: Any) -> int:
+    if isinstance(value, str):
+        return api_pb2.DATA_TYPE_STRING
+    return api_pb2.DATA_TYPE_BOOL if isinstance(value, bool) else api_pb2.DATA_TYPE_FLOAT64
 
 
 def _session_start(trial: TrialInfo) -> Summary:

@@ -1,6 +1,7 @@
-"""Training one run, epoch by epoch: train, validate, reduce counts across workers,
-yield the epoch's metrics. Plain torch, testable without Ray; `gridrun.worker` is the
-Ray wrapper that adds checkpoints and reports."""
+"""Training one run, epoch by epoch: train, validate (and score the test split, when
+there is one, the same way), reduce counts across workers, yield the epoch's metrics.
+Plain torch, testable without Ray; `gridrun.worker` is the Ray wrapper that adds
+checkpoints and reports."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from gridrun.metrics import confusion_matrix, predict_labels, scores
 from gridrun.models import build_model, count_params
 from gridrun.runs import RunPlan, lr_at
 
-__all__ = ["EpochEnd", "overlay_epochs", "run_epochs", "rank_and_world"]
+__all__ = ["EpochEnd", "device_name", "overlay_epochs", "run_epochs", "rank_and_world"]
 
 EVAL_BATCH = 8
 # note: BCE with logits stays finite however far training blows up (BatchNorm keeps the
@@ -75,6 +76,13 @@ def _peak_mem_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     # note: CPU has no allocator counter; the process's peak resident set is the honest proxy
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def device_name(device: torch.device) -> str:
+    """"cpu", or "cuda: <the GPU's name>": the device a run actually trained on."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return device.type
 
 
 def _sync(device: torch.device) -> None:
@@ -201,8 +209,8 @@ def _eval_logits(plan, forward, dev, x) -> torch.Tensor:
 
 @torch.no_grad()
 def _validate(plan, model, forward, dev, val_x, val_y) -> torch.Tensor:
-    """Score at eval_size this rank's share of the validation set. Draws no random
-    numbers, so validating never shifts the training stream."""
+    """Score at eval_size this rank's share of an evaluated split (validation or test).
+    Draws no random numbers, so scoring never shifts the training stream."""
     rank, world = rank_and_world()
     model.eval()
     mine = np.arange(rank, len(val_x), world)
@@ -250,9 +258,12 @@ def run_epochs(
     device: torch.device | None = None,
     wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
     resume: dict[str, Any] | None = None,
+    test_y: np.ndarray | None = None,
 ) -> Iterator[EpochEnd]:
     """Train `plan`, yielding after each epoch; stops after a diverged epoch. `resume` is
-    a checkpoint written from an earlier EpochEnd: training goes on after its epoch."""
+    a checkpoint written from an earlier EpochEnd: training goes on after its epoch.
+    With `test_y` (and `arrays.test_x`), every epoch also reports `test_*` metrics,
+    scored like validation; nothing in training reads them."""
     dev = _Device.for_plan(plan, device or torch.device("cpu"))
     rank, world = rank_and_world()
     torch.manual_seed(plan.seed)
@@ -278,6 +289,10 @@ def run_epochs(
     train_x = dev.resident(arrays.train_x[: plan.dataset_size])
     train_y = dev.resident(arrays.train_y[: plan.dataset_size])
     val_x, val_y_dev = dev.resident(arrays.val_x), dev.resident(val_y)
+    test = None
+    if test_y is not None and arrays.test_x is not None:
+        test = dev.resident(arrays.test_x), dev.resident(test_y)
+    where = device_name(dev.device)
     shown = overlay_epochs(plan)
     for epoch in range(state["epoch"] + 1, plan.epochs + 1):
         _sync(dev.device)
@@ -291,7 +306,10 @@ def run_epochs(
         _sync(dev.device)
         t2 = time.perf_counter()
         state["train_time"] += t1 - t0
-        reduced = _all_reduce(torch.cat([train_counts, val_counts]).double())
+        counts = [train_counts, val_counts]
+        if test is not None:
+            counts.append(_validate(plan, model, forward, dev, *test))
+        reduced = _all_reduce(torch.cat(counts).double())
         # on GPU workers NCCL reduces device tensors only
         peak = _all_reduce(
             torch.tensor([_peak_mem_mb(dev.device)], device=dev.device), dist.ReduceOp.MAX
@@ -300,7 +318,8 @@ def run_epochs(
         metrics: dict[str, Any] = {
             "epoch": epoch,
             **_unpack(reduced[:k], plan.num_labels, "train_"),
-            **_unpack(reduced[k:], plan.num_labels, "val_"),
+            **_unpack(reduced[k : 2 * k], plan.num_labels, "val_"),
+            **(_unpack(reduced[2 * k :], plan.num_labels, "test_") if test is not None else {}),
             "lr": optimizer.param_groups[0]["lr"],
             "step": state["step"],
             "epoch_time_s": t2 - t0,
@@ -309,6 +328,7 @@ def run_epochs(
             "peak_mem_mb": float(peak.item()),
             "params": params,
             "world_size": world,
+            "device": where,
         }
         if epoch == 1:
             state["first_loss"] = metrics["train_loss"]

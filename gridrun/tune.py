@@ -299,6 +299,8 @@ def run_grid(
         return value if isinstance(value, ray.ObjectRef) else ray.put(value)
 
     refs: dict[Any, Any] = {"val_y": put(prepared.val_y)}
+    if prepared.test_y is not None:
+        refs["test_y"] = put(prepared.test_y)
     for size, arrays in prepared.sizes.items():
         refs[size] = put(arrays)
     setup = {

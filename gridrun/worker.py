@@ -69,6 +69,7 @@ def train_run(
     device: torch.device | None = None,
     wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
     faults: str = "",
+    test_y: np.ndarray | None = None,
 ) -> None:
     """Train one run of a bundle, resuming from its latest checkpoint if one exists;
     rank 0 writes the checkpoints and predictions the trial rows point to. Every report
@@ -87,7 +88,7 @@ def train_run(
         history.extend(resume.get("history", []))
         for full in history:
             send(full)
-    for end in run_epochs(plan, arrays, val_y, device, wrap, resume):
+    for end in run_epochs(plan, arrays, val_y, device, wrap, resume, test_y):
         epoch = end.metrics["epoch"]
         _inject_fault(faults, plan, epoch, "epoch")
         full = {**end.metrics, "predictions": None, **tag}
@@ -144,6 +145,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     device = ray.train.torch.get_device()
     val_y = ray.get(refs["val_y"])
+    test_y = ray.get(refs["test_y"]) if "test_y" in refs else None
 
     def arrays_for(plan: RunPlan) -> SizedArrays:
         return ray.get(refs[plan.image_size])
@@ -161,7 +163,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         try:
             train_run(
                 plan, arrays_for(plan), val_y, study, ray.train.report, tag, history,
-                device, ray.train.torch.prepare_model, config.get("faults", ""),
+                device, ray.train.torch.prepare_model, config.get("faults", ""), test_y,
             )  # fmt: skip
         except Exception as exc:
             if world > 1:

@@ -3,10 +3,19 @@ from itertools import product
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from statsmodels.formula.api import ols
 from statsmodels.stats.anova import anova_lm
 
-from analysis.anova import anova_table, choose_terms, omega_sq_bootstrap
+from analysis.anova import (
+    _Design,
+    _resample_runs,
+    _resampling_groups,
+    _Runs,
+    anova_table,
+    choose_terms,
+    omega_sq_bootstrap,
+)
 from analysis.params import Params
 
 
@@ -133,3 +142,114 @@ def test_one_seed_gives_omega_sq_without_interval():
     boot = omega_sq_bootstrap(df, anova_table(df))
     assert len(boot) == 6
     assert boot["ci_low"].isna().all()
+
+
+def _shared(rng_seed: int = 0, drop: tuple[int, ...] = ()) -> pd.DataFrame:
+    """image_size × dataset_size × 3 seeds, each training run read at 8 and 16 epochs."""
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for image, data, seed in product((64, 128), (50, 100), range(3)):
+        run_effect = rng.normal(0, 0.04)
+        for epochs in (8, 16):
+            y = 0.5 + 0.05 * (image == 128) + 0.02 * (epochs == 16) + run_effect
+            rows.append(
+                {"image_size": image, "dataset_size": data, "epochs": epochs, "batch_size": 4,
+                 "seed": seed, "training_run": f"img{image}_n{data}_ep16_s{seed}",
+                 "final": y + rng.normal(0, 0.01)}
+            )  # fmt: skip
+    return pd.DataFrame(rows).drop(index=list(drop)).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("drop", [(), (3,)])
+def test_shared_runs_split_the_residual_into_strata(drop):
+    df = _shared(drop=drop)
+    table = anova_table(df).set_index("term")
+    assert table["stratum"].to_dict() == {
+        "image_size": "between runs", "dataset_size": "between runs", "epochs": "within runs",
+        "image_size:dataset_size": "between runs", "image_size:epochs": "within runs",
+        "dataset_size:epochs": "within runs", "image_size:dataset_size:epochs": "within runs",
+        "Residual (between runs)": "between runs", "Residual (within runs)": "within runs",
+    }  # fmt: skip
+    # Type II term SS as an ordinary ANOVA; its residual split by run means of residuals
+    direct = ols(anova_table(df.drop(columns="training_run")).attrs["formula"], df).fit()
+    effects = anova_lm(direct, typ=2).iloc[:-1]
+    np.testing.assert_allclose(table["sum_sq"].iloc[:7], effects["sum_sq"], rtol=1e-9)
+    resid = pd.Series(direct.resid.to_numpy()).groupby(df["training_run"])
+    whole = (resid.size() * resid.mean() ** 2).sum()
+    n, runs = len(df), df["training_run"].nunique()
+    assert table.loc["Residual (between runs)", "sum_sq"] == pytest.approx(whole, rel=1e-9)
+    assert table.loc["Residual (within runs)", "sum_sq"] == pytest.approx(
+        direct.ssr - whole, rel=1e-9
+    )
+    assert table.loc["Residual (between runs)", "df"] == runs - 1 - 3
+    assert table.loc["Residual (within runs)", "df"] == n - runs - 4
+    ms = table["sum_sq"] / table["df"]
+    for term, error in (("image_size", "between runs"), ("epochs", "within runs")):
+        assert table.loc[term, "F"] == pytest.approx(ms[term] / ms[f"Residual ({error})"])
+        assert table.loc[term, "p_value"] == pytest.approx(
+            stats.f.sf(table.loc[term, "F"], 1, table.loc[f"Residual ({error})", "df"])
+        )
+    assert table.attrs["runs"] == runs
+    assert table.attrs["strata"]["within runs"][0] == "epochs"
+    assert "one value per training run" in table.attrs["unit"]
+    assert f"{n} trials from {runs} runs" in table.attrs["unit"]
+
+
+def test_between_run_tests_equal_an_anova_of_run_means():
+    df = _shared()
+    table = anova_table(df).set_index("term")
+    means = df.groupby(["training_run", "image_size", "dataset_size"], as_index=False)["final"]
+    on_runs = anova_table(means.mean().drop(columns="training_run")).set_index("term")
+    for term in ("image_size", "dataset_size", "image_size:dataset_size"):
+        assert table.loc[term, "F"] == pytest.approx(on_runs.loc[term, "F"], rel=1e-9)
+        assert table.loc[term, "p_value"] == pytest.approx(on_runs.loc[term, "p_value"])
+
+
+def test_omega_sq_over_strata_uses_each_terms_error_and_the_run_variance():
+    df = _shared()
+    table = anova_table(df).set_index("term")
+    ms = table["sum_sq"] / table["df"]
+    ms_b, ms_w = ms["Residual (between runs)"], ms["Residual (within runs)"]
+    effects = table.iloc[:-2]
+    errors = effects["stratum"].map({"between runs": ms_b, "within runs": ms_w})
+    n, ss_total = len(df), ((df["final"] - df["final"].mean()) ** 2).sum()
+    components = (effects["sum_sq"] - effects["df"] * errors) / n
+    model = ss_total - table["sum_sq"].iloc[-2:].sum()
+    total = (model - (effects["df"] * errors).sum()) / n + ms_w + max((ms_b - ms_w) / 2, 0)
+    np.testing.assert_allclose(effects["omega_sq"], components / total, rtol=1e-9)
+    assert effects["sum_sq"].sum() == pytest.approx(model)  # orthogonal: Σ SS_T = SS_model
+
+
+def test_without_shared_runs_every_trial_is_an_observation():
+    df = _design(seeds=3).assign(training_run=lambda d: [f"r{i}" for i in range(len(d))])
+    table = anova_table(df)
+    plain = anova_table(df.drop(columns="training_run"))
+    pd.testing.assert_frame_equal(table, plain)
+    assert table["term"].iloc[-1] == "Residual"
+    assert set(table["stratum"]) == {"between runs"}
+    assert table.attrs["unit"] == (
+        "Every trial is its own training run, so the ANOVA counts each of the 36 trials as "
+        "one observation (error df 24)."
+    )
+
+
+def test_bootstrap_resamples_whole_training_runs():
+    df = _shared()
+    anova = anova_table(df)
+    boot = omega_sq_bootstrap(df, anova)
+    assert boot.loc[0, "term"] == "image_size"
+    assert (boot["ci_low"] < boot["omega_sq"]).all() and (boot["omega_sq"] < boot["ci_high"]).all()
+    # a resampled run keeps its two epochs together: undo the √(m/(m−1)) scaling and each
+    # resampled run's pair of values is one original run's pair
+    factors = ["image_size", "dataset_size", "epochs"]
+    design, runs = _Design.of(df, factors), _Runs.of(df, factors)
+    groups = _resampling_groups(design, runs)
+    assert [g.shape for g in groups] == [(3, 2)] * 4
+    y = df["final"].to_numpy()
+    ys = _resample_runs(y, groups, 50, np.random.default_rng(0))
+    for g in groups:
+        mean = y[g].mean(axis=0)
+        source = mean[None, :, None] + (ys[g] - mean[None, :, None]) / np.sqrt(3 / 2)
+        pairs = {tuple(np.round(p, 12)) for p in y[g]}
+        drawn = {tuple(np.round(source[r, :, b], 12)) for r in range(3) for b in range(50)}
+        assert drawn <= pairs

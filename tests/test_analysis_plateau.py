@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.baselines import Baselines
 from analysis.params import Params
 from analysis.plateau import detect_plateau, plateau_table, smooth_centred
 
@@ -131,3 +132,111 @@ def test_plateau_table_one_row_per_trial_with_epochs():
     assert table.loc[0, "plateau_value"] == pytest.approx(0.15)
     assert pd.isna(table.loc[1, "plateau_epoch"])
     assert pd.isna(table.loc[1, "gain_after_plateau"])
+
+
+TRIVIAL_BASELINES = Baselines.from_dict(
+    {
+        "eval_size": 128,
+        "splits": {"val": {"images": 6, "class_pixels": [23, 77]}},
+        "predictors": {
+            "all background": {"val_miou": 0.115},
+            "all foreground": {"val_miou": 0.384},
+        },
+    }
+)
+
+
+def _run(curve: np.ndarray, trial_epochs: tuple[int, ...], seed: int = 0) -> pd.DataFrame:
+    """The trials of one training run: each reads the run's first ``epochs`` epochs."""
+    run = f"img64_n12_ep{max(trial_epochs)}_bs2_s{seed}"
+    return pd.concat(
+        pd.DataFrame(
+            {
+                "cell_id": f"img64_n12_ep{n}_bs2",
+                "seed": seed,
+                "image_size": 64,
+                "dataset_size": 12,
+                "epochs": n,
+                "batch_size": 2,
+                "training_run": run,
+                "epoch": np.arange(1, n + 1),
+                "val_miou": curve[:n],
+            }
+        )
+        for n in trial_epochs
+    )
+
+
+def _table(curves: pd.DataFrame) -> pd.DataFrame:
+    """The plateau table with the run's trivial scores, one row per trial by its epochs."""
+    table = plateau_table(curves, "val_miou", Params(), TRIVIAL_BASELINES)
+    return table.set_index("epochs").sort_index()
+
+
+def test_true_plateau_at_epoch_6_is_read_by_every_trial_of_the_run():
+    run = 0.3 + 0.08 * np.minimum(np.arange(1, 17), 6)
+    table = _table(_run(run, (4, 8, 16)))
+    assert table["run_plateau_epoch"].tolist() == [6, 6, 6]
+    assert table["run_epochs"].tolist() == [16, 16, 16]
+    assert table["trial_epoch"].tolist() == [4, 8, 16]
+    # plateaued by epoch 6 at its epoch 8 and 16; not by its epoch 4
+    assert table.loc[8, "plateau_epoch"] == 6 and table.loc[16, "plateau_epoch"] == 6
+    assert pd.isna(table.loc[4, "plateau_epoch"])
+    assert table.loc[8, "epochs_after_plateau"] == 2 and table.loc[16, "epochs_after_plateau"] == 10
+    # the 4-epoch trial: its run gains 0.78 − 0.62 after it
+    assert table.loc[4, "gain_after_trial"] == pytest.approx(0.16)
+    assert table.loc[8, "gain_after_trial"] == pytest.approx(0.0)
+    assert np.isnan(table.loc[16, "gain_after_trial"])
+    assert table["plateau_value"].tolist() == pytest.approx([0.78] * 3)
+    assert table["stuck_epochs"].tolist() == [0, 0, 0]
+
+
+def test_stuck_start_then_take_off_is_never_a_plateau():
+    # flat at the all-foreground score for 8 epochs, then up to 0.584 and flat from 12
+    epochs = np.arange(1, 21)
+    run = 0.384 + 0.05 * np.clip(epochs - 8, 0, 4)
+    table = _table(_run(run, (8, 20)))
+    assert table["run_plateau_epoch"].tolist() == [12, 12]
+    assert pd.isna(table.loc[8, "plateau_epoch"])
+    assert table.loc[20, "plateau_epoch"] == 12
+    # "not by its epoch 8: the run gains 0.20 later"
+    assert table.loc[8, "gain_after_trial"] == pytest.approx(0.2)
+    assert table["stuck_epochs"].tolist() == [8, 8]
+    # the 8-epoch trial's own curve is flat: read alone it would "plateau at epoch 1"
+    assert detect_plateau(run[:8]).index == 0
+
+
+def test_a_run_that_never_leaves_the_trivial_score_has_no_plateau():
+    run = np.full(16, 0.384) + np.random.default_rng(0).normal(0, 0.001, 16)
+    table = plateau_table(_run(run, (8, 16)), "val_miou", Params(), TRIVIAL_BASELINES)
+    assert table["run_plateau_epoch"].isna().all()
+    assert table["plateau_epoch"].isna().all()
+    assert table["stuck_epochs"].tolist() == [16, 16]
+    # without baselines nothing tells a stuck model from a plateau
+    assert plateau_table(_run(run, (8, 16)), "val_miou")["plateau_epoch"].tolist() == [1, 1]
+
+
+def test_no_trial_is_plateaued_while_its_run_gains_more_than_the_rule_allows():
+    params, rng = Params(), np.random.default_rng(7)
+    epochs = np.arange(1, 31)
+    runs = []
+    for seed in range(150):
+        # a stall (any length, possibly none) and then a climb of random size and length
+        stall, climb = rng.integers(0, 20), rng.integers(1, 12)
+        slope = rng.uniform(0.0, 0.03)
+        curve = 0.5 + slope * np.clip(epochs - stall, 0, climb) + rng.normal(0, 0.001, 30)
+        runs.append(_run(curve, (10, 20, 30), seed))
+    curves = pd.concat(runs)
+    table = plateau_table(curves, "val_miou", params)
+    plateaued = table[table["plateau_epoch"].notna()]
+    assert 100 < len(plateaued) < len(table)
+    allowed = params.patience * params.min_delta + 1e-9
+    whole = curves[curves["epochs"] == 30].groupby("training_run")["val_miou"]
+    smoothed = {run: smooth_centred(v.to_numpy()) for run, v in whole}
+    for row in plateaued.itertuples():
+        smooth, at = smoothed[row.training_run], row.plateau_epoch - 1
+        assert smooth[at:].max() - smooth[at] <= allowed
+    # read alone, trials' own curves would have called plateaus that their runs break
+    alone = plateau_table(curves.drop(columns="training_run"), "val_miou", params)
+    broken = alone["plateau_epoch"].notna() & table["plateau_epoch"].isna()
+    assert broken.sum() > 20

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -7,13 +8,34 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import analysis
+from analysis.baselines import Baselines
+from analysis.figures import BaselineLine, baseline_lines, log_axis
 from analysis.importance import _get_importance_info
+from analysis.interactions import _get_interaction_info
 from analysis.learning_curves import _get_learning_curves_info
 from analysis.load import load
+from analysis.main_effects import _get_main_effects_info
 from analysis.overfitting import overfitting_table
 from analysis.overlays import COLORS, OPACITY, _get_overlay_info, foreground_iou, overlay
+from analysis.pareto import (
+    _get_pareto_info,
+    memory_is_device_memory,
+    memory_note,
+    pareto_costs,
+    pareto_table,
+)
 from analysis.plateau import plateau_table
 from analysis.synthetic import example_grid, synthetic_tables, write_synthetic_run
+
+BASELINES = {
+    "eval_size": 16,
+    "num_labels": 2,
+    "splits": {"val": {"images": 2, "class_pixels": [400, 112], "ignored_pixels": 0}},
+    "predictors": {
+        "all background": {"val_iou": 0.0, "val_miou": 0.390625},
+        "all foreground": {"val_iou": 0.21875, "val_miou": 0.109375},
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +44,20 @@ def study(tmp_path_factory) -> Path:
         image_sizes=(64, 128), dataset_sizes=(100, 200, 400), epochs=(10, 20), seeds=3
     )
     root = tmp_path_factory.mktemp("study")
-    return write_synthetic_run(root, trials, curves, example_grid(trials), examples=2, size=16)
+    out = write_synthetic_run(root, trials, curves, example_grid(trials), examples=2, size=16)
+    (out / "baselines.json").write_text(json.dumps(BASELINES))
+    return out
+
+
+def _final(means: dict[tuple[int, int], list[float]], batch: int = 8) -> pd.DataFrame:
+    """Trials of cells (image_size, dataset_size) with one epochs and batch_size level."""
+    rows = [
+        {"cell_id": f"c{i}", "seed": seed, "image_size": image, "dataset_size": data,
+         "epochs": 10, "batch_size": batch, "final": v}
+        for i, ((image, data), values) in enumerate(means.items())
+        for seed, v in enumerate(values)
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 @pytest.mark.parametrize(
@@ -124,3 +159,180 @@ def test_importance_info_keeps_the_largest_terms_bottom_up():
     table = pd.DataFrame({"term": list("abcde"), "omega_sq": [0.5, 0.3, 0.1, 0.05, 0.0]})
     info = _get_importance_info(table, limit=3)
     assert info["term"].tolist() == ["c", "b", "a"]
+
+
+def test_baseline_lines_read_the_validation_score_for_train_series():
+    baselines = Baselines.from_dict(BASELINES)
+    lines = baseline_lines(baselines, "val_miou")
+    assert lines == (
+        BaselineLine("all foreground", 0.109375, "val_miou"),
+        BaselineLine("all background", 0.390625, "val_miou"),
+    )
+    assert lines[1].label == "all background 0.391"
+    assert baseline_lines(baselines, "train_miou") == lines
+    assert baseline_lines(baselines, "val_loss") == ()
+    assert baseline_lines(None, "val_iou") == ()
+
+
+def test_main_effect_panels_share_one_y_range_and_skip_single_level_factors():
+    # three seeds per cell: every level has an interval; epochs and batch_size have one level
+    final = _final(
+        {(64, 100): [0.5, 0.6, 0.55], (128, 100): [0.7, 0.8, 0.75],
+         (64, 200): [0.4, 0.5, 0.45], (128, 200): [0.6, 0.7, 0.65]},
+        batch=4,
+    )  # fmt: skip
+    info = _get_main_effects_info(final, baselines=Baselines.from_dict(BASELINES))
+    assert [e.factor for e in info] == ["image_size", "dataset_size"]
+    assert info.single_level == {"epochs": 10, "batch_size": 4}
+    # the range holds every mean, interval bound and trivial score (0 and 0.21875), padded
+    # by 5 % of the span on each side
+    bounds = [v for e in info for v in (*e.table["ci_low"], *e.table["ci_high"])]
+    lo, hi = min(0.0, *bounds), max(bounds)
+    assert info.ylim == pytest.approx((lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)))
+    assert [(b.name, b.value) for b in info.baselines] == [
+        ("all background", 0.0), ("all foreground", 0.21875),
+    ]  # fmt: skip
+    fig = analysis.main_effects._get_main_effects_plot(info, "val_iou")
+    FigureCanvasAgg(fig).draw()
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 2
+    for ax in visible:
+        assert ax.get_ylim() == pytest.approx(info.ylim)
+    assert "batch_size has one level (4): not shown" in fig.get_suptitle()
+    labels = {t.get_text() for ax in visible for t in ax.texts}
+    assert labels == {"all background 0.000", "all foreground 0.219"}
+
+
+def test_interaction_panels_share_one_y_range_and_name_single_level_factors():
+    final = _final(
+        {(64, 100): [0.5, 0.6], (128, 100): [0.7, 0.8], (64, 200): [0.4, 0.5],
+         (128, 200): [0.6, 0.9]},
+    )  # fmt: skip
+    final = pd.concat([final, final.assign(epochs=20, final=final["final"] + 0.05)])
+    info = _get_interaction_info(final)
+    assert [(p.x, p.hue) for p in info] == [
+        ("image_size", "dataset_size"), ("image_size", "epochs"), ("dataset_size", "epochs"),
+    ]  # fmt: skip
+    assert info.single_level == {"batch_size": 8}
+    assert info.baselines == ()
+    # two seeds: no interval, so the range spans the seed points averaged over the third
+    # factor, 0.425 (64 px, 200 images, seed 0) to 0.925 (128, 200, seed 1), padded by 0.025
+    assert info.ylim == pytest.approx((0.4, 0.95))
+    fig = analysis.interactions._get_interaction_plot(info, "val_iou")
+    FigureCanvasAgg(fig).draw()
+    for ax in fig.axes:
+        assert ax.get_ylim() == pytest.approx(info.ylim)
+    assert "batch_size has one level (8): not shown" in fig.get_suptitle()
+
+
+def test_memory_is_a_cost_only_when_every_trial_ran_on_a_gpu():
+    gpu = pd.DataFrame({"device": ["cuda: NVIDIA H200", "cuda: NVIDIA H200"]})
+    mixed = pd.DataFrame({"device": ["cuda: NVIDIA H200", "cpu"]})
+    old = pd.DataFrame({"cell_id": ["a", "b"]})
+    assert memory_is_device_memory(gpu) and memory_note(gpu) == ""
+    assert pareto_costs(gpu) == ("train_time_s", "peak_mem_mb")
+    assert not memory_is_device_memory(mixed) and not memory_is_device_memory(old)
+    assert pareto_costs(mixed) == pareto_costs(old) == ("train_time_s",)
+    assert memory_note(mixed).startswith("No memory frontier: 1 of 2 trials ran on CPU")
+    assert "resident memory (RSS)" in memory_note(mixed)
+    assert "do not record the device" in memory_note(old)
+
+
+def test_no_memory_frontier_on_cpu():
+    cells = pd.DataFrame(
+        {"image_size": [64, 128, 128], "dataset_size": 100, "epochs": 10, "batch_size": 8,
+         "cell_id": ["a", "b", "c"], "n": 3, "final_mean": [0.5, 0.7, 0.6],
+         "train_time_s": [10.0, 30.0, 20.0], "peak_mem_mb": [1200.0, 1100.0, 1150.0]}
+    )  # fmt: skip
+    cpu = pd.DataFrame({"device": ["cpu"] * 3})
+    table = pareto_table(cells, costs=pareto_costs(cpu)).set_index("cell_id")
+    assert "on_memory_frontier" not in table and "peak_mem_mb" not in table
+    assert table["on_time_frontier"].to_dict() == {"b": True, "c": True, "a": True}
+    both = pareto_table(cells).set_index("cell_id")
+    assert both["on_memory_frontier"].to_dict() == {"b": True, "c": False, "a": False}
+    info = _get_pareto_info(
+        cells, "val_iou", costs=pareto_costs(cpu), baselines=Baselines.from_dict(BASELINES),
+        note=memory_note(cpu),
+    )  # fmt: skip
+    assert list(info.points) == ["train_time_s"]
+    assert info.frontiers["train_time_s"]["cell_id"].tolist() == ["a", "c", "b"]
+    assert [b.value for b in info.baselines] == [0.0, 0.21875]
+    fig = analysis.pareto._get_pareto_plot(info)
+    FigureCanvasAgg(fig).draw()
+    assert "3 of 3 trials ran on CPU" in fig.get_suptitle().replace("\n", " ")
+
+
+def test_log_axis_labels_plain_numbers_at_1_2_5():
+    fig = Figure()
+    ax = fig.subplots()
+    ax.plot([2.4, 33.0], [0, 1])
+    assert log_axis(ax, [2.4, 33.0])
+    ax.set_xlim(2.4, 33.0)
+    FigureCanvasAgg(fig).draw()
+    shown = [
+        t.get_text() for t in ax.get_xticklabels() if 2.4 <= t.get_position()[0] <= 33.0
+    ]
+    assert shown == ["5", "10", "20"]
+    assert all(t.get_text() == "" for t in ax.xaxis.get_minorticklabels())
+    # a range narrower than a factor of 5 stays linear: a log axis would label one tick
+    assert not log_axis(fig.subplots(), [20.0, 60.0])
+
+
+def test_learning_curve_panels_mark_cell_epochs_run_plateau_and_confirmed_onsets(study):
+    run = load(study)
+    cell = "img64_n100_ep20_bs8"
+    plateau = pd.DataFrame(
+        {"cell_id": [cell, cell, "img64_n100_ep10_bs8"], "seed": [0, 1, 0],
+         "run_plateau_epoch": [12, None, 12], "plateau_epoch": [12, None, None]}
+    ).astype({"run_plateau_epoch": "Int64", "plateau_epoch": "Int64"})  # fmt: skip
+    # the unconfirmed onset of seed 1 is not an onset and gets no ✕
+    over = pd.DataFrame(
+        {"cell_id": [cell, cell], "seed": [0, 1], "overfit_epoch": [15, None],
+         "unconfirmed_onset_epoch": [None, 19]}
+    ).astype({"overfit_epoch": "Int64", "unconfirmed_onset_epoch": "Int64"})  # fmt: skip
+    info = _get_learning_curves_info(
+        run.curves, plateau, over, "val_iou", [cell], limit=1,
+        baselines=Baselines.from_dict(BASELINES),
+    )  # fmt: skip
+    (panel,) = info.panels
+    assert panel.cell_id == cell and panel.cell_epochs == (10,)
+    marks = panel.marks[["kind", "seed", "epoch"]].values.tolist()
+    assert marks == [["plateau", 0, 12], ["onset", 0, 15]]
+    assert [(b.name, b.value, b.metric) for b in info.baselines] == [
+        ("all background", 0.0, "val_iou"), ("all foreground", 0.21875, "val_iou"),
+    ]  # fmt: skip
+    fig = analysis.learning_curves._get_learning_curves_plot(info, "metric")
+    FigureCanvasAgg(fig).draw()
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert texts == {"ep10 cell", "all background 0.000 (val)", "all foreground 0.219 (val)"}
+
+
+def test_overlay_leaves_ignored_pixels_unpainted_and_uncounted():
+    image = np.full((1, 4, 3), 100, dtype=np.uint8)
+    truth = np.array([[1, 255, 0, 255]], dtype=np.uint8)
+    pred = np.array([[1, 1, 0, 0]], dtype=np.uint8)
+    out = overlay(image, truth, pred, ignore_index=255)
+    np.testing.assert_array_equal(out[0, 1], [100, 100, 100])
+    np.testing.assert_array_equal(out[0, 3], [100, 100, 100])
+    assert foreground_iou(truth, pred, ignore_index=255) == 1.0
+    # without the ignore index, 255 is a foreground class: a false negative and a false
+    # positive of the wrong class
+    assert foreground_iou(truth, pred) == pytest.approx(1 / 3)
+
+
+def test_overlay_rows_are_captioned_with_the_reports_metric(study):
+    run = load(study, metric="val_dice")
+    final = run.final
+    cell = "img128_n400_ep20_bs8"
+    info = _get_overlay_info(run.files, [("best", cell)], final, metric="val_dice")
+    (row,) = info.rows
+    trial = final[final["run_id"] == row.run_id].iloc[0]
+    assert row.value == trial["final"] and row.epoch == 20
+    assert row.caption == f"val_dice {trial['final']:.3f} at epoch 20"
+    fig = analysis.overlays._get_overlay_plot(info)
+    FigureCanvasAgg(fig).draw()
+    assert fig.axes[len(info.images)].get_ylabel().endswith(row.caption)
+    assert all(
+        ax.get_title().startswith(("this image's fg IoU", "no foreground"))
+        for ax in fig.axes[len(info.images) :]
+    )

@@ -5,6 +5,7 @@ import pytest
 from analysis.cells import cells_table
 from analysis.params import Params
 from analysis.recommend import recommendation_sentences, recommendations_table
+from analysis.stats import format_interval
 
 
 def _cells(spec: dict[str, tuple], metric: str = "val_iou") -> pd.DataFrame:
@@ -29,6 +30,12 @@ def _cells(spec: dict[str, tuple], metric: str = "val_iou") -> pd.DataFrame:
                 }
             )
     return cells_table(pd.DataFrame(rows), metric)
+
+
+def _value(cells: pd.DataFrame, cell_id: str) -> str:
+    """The cell's mean and interval as the sentences print them."""
+    row = cells.set_index("cell_id").loc[cell_id]
+    return format_interval(row["final_mean"], row["final_ci_low"], row["final_ci_high"])
 
 
 SEPARABLE = {
@@ -83,11 +90,11 @@ def test_a_grid_that_cannot_separate_cells_says_so():
 
 
 def test_sentence_names_the_pick_its_interval_and_its_cost():
-    table = recommendations_table(_cells(SEPARABLE))
-    sentences = recommendation_sentences(table, "val_iou")
+    cells = _cells(SEPARABLE)
+    sentences = recommendation_sentences(recommendations_table(cells), "val_iou")
     assert len(sentences) == 2
     assert sentences[1] == (
-        "Image size 128: use close (val_iou 0.800 [0.794, 0.806]), within 0.01 of the best "
+        f"Image size 128: use close (val_iou {_value(cells, 'close')}), within 0.01 of the best "
         "cell best (0.802) and not significantly worse (one-sided Welch p = 0.31), at 0.4× its "
         "train time and 0.5× its steps."
     )
@@ -98,18 +105,56 @@ def test_sentence_names_the_pick_its_interval_and_its_cost():
     )
 
 
-def test_sentence_when_the_best_cell_is_also_the_cheapest_by_time():
+def test_a_pick_by_steps_never_takes_more_time_than_the_best_cell():
+    # issue 15: batch 4 halves the steps of batch 2 but takes 29.0 s against 27.9 s
     spec = {
-        "best": (64, 80, [0.80, 0.81, 0.82], 10.0, 800),
-        "fewer_steps": (64, 40, [0.80, 0.81, 0.82], 20.0, 400),
-        "bad": (64, 20, [0.50, 0.51, 0.52], 5.0, 200),
+        "bs2": (128, 16, [0.780, 0.785, 0.789], 27.9, 192),
+        "bs4": (128, 16, [0.776, 0.780, 0.782], 29.0, 96),
+        "bad": (128, 8, [0.50, 0.51, 0.52], 5.0, 48),
     }
-    (sentence,) = recommendation_sentences(recommendations_table(_cells(spec)), "val_iou")
+    cells = _cells(spec)
+    table = recommendations_table(cells).set_index("by")
+    assert table.loc["steps", "cell_id"] == "bs2"
+    assert table.loc["steps", "cost_ratio"] == 1.0
+    (sentence,) = recommendation_sentences(table.reset_index(), "val_iou")
     assert sentence == (
-        "Image size 64: use the best cell, best (val_iou 0.810 [0.800, 0.820]); no cell with a "
-        "lower train time is within 0.01 of it and not significantly worse; by steps, "
-        "fewer_steps qualifies at 0.5× its steps."
+        f"Image size 128: use the best cell, bs2 (val_iou {_value(cells, 'bs2')}); no cell with "
+        "a lower train time is within 0.01 of it and not significantly worse, nor any with "
+        "fewer steps and no more train time."
     )
+    # the same cell at no more time than the best is a saving, and is picked
+    spec["bs4"] = (128, 16, [0.776, 0.780, 0.782], 27.9, 96)
+    table = recommendations_table(_cells(spec)).set_index("by")
+    assert table.loc["steps", "cell_id"] == "bs4"
+    assert table.loc["steps", "cost_ratio"] == 0.5
+
+
+def test_a_time_that_is_not_measured_does_not_block_a_pick_by_steps():
+    spec = {
+        "best": (64, 80, [0.80, 0.81, 0.82], np.nan, 800),
+        "fewer_steps": (64, 40, [0.80, 0.81, 0.82], 20.0, 400),
+    }
+    table = recommendations_table(_cells(spec))
+    assert list(table["by"]) == ["steps"]  # no train time for the best: no time pick
+    assert table.loc[0, "cell_id"] == "fewer_steps"
+
+
+def test_cells_with_a_collapsed_seed_are_never_recommended():
+    cells = _cells(SEPARABLE)
+    cells["collapsed"] = np.where(cells["cell_id"] == "close", 1, 0)
+    table = recommendations_table(cells).set_index(["image_size", "by"])
+    # without "close", no cell of 128 px within the margin is cheaper than the best
+    assert table.loc[(128, "train_time_s"), "cell_id"] == "best"
+    assert table.loc[(128, "steps"), "cell_id"] == "best"
+    assert table.loc[(128, "train_time_s"), "cells"] == 3
+    # a collapsed best cell is not the reference either
+    cells["collapsed"] = np.where(cells["cell_id"] == "small_best", 2, 0)
+    table = recommendations_table(cells).set_index(["image_size", "by"])
+    assert table.loc[(64, "train_time_s"), "best_cell_id"] == "small_fast"
+    assert table.loc[(64, "steps"), "cell_id"] == "small_fast"
+    # an unknown collapse count (no baselines) does not exclude a cell
+    cells["collapsed"] = np.nan
+    assert len(recommendations_table(cells)) == len(recommendations_table(_cells(SEPARABLE)))
 
 
 def test_single_seed_grid_picks_by_margin_only():
@@ -137,8 +182,10 @@ def test_sentence_when_the_best_cell_is_cheapest_by_every_cost():
         "best": (64, 80, [0.80, 0.81, 0.82], 10.0, 100),
         "bad": (64, 20, [0.50, 0.51, 0.52], 50.0, 800),
     }
-    (sentence,) = recommendation_sentences(recommendations_table(_cells(spec)), "val_iou")
+    cells = _cells(spec)
+    (sentence,) = recommendation_sentences(recommendations_table(cells), "val_iou")
     assert sentence == (
-        "Image size 64: use the best cell, best (val_iou 0.810 [0.800, 0.820]); no cell with a "
-        "lower train time or steps is within 0.01 of it and not significantly worse."
+        f"Image size 64: use the best cell, best (val_iou {_value(cells, 'best')}); no cell with "
+        "a lower train time is within 0.01 of it and not significantly worse, nor any with "
+        "fewer steps and no more train time."
     )

@@ -44,7 +44,7 @@ def test_cells_table_summarises_seeds_best_first():
     assert row["final_mean"] == pytest.approx(0.6)
     assert row["final_std"] == pytest.approx(0.1)
     assert (row["final_ci_low"], row["final_ci_high"]) == pytest.approx(
-        mean_interval([0.5, 0.6, 0.7])[1:]
+        mean_interval([0.5, 0.6, 0.7], bounds=(0.0, 1.0))[1:]
     )
     assert row["best_mean"] == pytest.approx(0.61)
     assert np.isnan(cells.iloc[0]["final_ci_low"])  # one seed: no interval
@@ -126,15 +126,18 @@ def test_interaction_info_means_and_intervals_over_seeds():
     assert t.loc[(128, 200), "mean"] == pytest.approx(0.85)
     assert t.loc[(128, 200), "n"] == 3
     assert (t.loc[(128, 200), "ci_low"], t.loc[(128, 200), "ci_high"]) == pytest.approx(
-        mean_interval([0.9, 0.8, 0.85])[1:]
+        mean_interval([0.9, 0.8, 0.85], bounds=(0.0, 1.0))[1:]
     )
     assert pair.heatmap().loc[200, 64] == pytest.approx(0.65)
 
 
-def test_main_effects_cover_every_factor_and_show_seeds_without_intervals():
+def test_main_effects_cover_varying_factors_and_show_seeds_without_intervals():
     final = _final({(64, 100): [0.5, 0.6], (128, 100): [0.7, 0.8]})
-    infos = {i.factor: i for i in _get_main_effects_info(final)}
-    assert list(infos) == ["image_size", "dataset_size", "epochs", "batch_size"]
+    info = _get_main_effects_info(final)
+    infos = {i.factor: i for i in info}
+    # a factor with one level gets no panel; it is named with its level instead
+    assert list(infos) == ["image_size"]
+    assert list(info.single_level) == ["dataset_size", "epochs", "batch_size"]
     image = infos["image_size"]
     assert image.table.set_index("image_size")["mean"].to_dict() == pytest.approx(
         {64: 0.55, 128: 0.75}
@@ -142,7 +145,7 @@ def test_main_effects_cover_every_factor_and_show_seeds_without_intervals():
     assert image.table["ci_low"].isna().all()  # two seeds: points, no interval
     assert len(image.seeds) == 4
     long = main_effects_table(final)
-    assert len(long) == 2 + 1 + 1 + 1
+    assert len(long) == 2
     assert long.loc[long["factor"] == "image_size", "level"].tolist() == [64, 128]
 
 

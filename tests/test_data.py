@@ -142,13 +142,67 @@ def test_missing_masks_folder_is_named(image_folder) -> None:
 def test_dataset_size_larger_than_the_training_images(image_folder) -> None:
     root = image_folder(10)
     # 10 images, 2 for validation: 8 can train
-    assert check(_folder_grid(root, [8], [8], val_size=2)) == (2, 10)
+    assert check(_folder_grid(root, [8], [8], val_size=2)) == (2, 0, 10)
     with pytest.raises(DataError) as info:
         check(_folder_grid(root, [8], [4, 9], val_size=2))
     assert str(info.value) == (
         "factors.dataset_size: 9 training images asked for but data.path leaves 8 "
         "after 2 for validation"
     )
+
+
+def test_a_test_split_is_disjoint_seeded_and_leaves_validation_as_it_was(membrane) -> None:
+    plain = prepare(_folder_grid(membrane, [32], [12], val_fraction=0.2))
+    tested = prepare(_folder_grid(membrane, [32], [12], val_fraction=0.2, test_fraction=0.2))
+    # without a test split, validation is the first images of the seeded permutation
+    order = np.random.default_rng(0).permutation(30)
+    assert plain.val_names == [f"{i:02d}" for i in np.sort(order[:6])]
+    assert plain.test_names == [] and plain.test_y is None and "test" not in plain.splits
+    assert plain.sizes[32].test_x is None
+    # a test split is drawn after validation: validation does not move
+    assert tested.val_names == plain.val_names
+    assert tested.test_names == [f"{i:02d}" for i in np.sort(order[6:12])]
+    assert tested.train_names == [f"{i:02d}" for i in order[12:24]]
+    names = [tested.val_names, tested.test_names, tested.train_names]
+    assert sum(map(len, names)) == len(set().union(*names)) == 24
+    assert tested.sizes[32].test_x.shape == (6, 1, 32, 32) and tested.test_y.shape == (6, 32, 32)
+    again = prepare(_folder_grid(membrane, [32], [12], val_fraction=0.2, test_size=6))
+    assert again.test_names == tested.test_names
+    assert again.test_y.tobytes() == tested.test_y.tobytes()
+    other = prepare(_folder_grid(membrane, [32], [12], test_size=6, split_seed=1))
+    assert other.test_names != tested.test_names
+
+
+def test_split_truth_counts_pixels_per_label_at_eval_size(prepared_two) -> None:
+    truth = prepared_two.splits["val"]
+    assert truth.images == 6 and truth.ignored_pixels == 0
+    y = prepared_two.val_y
+    assert truth.class_pixels == (int((y == 0).sum()), int((y == 1).sum()))
+    assert sum(truth.class_pixels) == 6 * 48 * 48
+
+
+def test_a_test_split_that_leaves_too_few_training_images_is_named(image_folder) -> None:
+    root = image_folder(10)
+    assert check(_folder_grid(root, [8], [5], val_size=2, test_size=3)) == (2, 3, 10)
+    with pytest.raises(DataError) as info:
+        check(_folder_grid(root, [8], [6], val_size=2, test_size=3))
+    assert str(info.value) == (
+        "factors.dataset_size: 6 training images asked for but data.path leaves 5 "
+        "after 2 for validation and 3 for testing (data.test_size)"
+    )
+
+
+def test_synthetic_data_with_a_test_split_holds_enough_scenes() -> None:
+    grid = parse_grid(
+        {
+            "data": {"source": "synthetic", "test_fraction": 0.3},
+            "factors": {"image_size": [8], "dataset_size": [7], "epochs": [1], "batch_size": [1]},
+        }
+    )
+    split = check(grid)
+    assert split.total - split.val - split.test >= 7 and split.test >= 1
+    prepared = prepare(grid)
+    assert len(prepared.test_names) == split.test and len(prepared.train_names) == 7
 
 
 def test_rgb_and_grayscale_mix_is_promoted_to_three_channels(image_folder) -> None:
@@ -267,7 +321,7 @@ def test_voc_layout_loads_classes_and_border(voc) -> None:
     assert (prepared.in_channels, prepared.num_labels) == (3, 21)
     _check_prepared(prepared, masks)
     assert int((prepared.val_y == 255).sum()) == 2 * 12
-    assert check(grid) == (2, 6)
+    assert check(grid) == (2, 0, 6)
 
 
 def test_voc_mask_value_outside_its_classes_names_the_file(voc) -> None:
@@ -434,11 +488,18 @@ def _assert_same(local, remote, ray) -> None:
     )
     assert (remote.train_names, remote.val_names) == (local.train_names, local.val_names)
     assert ray.get(remote.val_y).tobytes() == local.val_y.tobytes()
+    # the driver gets the splits' counts, never their truth
+    assert remote.splits == local.splits and remote.test_names == local.test_names
+    if local.test_y is not None:
+        assert ray.get(remote.test_y).tobytes() == local.test_y.tobytes()
     assert sorted(remote.sizes) == sorted(local.sizes)
     for size, ref in remote.sizes.items():
         arrays = ray.get(ref)
-        for name in ("train_x", "train_y", "val_x"):
+        for name in ("train_x", "train_y", "val_x", "test_x"):
             a, b = getattr(arrays, name), getattr(local.sizes[size], name)
+            if b is None:
+                assert a is None
+                continue
             assert a.shape == b.shape and a.tobytes() == b.tobytes(), (size, name)
     for a, b in zip(remote.examples, local.examples, strict=True):
         assert a.shape == b.shape and a.tobytes() == b.tobytes()
@@ -467,7 +528,7 @@ def test_prepare_on_ray_reads_a_folder_mixing_grey_and_colour(image_folder, ray_
     # one colour image in one chunk: every chunk's grey images get three channels
     colour = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     Image.fromarray(colour).save(root / "images" / "05.png")
-    grid = _folder_grid(root, [4, 6], [5], val_size=3)
+    grid = _folder_grid(root, [4, 6], [4], val_size=3, test_size=2)
     remote = prepare_on_ray(grid, chunk_size=2)
     assert remote.in_channels == 3
     _assert_same(prepare(grid), remote, ray_two_nodes)

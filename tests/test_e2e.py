@@ -4,6 +4,7 @@ pieces are tested directly in the other files."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -72,7 +73,8 @@ def test_grid_runs_end_to_end_and_resumes(ray_cluster, tmp_path):
 def test_two_workers_train_data_parallel_across_two_nodes(ray_cluster, tmp_path):
     factors = {"image_size": 32, "dataset_size": 6, "epochs": 1, "batch_size": 4}
     resources = {"workers_per_trial": 2}
-    grid_file = _write(tmp_path, "ddp", factors, val_size=3, resources=resources)
+    data = {"source": "synthetic", "val_size": 3, "test_size": 2}
+    grid_file = _write(tmp_path, "ddp", factors, val_size=3, resources=resources, data=data)
     out = tmp_path / "run"
     result = _run(grid_file, out)
     assert result.exit_code == 0, result.output
@@ -80,8 +82,17 @@ def test_two_workers_train_data_parallel_across_two_nodes(ray_cluster, tmp_path)
     assert curves["world_size"].tolist() == [2]
     # counts were summed across both workers: each pixel once, none twice
     assert curves["val_pixels"].tolist() == [3 * 32 * 32]
+    assert curves["test_pixels"].tolist() == [2 * 32 * 32]
     assert curves["train_pixels"].tolist() == [6 * 32 * 32]
     assert curves["step"].tolist() == [2]
+    assert pd.read_parquet(out / "trials.parquet")["device"].tolist() == ["cpu"]
+    # the trivial predictors' scores, from pixel counts the driver got from a Ray task
+    baselines = json.loads((out / "baselines.json").read_text())
+    val, test = baselines["splits"]["val"], baselines["splits"]["test"]
+    assert (val["images"], sum(val["class_pixels"]), test["images"]) == (3, 3 * 32 * 32, 2)
+    foreground = baselines["predictors"]["all foreground"]
+    assert foreground["val_iou"] == pytest.approx(val["class_pixels"][1] / (3 * 32 * 32))
+    assert set(baselines["predictors"]) == {"all background", "all foreground"}
 
 
 def test_failed_trial_becomes_a_row_and_the_grid_goes_on(ray_cluster, tmp_path):
@@ -146,8 +157,9 @@ def test_cells_differing_in_epochs_share_one_training_run(ray_cluster, tmp_path)
     checkpoints = {int(torch_load(out / c)["epoch"]) for c in trials["checkpoint"]}
     assert checkpoints == {1, 2, 4}
 
-    # TensorBoard, on by default: every (cell, seed) has its val_iou curve, an overlay at
-    # its own epoch, and the four factors in the HParams data
+    # TensorBoard, on by default: each training run's val_iou curve and overlays once, in
+    # the folder of its longest trial (named like the run); every (cell, seed) has its own
+    # final numbers at its own epoch and the four factors in the HParams data
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -155,13 +167,17 @@ def test_cells_differing_in_epochs_share_one_training_run(ray_cluster, tmp_path)
         events = EventAccumulator(str(out / "tensorboard" / row.run_id), size_guidance={
             "images": 0, "scalars": 0, "tensors": 0})  # fmt: skip
         events.Reload()
-        ious = events.Scalars("val/iou")
-        expected = curves[curves["run_id"] == row.run_id]
-        assert [e.step for e in ious] == expected["epoch"].tolist()
-        assert [e.value for e in ious] == pytest.approx(expected["val_iou"].tolist())
-        # overlays at every epoch the shared run predicted, up to and with its own
-        steps = [i.step for i in events.Images("overlay/0")]
-        assert steps[-1] == row.epochs and all(s <= row.epochs for s in steps)
+        if row.run_id == row.training_run:
+            ious = events.Scalars("val/iou")
+            expected = curves[curves["run_id"] == row.run_id]
+            assert [e.step for e in ious] == expected["epoch"].tolist() == [1, 2, 3, 4]
+            assert [e.value for e in ious] == pytest.approx(expected["val_iou"].tolist())
+            # overlays at every epoch the run predicted: each cell's own and the last
+            assert [i.step for i in events.Images("overlay/0")] == [1, 2, 4]
+        else:
+            assert "val/iou" not in events.Tags()["scalars"] and not events.Tags()["images"]
+        (final,) = events.Scalars("trial/final_val_iou")
+        assert final.step == row.epochs and final.value == pytest.approx(row.final_val_iou)
         hparams = events.PluginTagToContent("hparams")
         start = plugin_data_pb2.HParamsPluginData.FromString(
             hparams["_hparams_/session_start_info"]

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gridrun.metrics import confusion_matrix, predict_labels, scores
+from gridrun.metrics import confusion_matrix, constant_scores, predict_labels, scores
 
 
 def test_confusion_matrix_counts_true_rows_and_predicted_columns() -> None:
@@ -49,6 +49,9 @@ def test_binary_scores_are_the_foreground_class() -> None:
     assert s["recall"] == pytest.approx(35 / 40)
     assert s["pixel_acc"] == pytest.approx(85 / 100)
     assert s["miou"] == pytest.approx((35 / 50 + 50 / 65) / 2)
+    # each class's own IoU: c0 background, c1 foreground (the headline iou)
+    assert s["iou_c0"] == pytest.approx(50 / 65)
+    assert s["iou_c1"] == s["iou"]
 
 
 def test_all_foreground_prediction_scores_high_iou_but_half_miou() -> None:
@@ -58,6 +61,7 @@ def test_all_foreground_prediction_scores_high_iou_but_half_miou() -> None:
     assert s["iou"] == pytest.approx(0.78)
     assert s["miou"] == pytest.approx(0.39)
     assert s["recall"] == pytest.approx(1.0)
+    assert s["iou_c0"] == 0.0
 
 
 def test_prefix_is_prepended_to_every_key() -> None:
@@ -69,6 +73,8 @@ def test_prefix_is_prepended_to_every_key() -> None:
         "val_recall",
         "val_pixel_acc",
         "val_miou",
+        "val_iou_c0",
+        "val_iou_c1",
     }
 
 
@@ -142,3 +148,22 @@ def test_binary_ignored_pixels_leave_the_foreground_scores() -> None:
     assert cm.tolist() == [[1, 0], [1, 1]]
     # counted as background, the two ignored pixels would be false positives: IoU 1/4
     assert scores(cm)["iou"] == pytest.approx(1 / 2)
+
+
+def test_constant_scores_are_the_scores_of_a_model_predicting_one_label() -> None:
+    target = torch.tensor([[0, 0, 1, 1, 1], [2, 2, 2, 2, 255]])
+    for label in range(3):
+        pred = torch.full_like(target, label)
+        cm = confusion_matrix(pred, target, 3, ignore_index=255)
+        # the truth's pixels per class, the ignored one left out
+        assert constant_scores([2, 3, 4], label, "val_") == scores(cm, "val_")
+
+
+def test_all_background_and_all_foreground_hand_values() -> None:
+    # 22 background pixels, 78 foreground
+    background, foreground = constant_scores([22, 78], 0), constant_scores([22, 78], 1)
+    assert background["iou"] == 0.0 and background["iou_c0"] == pytest.approx(0.22)
+    assert background["miou"] == pytest.approx(0.11)
+    assert math.isnan(background["precision"])  # nothing predicted foreground
+    assert foreground["iou"] == pytest.approx(0.78) and foreground["miou"] == pytest.approx(0.39)
+    assert foreground["pixel_acc"] == pytest.approx(0.78)

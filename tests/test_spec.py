@@ -91,6 +91,10 @@ def test_unknown_key_names_the_dotted_key_and_suggests_the_right_one(
         (_grid(train={"loss": "ce"}), "train.loss", "num_classes"),
         (_grid(data={"num_classes": 3}), "train.loss", "binary"),
         (_grid(data={"source": "folder"}), "data", "path"),
+        (_grid(data={"test_fraction": 0.1, "test_size": 4}), "test_size", "not both"),
+        (_grid(data={"test_fraction": 0.6}), "data.test_fraction", "less than or equal to 0.5"),
+        (_grid(data={"test_fraction": 0}), "data.test_fraction", "greater than 0"),
+        (_grid(data={"val_fraction": 0.5, "test_fraction": 0.5}), "test_fraction", "no images"),
         ({"name": "x"}, "factors", "missing"),
     ],
 )

@@ -106,7 +106,7 @@ def _names_a_key(rest: str, raw: Any) -> bool:
     keys = set(FIELD_NAMES)
     if isinstance(raw, dict):
         keys |= {str(k) for k in raw} | {repr(k) for k in raw}
-    return any(rest.startswith((f"{key}:", f"{key}.")) for key in keys)
+    return any(rest.startswith((f"{key}:", f"{key}.", f"{key}[")) for key in keys)
 
 
 def _one_line(message: str) -> None:

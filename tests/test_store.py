@@ -7,12 +7,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from gridrun.layout import CURVE_COLUMNS, TRIAL_COLUMNS
+from gridrun.data import SplitTruth
+from gridrun.layout import BASELINES_FILE, CURVE_COLUMNS, TRIAL_COLUMNS
 from gridrun.runs import training_runs, trial_info
 from gridrun.spec import parse_grid
 from gridrun.storage import Storage, StorageError
-from gridrun.store import Results, RunDirError, StudyLock, claim_study, study_state
+from gridrun.store import (
+    Results,
+    RunDirError,
+    StudyLock,
+    baselines_record,
+    claim_study,
+    study_state,
+    write_baselines,
+)
 
 GRID = parse_grid(
     {
@@ -60,6 +70,7 @@ def _epoch(epoch: int, val_iou: float, status: str = "ok", **extra) -> dict:
         "params": 1234,
         "world_size": 1,
         "worker_ip": "10.0.0.7",
+        "device": "cuda: NVIDIA H200",
         "status": status,
         **extra,
     }
@@ -96,6 +107,8 @@ def test_results_round_trip_through_parquet(tmp_path: Path) -> None:
     assert t["train_time_s"] == pytest.approx(1.2)
     assert t["peak_mem_mb"] == pytest.approx(110.0)
     assert t["params"] == 1234 and t["node_ip"] == "10.0.0.7"
+    # the device the run trained on: a trial column, not repeated on every curve row
+    assert t["device"] == "cuda: NVIDIA H200" and "device" not in curves
     assert t["training_run"] == trial.run_id
     assert t["started_at"] <= t["finished_at"]
 
@@ -186,6 +199,16 @@ def test_a_grid_that_only_adds_levels_or_seeds_extends_the_study(tmp_path: Path)
     assert study_state(Storage(tmp_path)).total == 2 * 2 * 3
 
 
+def test_a_study_written_before_a_new_default_key_resumes_not_extends(tmp_path: Path) -> None:
+    # a study's grid.yaml from before data.test_fraction and data.test_size existed
+    old = yaml.safe_load(GRID.resolved_yaml())
+    del old["data"]["test_fraction"], old["data"]["test_size"]
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    _run(Results_(tmp_path), GRID.trials()[0], [0.5])
+    assert claim_run_dir(tmp_path, GRID.resolved_yaml()) is False
+    assert (tmp_path / "grid.yaml").read_text() == GRID.resolved_yaml()
+
+
 def test_claim_run_dir_refuses_a_file(tmp_path: Path) -> None:
     path = tmp_path / "not_a_dir"
     path.write_text("x")
@@ -258,3 +281,38 @@ def test_a_lock_from_another_host_is_stale_only_after_its_heartbeat_stops(tmp_pa
     lock = StudyLock(study)
     lock.acquire()
     lock.release()
+
+
+def test_baselines_of_binary_data_hand_values_and_their_file(tmp_path: Path) -> None:
+    # 6 validation images at 10 px: 22% background, 78% foreground, 40 pixels ignored
+    splits = {"val": SplitTruth(6, (132, 428), 40), "test": SplitTruth(2, (100, 100), 0)}
+    record = baselines_record(splits, 10, 1, 255)
+    assert (record["eval_size"], record["num_labels"], record["ignore_index"]) == (10, 2, 255)
+    assert record["splits"]["val"] == {"images": 6, "class_pixels": [132, 428],
+                                       "ignored_pixels": 40}  # fmt: skip
+    assert list(record["predictors"]) == ["all background", "all foreground"]
+    fg, bg = record["predictors"]["all foreground"], record["predictors"]["all background"]
+    assert fg["val_iou"] == pytest.approx(428 / 560) and fg["val_iou_c0"] == 0.0
+    assert fg["val_miou"] == pytest.approx(428 / 1120) and fg["val_recall"] == 1.0
+    assert bg["val_iou"] == 0.0 and bg["val_miou"] == pytest.approx(132 / 1120)
+    assert bg["val_precision"] is None  # nothing predicted foreground: NaN, written null
+    assert fg["test_iou"] == pytest.approx(0.5) and fg["test_pixel_acc"] == pytest.approx(0.5)
+    study = Storage(tmp_path)
+    write_baselines(study, record)
+    text = (tmp_path / BASELINES_FILE).read_text()
+    assert "NaN" not in text
+    from analysis.baselines import Baselines
+
+    read = Baselines.from_json(text)
+    assert read.eval_size == 10 and read.splits["val"].class_pixels == (132, 428)
+    assert read.best("val_miou") == ("all foreground", pytest.approx(428 / 1120))
+    write_baselines(study, record)  # a resume writes the same file again
+    assert (tmp_path / BASELINES_FILE).read_text() == text
+
+
+def test_baselines_of_multiclass_data_name_every_class() -> None:
+    record = baselines_record({"val": SplitTruth(1, (5, 3, 2), 0)}, 4, 3, None)
+    assert list(record["predictors"]) == ["all class 0", "all class 1", "all class 2"]
+    c1 = record["predictors"]["all class 1"]
+    assert [c1[f"val_iou_c{k}"] for k in range(3)] == [0.0, pytest.approx(0.3), 0.0]
+    assert c1["val_iou"] == pytest.approx(0.1) and "val_miou" not in c1

@@ -12,8 +12,17 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from tensorboard import context
+from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 from tensorboard.backend.event_processing import event_accumulator as ea
-from tensorboard.plugins.hparams import api_pb2, metadata
+from tensorboard.plugins import base_plugin
+from tensorboard.plugins.hparams import (
+    api_pb2,
+    backend_context,
+    get_experiment,
+    list_session_groups,
+    metadata,
+)
 
 from gridrun.layout import FACTORS, Status
 from gridrun.tracking import (
@@ -28,25 +37,51 @@ from gridrun.tracking import (
 )
 
 HPARAMS = {"lr": 0.001, "model": "unet"}
-A = TrialInfo("img32_n8_ep3_bs4_s0", "img32_n8_ep3_bs4", 0,
-              {"image_size": 32, "dataset_size": 8, "epochs": 3, "batch_size": 4},
-              "img32_n8_bs4_s0", HPARAMS)  # fmt: skip
-B = TrialInfo("img64_n8_ep3_bs4_s1", "img64_n8_ep3_bs4", 1,
-              {"image_size": 64, "dataset_size": 8, "epochs": 3, "batch_size": 4},
-              "img64_n8_bs4_s1", HPARAMS)  # fmt: skip
-STATUS = {A: Status.OK, B: Status.DIVERGED}
+
+
+def _trial(cell_id: str, seed: int, epochs: int, training_run: str | None = None) -> TrialInfo:
+    """A trial of cell `cell_id`; alone it is its own training run, named like it."""
+    factors = {"image_size": 32, "dataset_size": 8, "epochs": epochs, "batch_size": 4}
+    run_id = f"{cell_id}_s{seed}"
+    return TrialInfo(run_id, cell_id, seed, factors, training_run or run_id, HPARAMS)
+
+
+A = _trial("img32_n8_ep3_bs4", 0, 3)
+B = _trial("img64_n8_ep3_bs4", 1, 3)
+# one training run read by two cells: trained to 4 epochs, read at 2 and at 4
+LONG = _trial("img32_n8_ep4_bs4", 0, 4)
+SHORT = _trial("img32_n8_ep2_bs4", 0, 2, training_run=LONG.run_id)
+STATUS = {A: Status.OK, B: Status.DIVERGED, SHORT: Status.OK, LONG: Status.OK}
+# what a worker reports beside its metrics, and the trials row's counts and ids
+BOOKKEEPING = {"step": 6, "params": 1_928_322, "world_size": 2, "worker_pid": 4321,
+               "train_pixels": 8192, "val_pixels": 2048, "worker_ip": "10.0.0.7",
+               "node_id": "a1b2c3"}  # fmt: skip
+METRIC_TAGS = {"train/loss", "val/iou", "val/miou", "val/iou_c1", "lr", "epoch_time_s",
+               "train/samples_per_s", "peak_mem_mb"}  # fmt: skip
+FINAL_TAGS = ["trial/final_val_iou", "trial/best_val_iou", "trial/final_val_miou",
+              "trial/best_val_miou", "trial/final_train_loss", "trial/best_epoch",
+              "trial/train/time_s"]  # fmt: skip
 
 
 def _metrics(trial: TrialInfo, epoch: int) -> dict[str, Any]:
-    """Exact in float32, distinct per trial and epoch; with entries that are no metric."""
-    k = 0 if trial is A else 1
+    """Exact in float32, distinct per training run and epoch; with entries that are no
+    metric (identity, bookkeeping, a flag)."""
+    k = {A.training_run: 0, B.training_run: 1, LONG.training_run: 2}[trial.training_run]
     return {"epoch": epoch, "cell_id": trial.cell_id, "seed": trial.seed, "image_size": 32,
             "train_loss": 1 - epoch / 8 - k / 16, "val_iou": epoch / 8 + k / 16,
-            "val_iou_c1": epoch / 4, "lr": 0.5, "diverged": False}  # fmt: skip
+            "val_miou": epoch / 16, "val_iou_c1": epoch / 4, "lr": 0.5,
+            "epoch_time_s": 0.25, "train_samples_per_s": 32.0, "peak_mem_mb": 512.0,
+            "diverged": False, **BOOKKEEPING}  # fmt: skip
 
 
 def _final(trial: TrialInfo) -> dict[str, Any]:
-    return {"best_val_iou": 0.375, "best_epoch": 3, "status": "ok", "error": None,
+    """The trials row at the trial's own epoch, its numbers in the table's order."""
+    last = _metrics(trial, trial.factors["epochs"])
+    return {**trial.row(), "status": "ok", "error": None, "final_val_iou": last["val_iou"],
+            "final_train_loss": last["train_loss"], "best_val_iou": last["val_iou"],
+            "best_epoch": trial.factors["epochs"], "steps": 6, "train_time_s": 1.5,
+            "params": 1_928_322, "node_ip": "10.0.0.7", "node_id": None,
+            "final_val_miou": last["val_miou"], "best_val_miou": last["val_miou"],
             "checkpoint": f"checkpoints/{trial.run_id}.pt"}  # fmt: skip
 
 
@@ -57,14 +92,19 @@ def _overlay(trial: TrialInfo, epoch: int) -> Overlay:
     return Overlay(epoch, image, labels[0], labels[1])
 
 
-def _feed(tracker: Any) -> None:
-    """Two trials trained side by side, an overlay at epoch 3, then their ends."""
-    for epoch in (1, 2, 3):
-        for trial in (A, B):
-            overlay = _overlay(trial, epoch) if epoch == 3 else None
-            tracker.epoch(trial, _metrics(trial, epoch), overlay)
-    for trial in (A, B):
-        tracker.end(trial, STATUS[trial], _final(trial))
+def _feed(tracker: Any, runs: tuple[tuple[TrialInfo, ...], ...] = ((A,), (B,))) -> None:
+    """Training runs trained side by side, as the collector feeds them: each epoch goes
+    to every trial of the run whose cell reaches it (shortest first), a trial ends at its
+    own epoch; overlays at epoch 3 and at each cell's own epoch."""
+    for epoch in range(1, 1 + max(t.factors["epochs"] for run in runs for t in run)):
+        for run in runs:
+            stops = {t.factors["epochs"] for t in run}
+            overlay = _overlay(run[-1], epoch) if epoch == 3 or epoch in stops else None
+            for trial in run:
+                if trial.factors["epochs"] >= epoch:
+                    tracker.epoch(trial, _metrics(trial, epoch), overlay)
+                if trial.factors["epochs"] == epoch:
+                    tracker.end(trial, STATUS[trial], _final(trial))
     tracker.close()
 
 
@@ -85,8 +125,10 @@ def _session(acc: ea.EventAccumulator) -> tuple[dict[str, Any], int]:
 
 
 def test_metric_tag_makes_sections_and_mlflow_safe_names():
-    keys = ["train_loss", "val_iou", "val_iou_c1", "lr", "val_", "trainer_x", "val_iou(%)"]
-    tags = ["train/loss", "val/iou", "val/iou_c1", "lr", "val_", "trainer_x", "val/iou___"]
+    keys = ["train_loss", "val_iou", "val_iou_c1", "test_iou", "lr", "val_", "trainer_x",
+            "val_iou(%)"]  # fmt: skip
+    tags = ["train/loss", "val/iou", "val/iou_c1", "test/iou", "lr", "val_", "trainer_x",
+            "val/iou___"]  # fmt: skip
     assert [metric_tag(k) for k in keys] == tags
 
 
@@ -108,6 +150,23 @@ def test_overlay_image_paints_prediction_left_and_truth_right():
         overlay_image(image, truth[:1], pred)
 
 
+def _hparams_backend(logdir: Path) -> tuple[api_pb2.Experiment, list[api_pb2.SessionGroup]]:
+    """What TensorBoard's HParams dashboard gets from `logdir`: its experiment (columns in
+    order) and its session groups (rows), through the plugin's own request handlers."""
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    provider = data_provider.MultiplexerDataProvider(mux, str(logdir))
+    backend = backend_context.Context(base_plugin.TBContext(data_provider=provider))
+    request = context.RequestContext()
+    experiment = get_experiment.Handler(
+        request, backend, "", api_pb2.GetExperimentRequest()).run()  # fmt: skip
+    statuses = [api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING]
+    rows = api_pb2.ListSessionGroupsRequest(slice_size=100, allowed_statuses=statuses)
+    groups = list_session_groups.Handler(request, backend, "", rows).run().session_groups
+    return experiment, list(groups)
+
+
 def test_tensorboard_holds_scalars_overlays_and_one_hparams_session_per_trial(tmp_path):
     uploaded: list[Path] = []
     _feed(TensorBoardTracker(tmp_path, upload=uploaded.append))
@@ -115,15 +174,15 @@ def test_tensorboard_holds_scalars_overlays_and_one_hparams_session_per_trial(tm
     # one folder per trial and nothing nested: one HParams row per trial
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("**/")) == [
         ".", A.run_id, B.run_id]  # fmt: skip
-    assert uploaded == [tmp_path / A.run_id, tmp_path / B.run_id]
+    (experiment,) = tmp_path.glob("events.out.tfevents.*")  # the HParams columns
+    assert uploaded == [tmp_path / A.run_id, experiment, tmp_path / B.run_id]
     for trial in (A, B):
         acc = _events(tmp_path / trial.run_id)
-        assert set(acc.Tags()["scalars"]) == {
-            "train/loss", "val/iou", "val/iou_c1", "lr", "trial/best_val_iou",
-            "trial/best_epoch"}  # fmt: skip
+        assert set(acc.Tags()["scalars"]) == METRIC_TAGS | set(FINAL_TAGS)
         fed = [(e, _metrics(trial, e)["val_iou"]) for e in (1, 2, 3)]
         assert [(s.step, s.value) for s in acc.Scalars("val/iou")] == fed
-        assert [(s.step, s.value) for s in acc.Scalars("trial/best_val_iou")] == [(3, 0.375)]
+        assert [(s.step, s.value) for s in acc.Scalars("trial/best_val_iou")] == [
+            (3, _final(trial)["best_val_iou"])]  # fmt: skip
 
         overlay = _overlay(trial, 3)
         for i in range(2):
@@ -137,6 +196,55 @@ def test_tensorboard_holds_scalars_overlays_and_one_hparams_session_per_trial(tm
         assert hparams == {**trial.factors, "seed": trial.seed, **HPARAMS}
         assert set(FACTORS) <= set(hparams)
         assert status == (api_pb2.STATUS_SUCCESS if trial is A else api_pb2.STATUS_FAILURE)
+
+
+def test_tensorboard_scalars_hold_metrics_only(tmp_path):
+    _feed(TensorBoardTracker(tmp_path), runs=((A,),))
+    tags = set(_events(tmp_path / A.run_id).Tags()["scalars"])
+    bookkeeping = {metric_tag(k) for k in BOOKKEEPING} | {
+        f"trial/{k}" for k in ("steps", "params", "lr", "seed", "epochs", "node_ip")}
+    assert tags == METRIC_TAGS | set(FINAL_TAGS) and not tags & bookkeeping
+
+
+def test_tensorboard_writes_a_shared_runs_curve_once(tmp_path):
+    _feed(TensorBoardTracker(tmp_path), runs=((SHORT, LONG), (A,)))
+
+    curve: list[tuple[str, str, int]] = []  # (folder, tag, step) of every epoch scalar
+    for trial in (SHORT, LONG):
+        acc = _events(tmp_path / trial.run_id)
+        for tag in acc.Tags()["scalars"]:
+            if not tag.startswith("trial/"):
+                curve += [(trial.run_id, tag, s.step) for s in acc.Scalars(tag)]
+    # each epoch of the run once, in the folder named like the run (its longest trial)
+    assert sorted(curve) == sorted((LONG.run_id, t, e) for t in METRIC_TAGS for e in (1, 2, 3, 4))
+    assert [(s.step, s.value) for s in _events(tmp_path / LONG.run_id).Scalars("val/iou")] == [
+        (e, _metrics(LONG, e)["val_iou"]) for e in (1, 2, 3, 4)]  # fmt: skip
+
+    short = _events(tmp_path / SHORT.run_id)
+    assert short.Tags()["images"] == []
+    assert sorted(_events(tmp_path / LONG.run_id).Tags()["images"]) == ["overlay/0", "overlay/1"]
+    for trial in (SHORT, LONG):  # each trial: its own numbers at its own epoch, and session
+        acc, epochs = _events(tmp_path / trial.run_id), trial.factors["epochs"]
+        assert [(s.step, s.value) for s in acc.Scalars("trial/final_val_iou")] == [
+            (epochs, _metrics(trial, epochs)["val_iou"])]  # fmt: skip
+        assert _session(acc) == ({**trial.factors, "seed": 0, **HPARAMS}, api_pb2.STATUS_SUCCESS)
+
+
+def test_hparams_table_lists_the_headline_metric_first_and_one_row_per_trial(tmp_path):
+    _feed(TensorBoardTracker(tmp_path), runs=((SHORT, LONG), (A,), (B,)))
+    experiment, groups = _hparams_backend(tmp_path)
+
+    assert [m.name.tag for m in experiment.metric_infos] == FINAL_TAGS
+    # the factors and the seed are the first columns shown
+    assert [h.name for h in experiment.hparam_infos][:5] == sorted([*FACTORS, "seed"])
+    rows = {g.name: {m.name.tag: (m.training_step, m.value) for m in g.metric_values}
+            for g in groups}  # fmt: skip
+    assert sorted(rows) == sorted(t.run_id for t in STATUS)
+    for trial in STATUS:
+        epochs = trial.factors["epochs"]
+        assert rows[trial.run_id]["trial/final_val_iou"] == (
+            epochs, _metrics(trial, epochs)["val_iou"])  # fmt: skip
+        assert set(rows[trial.run_id]) == set(FINAL_TAGS)
 
 
 def test_tensorboard_retry_replaces_and_resume_continues_earlier_events(tmp_path):
@@ -164,6 +272,14 @@ def test_tensorboard_retry_replaces_and_resume_continues_earlier_events(tmp_path
     assert _session(acc)[1] == api_pb2.STATUS_SUCCESS
 
 
+def test_a_rerun_replaces_the_hparams_experiment(tmp_path):
+    for _ in range(2):
+        _feed(TensorBoardTracker(tmp_path), runs=((A,),))
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1
+    experiment, _ = _hparams_backend(tmp_path)
+    assert [m.name.tag for m in experiment.metric_infos] == FINAL_TAGS
+
+
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader:DeprecationWarning")  # mlflow's own
 def test_mlflow_holds_one_run_per_trial_with_params_metrics_and_status(tmp_path, monkeypatch):
     import mlflow
@@ -187,7 +303,7 @@ def test_mlflow_holds_one_run_per_trial_with_params_metrics_and_status(tmp_path,
             history = client.get_metric_history(run["run_id"], metric_tag(key))
             fed = [(e, _metrics(trial, e)[key]) for e in (1, 2, 3)]
             assert sorted((m.step, m.value) for m in history) == fed
-        assert run["metrics.trial/best_val_iou"] == 0.375
+        assert run["metrics.trial/best_val_iou"] == _final(trial)["best_val_iou"]
 
 
 def test_mlflow_accepts_a_plain_folder(tmp_path, monkeypatch):
@@ -241,7 +357,23 @@ def test_trackers_swallow_errors_warn_once_and_keep_feeding_the_others():
     ]
 
 
-def test_make_trackers_builds_what_is_asked_for(tmp_path):
-    assert make_trackers(None, None, "quick").trackers == []
-    (tensorboard,) = make_trackers(tmp_path, None, "quick").trackers
-    assert isinstance(tensorboard, TensorBoardTracker) and tensorboard.logdir == tmp_path
+def test_make_trackers_feeds_tensorboard_and_mlflow_where_asked(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "false")  # the tracker's setting, undone
+
+    nothing = make_trackers(None, None, "quick")
+    _feed(nothing)
+    assert nothing.trackers == [] and list(tmp_path.iterdir()) == []
+
+    uploaded: list[Path] = []
+    uri = str(tmp_path / "mlruns")  # note: a folder store starts faster than sqlite
+    _feed(make_trackers(tmp_path / "tb", uri, "quick", upload=uploaded.append), runs=((A,),))
+    acc = _events(tmp_path / "tb" / A.run_id)
+    fed = [(e, _metrics(A, e)["val_iou"]) for e in (1, 2, 3)]
+    assert [(s.step, s.value) for s in acc.Scalars("val/iou")] == fed
+    assert uploaded[0] == tmp_path / "tb" / A.run_id  # the upload reaches TensorBoard's files
+    (run,) = mlflow.MlflowClient(uri).search_runs(
+        [mlflow.MlflowClient(uri).get_experiment_by_name("quick").experiment_id])  # fmt: skip
+    assert (run.info.run_name, run.info.status) == (A.run_id, "FINISHED")
+    assert run.data.metrics["val/iou"] == _metrics(A, 3)["val_iou"]

@@ -17,11 +17,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from gridrun.data import SizedArrays, prepare
+from gridrun.data import SizedArrays, prepare, truth_counts
 from gridrun.losses import per_sample_loss
 from gridrun.models import build_model, count_params
 from gridrun.runs import RunPlan
 from gridrun.spec import parse_grid
+from gridrun.store import baselines_record
 from gridrun.train import run_epochs
 
 torch.set_num_threads(1)
@@ -104,7 +105,7 @@ def test_run_epochs_on_membrane_reports_each_epoch(membrane_32, tmp_path: Path) 
     assert [r["step"] for r in reports] == [3, 6]
     for r in reports:
         assert set(r) >= CURVE_METRICS
-        assert r["status"] == "ok" and r["world_size"] == 1
+        assert r["status"] == "ok" and r["world_size"] == 1 and r["device"] == "cpu"
         # every validation pixel at the evaluation resolution, every training pixel once
         assert r["val_pixels"] == 6 * 40 * 40
         assert r["train_pixels"] == 10 * 32 * 32
@@ -204,13 +205,16 @@ def _distributed_worker(rank: int, port: int, out_dir: str) -> None:
         # 9 images in batches of 4, 4, 1: rank 1 gets nothing of the last batch;
         # 5 validation images split 3 / 2
         arrays, val_y = _random_arrays(9, 5, 16, 20)
+        # a test split of 3 images: split 2 / 1, its counts reduced like validation's
+        arrays = dataclasses.replace(arrays, test_x=arrays.val_x[:3])
         plan = _plan(dataset_size=9, batch_size=4, eval_size=20, epochs=2)
         reports = [
             {**end.metrics, "has_predictions": end.predictions is not None}
             for end in run_epochs(
-                plan, arrays, val_y, wrap=torch.nn.parallel.DistributedDataParallel
+                plan, arrays, val_y, wrap=torch.nn.parallel.DistributedDataParallel,
+                test_y=val_y[:3],
             )
-        ]
+        ]  # fmt: skip
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(reports))
         # both ranks leave together: a rank tearing gloo down while its peer still sends
         # aborts ("terminate called without an active exception")
@@ -239,6 +243,7 @@ def test_two_process_run_reduces_counts_across_ranks(tmp_path: Path) -> None:
         assert {k: a[k] for k in shared} == {k: b[k] for k in shared}
         assert a["world_size"] == 2
         assert a["val_pixels"] == 5 * 20 * 20
+        assert a["test_pixels"] == 3 * 20 * 20
         assert a["train_pixels"] == 9 * 16 * 16
         assert a["status"] == "ok"
     assert [r["step"] for r in rank0] == [3, 6]
@@ -310,3 +315,73 @@ def test_a_run_resumed_from_its_checkpoint_continues_exactly() -> None:
     keep = lambda r: {k: v for k, v in r.items() if k not in LOCAL_TIMINGS | {"peak_mem_mb"}}  # noqa: E731
     assert [r["epoch"] for r in resumed] == [3, 4]
     assert [keep(r) for r in resumed] == [keep(r) for r in straight[2:]]
+
+
+def test_the_test_split_is_scored_like_validation_and_trains_nothing() -> None:
+    arrays, val_y = _random_arrays(10, 3, 16, 20)
+    plan = _plan(epochs=2)
+    # the model is trained in place: take its weights as each epoch ends
+    plain = [(e.metrics, _weights(e.model)) for e in run_epochs(plan, arrays, val_y)]
+    # the validation images again as a test split: every test_ metric is its val_ twin
+    tested_arrays = dataclasses.replace(arrays, test_x=arrays.val_x.copy())
+    tested = [
+        (e.metrics, _weights(e.model))
+        for e in run_epochs(plan, tested_arrays, val_y, test_y=val_y.copy())
+    ]
+    keep = lambda r: {k: v for k, v in r.items() if k not in LOCAL_TIMINGS | {"peak_mem_mb"}}  # noqa: E731
+    for (without, w0), (with_test, w1) in zip(plain, tested, strict=True):
+        test_keys = {k for k in with_test if k.startswith("test_")}
+        assert {"test_loss", "test_iou", "test_miou", "test_iou_c0", "test_iou_c1"} <= test_keys
+        for key in test_keys:
+            assert with_test[key] == with_test[key.replace("test_", "val_", 1)], key
+        # nothing in training reads the test split
+        assert keep({k: v for k, v in with_test.items() if k not in test_keys}) == keep(without)
+        assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert not any(k.startswith("test_") for k in plain[0][0])
+
+
+class _Constant(torch.nn.Module):
+    """Predicts one label at every pixel, whatever it is trained on."""
+
+    def __init__(self, label: int, num_classes: int):
+        super().__init__()
+        logits = torch.full((num_classes,), -10.0)
+        if num_classes == 1:
+            logits[0] = 10.0 if label == 1 else -10.0
+        else:
+            logits[label] = 10.0
+        self.logits = torch.nn.Parameter(logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        return self.logits[None, :, None, None].expand(n, -1, h, w) + 0 * x[:, :1]
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "label", "predictor"),
+    [(1, 0, "all background"), (1, 1, "all foreground"), (3, 2, "all class 2")],
+)
+def test_a_constant_model_scores_exactly_its_baseline(
+    monkeypatch, num_classes: int, label: int, predictor: str
+) -> None:
+    monkeypatch.setattr("gridrun.train.build_model", lambda *a, **k: _Constant(label, num_classes))
+    labels = max(2, num_classes)
+    arrays, val_y = _random_arrays(6, 3, 16, 20, labels=labels)
+    val_y[0, :2] = 255  # ignored pixels count for neither
+    arrays = dataclasses.replace(arrays, test_x=arrays.val_x[:2])
+    plan = _plan(
+        dataset_size=6, epochs=1, num_classes=num_classes, ignore_index=255,
+        loss="bce" if num_classes == 1 else "ce", optimizer="sgd", lr=1e-6,
+    )  # fmt: skip
+    (metrics,) = _collect(plan, arrays, val_y, test_y=val_y[:2])
+    ignored = {k: int((y == 255).sum()) for k, y in (("val", val_y), ("test", val_y[:2]))}
+    splits = {
+        name: truth_counts(y, labels, 255) for name, y in (("val", val_y), ("test", val_y[:2]))
+    }
+    assert {name: t.ignored_pixels for name, t in splits.items()} == ignored
+    record = baselines_record(splits, 20, num_classes, 255)
+    expected = record["predictors"][predictor]
+    assert {"val_iou", "val_iou_c0", "test_iou", "test_pixel_acc"} <= set(expected)
+    # the same numbers as the epoch's, NaN (a class never predicted) written as None
+    got = {k: None if math.isnan(metrics[k]) else metrics[k] for k in expected}
+    assert got == expected
