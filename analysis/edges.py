@@ -61,6 +61,27 @@ def _neighbour(cells: pd.DataFrame, cell: pd.Series, factor: str, level: object)
     return float(hit.iloc[0]) if len(hit) else np.nan
 
 
+def _distinct_runs(cells: pd.DataFrame, plateau: pd.DataFrame, top: int) -> list:
+    """The ``top`` best cells, skipping a cell whose training runs a better one already
+    holds (an 8-epoch cell read off the best cell's 16-epoch runs says nothing new)."""
+    runs = (
+        plateau.groupby("cell_id")["training_run"].agg(frozenset)
+        if len(plateau) and "training_run" in plateau.columns
+        else pd.Series(dtype=object)
+    )
+    seen: set = set()
+    chosen = []
+    for item in cells.iterrows():
+        own = runs.get(item[1]["cell_id"], frozenset())
+        if own and own <= seen:
+            continue
+        seen |= own
+        chosen.append(item)
+        if len(chosen) == top:
+            break
+    return chosen
+
+
 def edges_table(
     cells: pd.DataFrame,
     plateau: pd.DataFrame,
@@ -69,7 +90,8 @@ def edges_table(
     top: int = 3,
     params: Params = DEFAULT_PARAMS,
 ) -> pd.DataFrame:
-    """One row per (one of the ``top`` best cells, factor).
+    """One row per (one of the ``top`` best cells, factor); a cell whose training runs
+    a better cell holds is skipped.
 
     ``cells`` is :func:`analysis.cells.cells_table` (best first), ``plateau``
     :func:`analysis.plateau.plateau_table`, ``grid_levels`` the levels of each factor in
@@ -91,7 +113,7 @@ def edges_table(
     }
     sign = 1.0 if higher_is_better(metric) else -1.0
     rows = []
-    for rank, (_, cell) in enumerate(cells.head(top).iterrows(), start=1):
+    for rank, (_, cell) in enumerate(_distinct_runs(cells, plateau, top), start=1):
         state = _improving(plateau, cell["cell_id"], params)
         for f in factors:
             lv, here = levels[f], cell[f]

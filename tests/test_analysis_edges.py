@@ -138,3 +138,22 @@ def test_top_cells_each_get_their_sentence():
     assert [s.split(" img")[0] for s in sentences] == [
         "The best cell", "The 2nd best cell", "The 3rd best cell",
     ]  # fmt: skip
+
+
+def test_a_cell_read_off_a_better_cells_runs_is_not_a_top_cell_of_its_own():
+    # epochs matter least: the 8-epoch read of the best cell's runs is the 2nd best cell
+    cells = _cells(mean=lambda img, n, ep, bs: img / 640 + n / 240 + ep / 1600 - bs / 40)
+    best, second, third = cells["cell_id"][:3]
+    assert (best, second) == ("img128_n24_ep16_bs2", "img128_n24_ep8_bs2")
+    runs = [f"{best}_s{s}" for s in range(3)]
+    plateau = pd.concat(
+        [
+            _plateau(best, 16, [0.03] * 3).assign(training_run=runs),
+            _plateau(second, 8, [0.05] * 3, later=(0.1,) * 3).assign(training_run=runs),
+            _plateau(third, 16, [0.0] * 3, plateau=(9, 9, 9)).assign(
+                training_run=[f"{third}_s{s}" for s in range(3)]
+            ),
+        ]
+    )
+    edges = edges_table(cells, plateau, LEVELS, top=2)
+    assert edges.groupby("rank")["cell_id"].first().tolist() == [best, third]
