@@ -16,7 +16,7 @@ metric's range and the interval over seeds live in :mod:`analysis.stats`.
 
 from analysis.anova import anova_table, omega_sq_bootstrap
 from analysis.cells import cells_table
-from analysis.findings import ReportTables, compute_tables, summarize
+from analysis.findings import ReportTables, compute_tables
 from analysis.importance import importance_table, plot_factor_importance
 from analysis.interactions import plot_interactions
 from analysis.learning_curves import plot_learning_curves
@@ -32,6 +32,7 @@ from analysis.recommend import recommendation_sentences, recommendations_table
 from analysis.report import Report, write_report
 from analysis.scaling import scaling_table
 from analysis.stats import higher_is_better, interval_frame, mean_interval, metric_bounds
+from analysis.summary import summarize
 
 __all__ = [
     "FACTORS",

@@ -9,7 +9,13 @@ import pandas as pd
 from analysis.recommend import COST_NAMES
 from analysis.stats import format_interval
 
-__all__ = ["display_cells", "display_importance", "display_recommendations", "display_scaling"]
+__all__ = [
+    "display_cells",
+    "display_claims",
+    "display_importance",
+    "display_recommendations",
+    "display_scaling",
+]
 
 
 def _with_interval(frame: pd.DataFrame, prefix: str, name: str) -> pd.DataFrame:
@@ -40,12 +46,36 @@ def display_recommendations(rec: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def display_cells(cells: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The columns a reader compares; the factor levels are in the cell id (and the CSV)."""
+    """The columns a reader compares; the factor levels are in the cell id (and the CSV).
+    Per-class IoU columns are named for binary masks (background, foreground, mean)."""
     out = _with_interval(cells, "final_", f"final {metric}")
     out = _with_interval(out, "best_", "at best epoch")
-    cols = ["cell_id", "n", f"final {metric}", "at best epoch", "best_epoch", "steps",
-            "train_time_s", "peak_mem_mb"]  # fmt: skip
-    return out[cols]
+    cols = ["cell_id", "n", f"final {metric}", "at best epoch", "best_epoch"]
+    if "test_at_best_mean" in out.columns:
+        out = _with_interval(out, "test_at_best_", "test at best epoch")
+        cols.append("test at best epoch")
+    split = "test" if metric.startswith("test_") else "val"
+    classes = sorted(
+        (c for c in out.columns if c.startswith(f"{split}_iou_c")),
+        key=lambda c: int(c.rsplit("c", 1)[1]),
+    )
+    names = {f"{split}_iou_c0": "IoU background", f"{split}_iou_c1": "IoU foreground"}
+    binary = len(classes) == 2
+    for c in classes:
+        name = names[c] if binary else f"IoU class {c.rsplit('c', 1)[1]}"
+        out[name] = out[c].round(3)
+        cols.append(name)
+    if f"{split}_miou" in out.columns:
+        out["mIoU"] = out[f"{split}_miou"].round(3)
+        cols.append("mIoU")
+    cols += ["collapsed", "steps", "train_time_s", "peak_mem_mb"]
+    return out[[c for c in cols if c in out.columns]]
+
+
+def display_claims(claims: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim: what it says, its verdict, the test, the numbers, what would test it."""
+    cols = ["claim", "source", "verdict", "test", "evidence", "needed"]
+    return claims[[c for c in cols if c in claims.columns]]
 
 
 def display_scaling(scaling: pd.DataFrame) -> pd.DataFrame:

@@ -8,9 +8,10 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.batch import lr_text
 from analysis.load import FACTORS, RunData
 
-__all__ = ["devices", "learning_rate", "study_facts"]
+__all__ = ["devices", "study_facts"]
 
 
 def _levels(grid: dict[str, Any], trials: pd.DataFrame) -> str:
@@ -63,23 +64,6 @@ def _model(grid: dict[str, Any]) -> str | None:
     text = f"{model.get('name', '?')}" + (f" ({options})" if options else "")
     if isinstance(train, dict):
         text += f"; {train.get('optimizer', '?')}, {train.get('loss', '?')} loss"
-    return text
-
-
-def learning_rate(grid: dict[str, Any]) -> str | None:
-    """``lr 0.003 for every batch size`` or how it scales with the batch size."""
-    train = grid.get("train")
-    if not isinstance(train, dict) or train.get("lr") is None:
-        return None
-    text = f"{train['lr']:g}" if isinstance(train["lr"], int | float) else str(train["lr"])
-    if train.get("lr_scaling") == "linear":
-        base = train.get("lr_base_batch") or "the smallest batch size"
-        text += f" × batch_size / {base} (linear scaling)"
-    else:
-        text += " for every batch size (no scaling)"
-    schedule = train.get("schedule")
-    if schedule and schedule != "constant":
-        text += f", {schedule} schedule"
     return text
 
 
@@ -141,7 +125,7 @@ def study_facts(data: RunData, cells: int, seeds: int) -> list[tuple[str, str]]:
         ("data", _data(grid)),
         ("evaluation", _evaluation(data)),
         ("model", _model(grid)),
-        ("learning rate", learning_rate(grid)),
+        ("learning rate", lr_text(grid) if isinstance(grid.get("train"), dict) else None),
         ("hardware", _hardware(grid, trials)),
         ("time", _time(trials)),
         ("trials", status or "none"),

@@ -192,11 +192,7 @@ def _read_grid(files: StudyFiles, notes: list[str]) -> dict[str, Any]:
 
 def _read_baselines(files: StudyFiles, notes: list[str]) -> Baselines | None:
     if not files.exists(BASELINES_FILE):
-        notes.append(
-            f"{BASELINES_FILE} is missing (a study from before trivial-predictor scores were "
-            "recorded): no trial is checked for collapse."
-        )
-        return None
+        return None  # note: the collapse check says what its absence means
     try:
         return Baselines.from_json(files.read_bytes(BASELINES_FILE))
     except (ValueError, KeyError, TypeError) as exc:

@@ -102,6 +102,16 @@ class Params:
             "and the seeds are shown as points."
         )
 
+    def claims_rule(self) -> str:
+        return (
+            "Each rule of thumb (and each claim of the grid file's claims:) is judged on "
+            "per-seed means over the other factors, by a one-sided paired t-test over seeds "
+            f"at {self.alpha:g}: supported, contradicted (significantly the other way, or an "
+            f"advantage whose interval stays below {self.margin:g}), inconclusive, or not "
+            "testable when the grid's levels cannot answer it (the row says which levels "
+            f"would). Differences carry a two-sided {1 - 2 * self.alpha:.0%} interval."
+        )
+
     def recommendation_rule(self, metric: str) -> str:
         return (
             f"Recommendation: per image size, the cheapest cell whose mean {metric} is within "

@@ -18,13 +18,24 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from analysis.batch import (
+    _get_steps_info,
+    _get_steps_plot,
+    batch_rule,
+    batch_sentences,
+    critical_batch_sentences,
+    lr_text,
+)
+from analysis.collapse import collapse_sentences
 from analysis.display import (
     display_cells,
+    display_claims,
     display_importance,
     display_recommendations,
     display_scaling,
 )
-from analysis.findings import ReportTables, compute_tables, lead_count, summarize
+from analysis.edges import edge_sentences
+from analysis.findings import ReportTables, compute_tables
 from analysis.header import study_facts
 from analysis.html import Image, Section, Table, render_page
 from analysis.importance import _get_importance_info, _get_importance_plot
@@ -32,17 +43,19 @@ from analysis.interactions import _get_heatmap_plot, _get_interaction_info, _get
 from analysis.learning_curves import _get_learning_curves_info, _get_learning_curves_plot
 from analysis.load import FACTORS, RunData, load
 from analysis.main_effects import _get_main_effects_info, _get_main_effects_plot
-from analysis.overlays import _get_overlay_info, _get_overlay_plot
+from analysis.overlays import _get_overlay_info, _get_overlay_plot, grid_ignore_index
 from analysis.parallel import _get_parallel_info, _get_parallel_plot
 from analysis.params import DEFAULT_PARAMS, Params
-from analysis.pareto import _get_pareto_info, _get_pareto_plot
+from analysis.pareto import _get_pareto_info, _get_pareto_plot, memory_note, pareto_costs
 from analysis.scaling import MIN_SIZES
 from analysis.stats import higher_is_better
+from analysis.summary import lead_count, summarize
 from gridrun.layout import REPORT_DIR
 
 __all__ = ["Report", "write_report"]
 
 DPI = 100
+OVERLAY_IMAGES = 4
 
 
 @dataclass
@@ -131,13 +144,17 @@ def _overlay_picks(tables: ReportTables) -> list[tuple[str, str]]:
 
 def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, dict]:
     """Every figure the data allow as (name → Image), and per-section notes."""
-    metric, params = data.metric, data.params
+    metric, params, base = data.metric, data.params, data.baselines
+    curve_metric = metric if metric in data.curves.columns else "val_iou"
     images: dict[str, Image] = {}
-    notes: dict[str, list[str]] = {"factors": [], "curves": [], "cost": [], "predictions": []}
+    notes: dict[str, list[str]] = {
+        "factors": [], "batch": [], "curves": [], "cost": [], "predictions": []
+    }  # fmt: skip
 
     def add(name: str, fig: Figure, caption: str) -> None:
         images[name] = Image(name, _png(fig), caption)
 
+    trivial = "; dashed: what trivial predictors score" if base is not None else ""
     if len(tables.importance):
         info = _get_importance_info(tables.importance)
         add(
@@ -148,15 +165,18 @@ def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, d
     if len(tables.final):
         add(
             "main_effects",
-            _get_main_effects_plot(_get_main_effects_info(tables.final, params), metric),
-            "Each factor's levels, averaged over the other factors within each seed.",
+            _get_main_effects_plot(
+                _get_main_effects_info(data.final, params, base, metric), metric
+            ),
+            "Each factor's levels, averaged over the other factors within each seed; one "
+            f"y-axis for all panels{trivial}.",
         )
-    pairs = _get_interaction_info(tables.final, params)
+    pairs = _get_interaction_info(data.final, params, base, metric)
     if pairs:
         add(
             "interactions",
             _get_interaction_plot(pairs, metric),
-            "Non-parallel lines mean the factors interact.",
+            f"Non-parallel lines mean the factors interact{trivial}.",
         )
         add("heatmaps", _get_heatmap_plot(pairs, metric), "Mean metric per pair of levels.")
     else:
@@ -167,34 +187,57 @@ def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, d
             _get_parallel_plot(_get_parallel_info(tables.cells, metric)),
             "Every cell as a line through its factor levels; colour and the last axis: its mean.",
         )
-    if len(data.curves):
-        curve_metric = metric if metric in data.curves.columns else "val_iou"
-        info = _get_learning_curves_info(
-            data.curves, tables.plateau, tables.overfitting, curve_metric, _priority(tables)
+    if len(tables.batch):
+        scores = base.scores(curve_metric) if base is not None else {}
+        steps = _get_steps_info(data.curves, curve_metric, params, lr_text(data.grid), scores)
+        add(
+            "batch_steps",
+            _get_steps_plot(steps),
+            "The metric against optimizer steps, one line per batch size (band: interval "
+            f"over seeds){trivial}.",
         )
+    else:
+        notes["batch"].append("Batch sizes are compared only when the grid has two or more.")
+    if len(data.curves):
+        info = _get_learning_curves_info(
+            data.curves, tables.plateau, tables.overfitting, curve_metric, _priority(tables),
+            baselines=base,
+        )  # fmt: skip
         add(
             "learning_curves_metric",
             _get_learning_curves_plot(info, "metric"),
-            "▼ plateau, marked on the validation curve of the seed it was found on.",
+            "▼ the run's plateau; dotted: the epochs the run's shorter cells are read at"
+            f"{trivial} (validation).",
         )
         add(
             "learning_curves_loss",
             _get_learning_curves_plot(info, "loss"),
-            "✕ overfitting onset, marked on the validation loss of the seed it was found on.",
+            "✕ confirmed overfitting onsets only, on the validation loss of their seed.",
         )
     else:
         notes["curves"].append("No curves for finished trials: learning curves are skipped.")
-    pareto = _get_pareto_info(tables.cells, metric, higher_is_better(metric))
+    memory = memory_note(data.ok)
+    if memory:
+        notes["cost"].append(memory)
+    healthy = tables.cells[tables.cells["collapsed"] == 0]
+    pareto = _get_pareto_info(
+        healthy, metric, higher_is_better(metric), pareto_costs(data.ok), base, memory
+    )
     if pareto.points:
         add(
-            "pareto", _get_pareto_plot(pareto), "Cells no other cell beats on both cost and metric."
+            "pareto",
+            _get_pareto_plot(pareto),
+            "Cells no other cell beats on both cost and metric (collapsed cells left out).",
         )
     else:
         notes["cost"].append("No train time or peak memory: the Pareto plot is skipped.")
     if not overlays:
         notes["predictions"].append("Prediction overlays were not requested.")
         return images, notes
-    info = _get_overlay_info(data.files, _overlay_picks(tables), tables.final)
+    info = _get_overlay_info(
+        data.files, _overlay_picks(tables), tables.final, OVERLAY_IMAGES, metric,
+        grid_ignore_index(data.grid),
+    )  # fmt: skip
     if info.note:
         notes["predictions"].append(info.note)
     notes["predictions"] += [
@@ -204,7 +247,8 @@ def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, d
         add(
             "overlays",
             _get_overlay_plot(info),
-            "Green: true positive, red: false positive, blue: false negative, over the input.",
+            f"Green: true positive, red: false positive, blue: false negative, over the input; "
+            f"row captions: the trial's {metric}; per image: that image's foreground IoU.",
         )
     return images, notes
 
@@ -224,11 +268,14 @@ def _sections(data: RunData, tables: ReportTables, images: dict, notes: dict) ->
     order = tables.cells["cell_id"].tolist()
     by_cell = tables.curves_by_cell.set_index("cell_id").reindex(order).dropna(how="all")
     excluded = data.excluded[["cell_id", "seed", *FACTORS, "status", "error"]]
+    collapse_rule = params.collapse_rule(metric) if data.baselines is not None else None
+    detectable = tables.detectable.sentence(metric) if len(tables.cells) else ""
     return [
         Section(
             "recommendations",
             "Recommendations",
             rules=(params.recommendation_rule(metric),),
+            paragraphs=tuple(collapse_sentences(tables.collapse, metric, limit=50)),
             tables=(
                 Table(
                     "cheapest qualifying cell per image size",
@@ -239,8 +286,16 @@ def _sections(data: RunData, tables: ReportTables, images: dict, notes: dict) ->
             ),
         ),
         Section(
+            "claims",
+            "Rules of thumb",
+            rules=(params.claims_rule(),),
+            tables=(Table("claims judged on this grid", display_claims(tables.claims),
+                          "tables/claims.csv", max_rows=60),),  # fmt: skip
+        ),
+        Section(
             "factors",
             "What matters",
+            paragraphs=tuple(p for p in (anova.attrs.get("unit", ""), detectable) if p),
             rules=(params.interval_rule(),),
             images=img("importance", "main_effects", "interactions", "parallel", "heatmaps"),
             tables=(
@@ -254,9 +309,32 @@ def _sections(data: RunData, tables: ReportTables, images: dict, notes: dict) ->
             notes=tuple(notes["factors"]),
         ),
         Section(
+            "batch",
+            "Batch size: equal epochs and equal steps",
+            paragraphs=tuple(
+                batch_sentences(tables.batch_differences, metric, lr_text(data.grid), params)
+                + critical_batch_sentences(tables.critical_batch, metric)
+            ),
+            rules=(batch_rule(metric, params),),
+            images=img("batch_steps"),
+            tables=(
+                Table("differences between batch sizes", tables.batch_differences,
+                      "tables/batch_differences.csv"),
+                Table("per group and batch size", tables.batch, "tables/batch.csv"),
+                Table("critical batch size (McCandlish et al. 2018)", tables.critical_batch,
+                      "tables/critical_batch.csv"),
+            ),  # fmt: skip
+            notes=tuple(notes["batch"]),
+        ),
+        Section(
             "curves",
             "Training curves",
-            rules=(params.plateau_rule(metric), params.onset_rule()),
+            paragraphs=tuple(edge_sentences(tables.edges, metric, params)),
+            rules=tuple(
+                r
+                for r in (params.plateau_rule(metric), params.onset_rule(), collapse_rule)
+                if r
+            ),
             images=img("learning_curves_metric", "learning_curves_loss"),
             tables=(
                 Table(
@@ -272,8 +350,9 @@ def _sections(data: RunData, tables: ReportTables, images: dict, notes: dict) ->
             "cells",
             "Cells",
             paragraphs=(
-                f"final is {metric} at the cell's last epoch, 'at best epoch' its best epoch's "
-                "value; costs are means over seeds.",
+                f"final is {metric} at the cell's own epoch, 'at best epoch' its best epoch's "
+                "value; per-class IoU at the cell's own epoch; costs are means over seeds; "
+                "collapsed: seeds at a trivial predictor's score.",
             ),
             rules=(params.interval_rule(),),
             tables=(

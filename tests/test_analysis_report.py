@@ -11,20 +11,22 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.findings import compute_tables, lead_count, summarize
+from analysis.findings import compute_tables
 from analysis.interactions import _get_interaction_info
 from analysis.load import load
 from analysis.main_effects import _get_main_effects_info
 from analysis.params import Params
 from analysis.report import write_report
+from analysis.summary import lead_count, summarize
 from analysis.synthetic import example_grid, synthetic_tables, write_synthetic_run
 
 TABLES = [
-    "recommendations", "cells", "anova", "importance", "main_effects", "plateau", "overfitting",
-    "curves_by_cell", "pareto", "scaling",
+    "recommendations", "claims", "cells", "collapse", "anova", "importance", "main_effects",
+    "batch", "batch_differences", "critical_batch", "plateau", "overfitting", "curves_by_cell",
+    "edges", "pareto", "scaling",
 ]  # fmt: skip
 PLOTS = [
-    "importance", "main_effects", "interactions", "heatmaps", "parallel",
+    "importance", "main_effects", "interactions", "heatmaps", "parallel", "batch_steps",
     "learning_curves_metric", "learning_curves_loss", "pareto", "overlays",
 ]  # fmt: skip
 

@@ -164,12 +164,20 @@ def test_parallel_info_positions_levels_and_metric():
 
 def test_curves_by_cell_summarises_seeds():
     plateau = pd.DataFrame(
-        {"cell_id": ["a", "a", "b"], "plateau_epoch": pd.array([10, None, 20], dtype="Int64")}
+        {
+            "cell_id": ["a", "a", "b"],
+            "plateau_epoch": pd.array([10, None, 20], dtype="Int64"),
+            # seed 2 of "a": its run plateaus at 30, after the cell's epoch
+            "run_plateau_epoch": pd.array([10, 30, 20], dtype="Int64"),
+            "gain_after_trial": [0.0, 0.2, np.nan],
+            "stuck_epochs": [0, 3, 0],
+        }
     )
     over = pd.DataFrame(
         {
             "cell_id": ["a", "a", "b"],
             "overfit_epoch": pd.array([None, None, 30], dtype="Int64"),
+            "unconfirmed_onset_epoch": pd.array([None, 19, None], dtype="Int64"),
             "transient_rises": [1, 2, 0],
             "best_minus_last": [0.0, 0.02, 0.04],
         }
@@ -177,7 +185,11 @@ def test_curves_by_cell_summarises_seeds():
     table = curves_by_cell(plateau, over).set_index("cell_id")
     assert table.loc["a", "seeds"] == 2 and table.loc["a", "plateaued"] == 1
     assert table.loc["a", "plateau_epoch"] == 10
+    assert table.loc["a", "plateaus_later"] == 1 and table.loc["b", "plateaus_later"] == 0
+    assert table.loc["a", "gain_after_trial"] == pytest.approx(0.1)
+    assert table.loc["a", "stuck_epochs"] == 3
     assert table.loc["a", "overfit"] == 0 and np.isnan(table.loc["a", "overfit_epoch"])
+    assert table.loc["a", "unconfirmed"] == 1 and table.loc["b", "unconfirmed"] == 0
     assert table.loc["a", "transient_rises"] == 3
     assert table.loc["b", "overfit_epoch"] == 30
     assert table.loc["a", "best_minus_last"] == pytest.approx(0.01)
