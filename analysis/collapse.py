@@ -138,6 +138,7 @@ def collapse_sentences(collapse: pd.DataFrame, metric: str, limit: int = 6) -> l
     more = f" and {len(cells) - limit} more" if len(cells) > limit else ""
     n = int(collapse["collapsed"].sum())
     return [
-        f"{n} of {len(collapse)} trials are collapsed (at or below a trivial predictor's "
+        f"{n} of {len(collapse)} trials {'is' if n == 1 else 'are'} collapsed (at or below a "
+        "trivial predictor's "
         f"{metric}): {'; '.join(named)}{more}."
     ]

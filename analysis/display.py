@@ -45,9 +45,11 @@ def display_recommendations(rec: pd.DataFrame, metric: str) -> pd.DataFrame:
     return out[cols]
 
 
-def display_cells(cells: pd.DataFrame, metric: str) -> pd.DataFrame:
+def display_cells(cells: pd.DataFrame, metric: str, device_memory: bool = False) -> pd.DataFrame:
     """The columns a reader compares; the factor levels are in the cell id (and the CSV).
-    Per-class IoU columns are named for binary masks (background, foreground, mean)."""
+    Per-class IoU columns are named for binary masks (background, foreground, mean);
+    peak memory is named for what it measured (``device_memory``: the GPU's allocator,
+    else the process's resident set)."""
     out = _with_interval(cells, "final_", f"final {metric}")
     out = _with_interval(out, "best_", "at best epoch")
     cols = ["cell_id", "n", f"final {metric}", "at best epoch", "best_epoch"]
@@ -68,7 +70,9 @@ def display_cells(cells: pd.DataFrame, metric: str) -> pd.DataFrame:
     if f"{split}_miou" in out.columns:
         out["mIoU"] = out[f"{split}_miou"].round(3)
         cols.append("mIoU")
-    cols += ["collapsed", "steps", "train_time_s", "peak_mem_mb"]
+    memory = "peak GPU MB" if device_memory else "peak RSS MB"
+    out[memory] = out["peak_mem_mb"]
+    cols += ["collapsed", "steps", "train_time_s", memory]
     return out[[c for c in cols if c in out.columns]]
 
 

@@ -47,6 +47,8 @@ th, td { border-bottom: 1px solid #e3e7ee; padding: 3px 9px; text-align: right;
          white-space: nowrap; }
 th { background: #f2f4f8; position: sticky; top: 0; } tr:nth-child(even) td { background: #fafbfc; }
 td:first-child, th:first-child { text-align: left; }
+table.wrap th, table.wrap td { white-space: normal; text-align: left; vertical-align: top;
+                               max-width: 420px; }
 .more { font-size: 13px; color: #4a5568; }
 """
 
@@ -62,13 +64,15 @@ class Image:
 
 @dataclass(frozen=True)
 class Table:
-    """A display-ready frame (strings where rounding matters), its CSV and a row limit."""
+    """A display-ready frame (strings where rounding matters), its CSV and a row limit;
+    ``wrap`` for tables of sentences (left-aligned, wrapped)."""
 
     title: str
     frame: pd.DataFrame
     csv: str = ""
     max_rows: int = 20
     caption: str = ""
+    wrap: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,10 @@ def _table(t: Table) -> str:
     for col in shown.columns[shown.dtypes == "Int64"]:
         # note: nullable integers print <NA>; a blank cell reads as "none"
         shown[col] = shown[col].astype(object).where(shown[col].notna(), "")
-    body = shown.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="", border=0)
+    body = shown.to_html(
+        index=False, float_format=lambda v: f"{v:.3g}", na_rep="", border=0,
+        classes="wrap" if t.wrap else None,
+    )  # fmt: skip
     more = []
     if len(t.frame) > t.max_rows:
         more.append(f"first {t.max_rows} of {len(t.frame)} rows")

@@ -46,7 +46,13 @@ from analysis.main_effects import _get_main_effects_info, _get_main_effects_plot
 from analysis.overlays import _get_overlay_info, _get_overlay_plot, grid_ignore_index
 from analysis.parallel import _get_parallel_info, _get_parallel_plot
 from analysis.params import DEFAULT_PARAMS, Params
-from analysis.pareto import _get_pareto_info, _get_pareto_plot, memory_note, pareto_costs
+from analysis.pareto import (
+    _get_pareto_info,
+    _get_pareto_plot,
+    memory_is_device_memory,
+    memory_note,
+    pareto_costs,
+)
 from analysis.scaling import MIN_SIZES
 from analysis.stats import higher_is_better
 from analysis.summary import lead_count, summarize
@@ -289,8 +295,15 @@ def _sections(data: RunData, tables: ReportTables, images: dict, notes: dict) ->
             "claims",
             "Rules of thumb",
             rules=(params.claims_rule(),),
-            tables=(Table("claims judged on this grid", display_claims(tables.claims),
-                          "tables/claims.csv", max_rows=60),),  # fmt: skip
+            tables=(
+                Table(
+                    "claims judged on this grid",
+                    display_claims(tables.claims),
+                    "tables/claims.csv",
+                    max_rows=60,
+                    wrap=True,
+                ),
+            ),
         ),
         Section(
             "factors",
@@ -317,12 +330,16 @@ def _sections(data: RunData, tables: ReportTables, images: dict, notes: dict) ->
             ),
             rules=(batch_rule(metric, params),),
             images=img("batch_steps"),
-            tables=(
-                Table("differences between batch sizes", tables.batch_differences,
-                      "tables/batch_differences.csv"),
-                Table("per group and batch size", tables.batch, "tables/batch.csv"),
-                Table("critical batch size (McCandlish et al. 2018)", tables.critical_batch,
-                      "tables/critical_batch.csv"),
+            tables=tuple(
+                Table(title, frame, f"tables/{name}.csv")
+                for title, frame, name in (
+                    ("differences between batch sizes", tables.batch_differences,
+                     "batch_differences"),
+                    ("per group and batch size", tables.batch, "batch"),
+                    ("critical batch size (McCandlish et al. 2018)", tables.critical_batch,
+                     "critical_batch"),
+                )
+                if len(frame)
             ),  # fmt: skip
             notes=tuple(notes["batch"]),
         ),
@@ -357,7 +374,9 @@ def _sections(data: RunData, tables: ReportTables, images: dict, notes: dict) ->
             rules=(params.interval_rule(),),
             tables=(
                 Table(
-                    "per cell, best first", display_cells(tables.cells, metric), "tables/cells.csv"
+                    "per cell, best first",
+                    display_cells(tables.cells, metric, memory_is_device_memory(data.ok)),
+                    "tables/cells.csv",
                 ),
             ),
         ),

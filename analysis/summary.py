@@ -69,7 +69,8 @@ def _plateau_sentence(tables: ReportTables, metric: str) -> list[str]:
     flags = tables.final[[*keys, "collapsed"]]
     p = plateau.merge(flags, on=keys, how="left")
     p = p[~p["collapsed"].fillna(False).astype(bool)]
-    stuck = int((plateau["stuck_epochs"].fillna(0) > 0).sum())
+    runs = plateau.groupby("training_run")["stuck_epochs"].max().fillna(0)
+    stuck = runs[runs > 0]
     if p.empty:
         return [f"No plateau statistics: every trial with a curve is collapsed ({metric})."]
     found = p["plateau_epoch"].notna()
@@ -92,8 +93,12 @@ def _plateau_sentence(tables: ReportTables, metric: str) -> list[str]:
     never = int((p["run_plateau_epoch"].isna()).sum())
     if never:
         text += f"; {never} belong to runs that never plateau (still improving or noisy)"
-    if stuck:
-        text += f". {stuck} trials start stuck at a trivial score, which is not a plateau"
+    if len(stuck):
+        text += (
+            f". {len(stuck)} of {len(runs)} training runs start stuck at a trivial score "
+            f"(median {stuck.median():.0f} epochs) before they take off; a stuck start is "
+            "not a plateau"
+        )
     return [text + "."]
 
 
