@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from analysis.baselines import Baselines
-from analysis.figures import panel_grid
+from analysis.figures import BaselineLine, draw_baselines, log_axis, panel_grid
 from analysis.load import FACTORS, RunData
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.plateau import smooth_centred
@@ -352,13 +352,8 @@ def _get_steps_plot(info: StepsInfo) -> Figure:
             if line["ci_low"].notna().all():
                 ax.fill_between(line["step"], line["ci_low"], line["ci_high"], color=colors[b],
                                 alpha=0.2, lw=0)  # fmt: skip
-        for i, (name, score) in enumerate(info.baselines.items()):
-            ax.axhline(score, color="gray", ls=":", lw=1)
-            ax.annotate(name, (0.01, score), xycoords=("axes fraction", "data"), fontsize=6,
-                        color="gray", va="bottom" if i % 2 == 0 else "top")  # fmt: skip
-        steps = panel.lines["step"]
-        if steps.min() > 0 and steps.max() / steps.min() > 20:
-            ax.set_xscale("log")
+        draw_baselines(ax, [BaselineLine(n, v, info.metric) for n, v in info.baselines.items()])
+        log_axis(ax, panel.lines["step"])
         ax.set_title(panel.title, fontsize=9)
         ax.set_xlabel("optimizer steps", fontsize=8)
         ax.set_ylabel(info.metric, fontsize=8)

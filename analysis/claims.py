@@ -327,6 +327,17 @@ def _judge_trend(claim: Claim, table: pd.DataFrame, bounds: tuple, ctx: _Context
 
 
 def _test_text(claim: Claim, ctx: _Context) -> str:
+    text = _test_words(claim, ctx)
+    if claim.factor == "batch_size" and claim.response_name in ("metric", "train_time_s"):
+        # note: at one learning rate and equal epochs a smaller batch also takes more steps
+        text += (
+            "; read at equal epochs, where a smaller batch also takes more optimizer steps "
+            "(the Batch size section compares at equal steps too)"
+        )
+    return text
+
+
+def _test_words(claim: Claim, ctx: _Context) -> str:
     a, f, metric = ctx.params.alpha, claim.factor, ctx.metric
     seeds = f"per seed averaged over the other factors; one-sided paired t over seeds, α = {a:g}"
     margin = f"; contradicted also when the interval of the gain lies under {ctx.params.margin:g}"
