@@ -13,7 +13,7 @@ as the runner's do: their curves are the same run cut at their own epoch.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,7 @@ def synthetic_tables(
     trials["peak_mem_mb"] = last["peak_mem_mb"]
     trials["params"], trials["lr"] = 1_000_000, 1e-3
     trials["node_id"] = "node0"
-    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2025, 1, 1, tzinfo=UTC)
     trials["started_at"] = start
     trials["finished_at"] = start + pd.to_timedelta(trials["train_time_s"], unit="s")
     return trials.reset_index(), curves

@@ -83,7 +83,7 @@ CURVE_COLUMNS = [
 ]  # fmt: skip
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """How a trial ended. Final statuses would end the same way again; a rerun retries
     only the rest."""
 

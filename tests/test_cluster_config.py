@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,10 +16,6 @@ IMAGE_TAG = re.compile(r"^(?P<ray>\d+\.\d+\.\d+)-py(?P<py>3\d+)-(?P<platform>gpu
 
 
 def _pinned_ray() -> str:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        tomllib = pytest.importorskip("tomli")
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     pins = {re.sub(r"\[.*\]", "", d).split("==")[1] for d in project["dependencies"]
             if d.startswith("ray[")}  # fmt: skip
