@@ -29,7 +29,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PositiveInt,
+    StrictInt,
     TypeAdapter,
     ValidationInfo,
     field_validator,
@@ -49,6 +49,8 @@ _COMPARISON = re.compile(r"^\s*(>=|<=|>|<|==)?\s*(\d+)\s*$")
 _OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 _ONLY_FOR = {"levels": "better", "range": "best_in", "response": "trend", "direction": "trend"}
 _NEEDED = {"better": ("levels",), "best_in": ("range",), "trend": ("direction",)}
+# note: strict, like every integer of the grid file: levels [512, true] is refused, not [1, 512]
+_Level = Annotated[StrictInt, Field(gt=0)]
 
 
 def _did_you_mean(word: str, choices) -> str:
@@ -64,8 +66,8 @@ class Claim(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     factor: str
     kind: Literal["better", "best_in", "trend"]
-    levels: list[PositiveInt] | str | None = Field(None, validate_default=True)
-    range: tuple[PositiveInt, PositiveInt] | None = Field(None, validate_default=True)
+    levels: list[_Level] | str | None = Field(None, validate_default=True)
+    range: tuple[_Level, _Level] | None = Field(None, validate_default=True)
     response: Literal["metric", "best_epoch", "train_val_gap", "train_time_s", "steps"] | None = (
         Field(None, validate_default=True)
     )

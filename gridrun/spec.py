@@ -13,10 +13,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    PositiveFloat,
-    PositiveInt,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -59,6 +59,21 @@ _MAX_SEED = 2**32 - 1
 _MAX_LEVEL = 2**31 - 1
 
 
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, not {_shown(value)}")
+    return value
+
+
+# note: every integer setting is a StrictInt, so a YAML boolean, a float (2.0 too) or a
+# quoted number is refused rather than coerced (pydantic's lax mode reads true as 1); a
+# float setting takes an integer and, as PyYAML reads 1e-3 as text, a number in text, but
+# never a boolean
+_PositiveInt = Annotated[StrictInt, Field(gt=0)]
+_NOT_BOOL = BeforeValidator(_not_bool)
+_PositiveFloat = Annotated[float, _NOT_BOOL, Field(gt=0)]
+
+
 class GridError(ValueError):
     """A problem the user can fix in the grid file; the message names the key."""
 
@@ -86,22 +101,22 @@ class DataConfig(_Strict):
     name: str | None = None
     root: Path | None = None
     split: str | None = None
-    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    val_size: PositiveInt | None = None
+    val_fraction: Annotated[float, _NOT_BOOL, Field(gt=0, lt=1)] = 0.2
+    val_size: _PositiveInt | None = None
     # an optional test split, drawn after validation: scored every epoch like validation,
     # never used to train or to pick an epoch (give at most one of the two)
-    test_fraction: Annotated[float, Field(gt=0, le=0.5)] | None = None
-    test_size: PositiveInt | None = None
+    test_fraction: Annotated[float, _NOT_BOOL, Field(gt=0, le=0.5)] | None = None
+    test_size: _PositiveInt | None = None
     # masks are uint8 labels: at most 255 classes
-    num_classes: Annotated[int, Field(ge=1, le=255)] = 1
+    num_classes: Annotated[StrictInt, Field(ge=1, le=255)] = 1
     # mask value left out of the loss and the metrics (borders, void); torchvision: 255
-    ignore_index: Annotated[int, Field(ge=0, le=255)] | None = None
+    ignore_index: Annotated[StrictInt, Field(ge=0, le=255)] | None = None
     # note: every cell is scored at this one resolution; default = largest image_size
-    eval_size: PositiveInt | None = None
+    eval_size: _PositiveInt | None = None
     # seeds the train/validation split and, for synthetic data, the scenes themselves
-    split_seed: Annotated[int, Field(ge=0, le=_MAX_SEED)] = 0
+    split_seed: Annotated[StrictInt, Field(ge=0, le=_MAX_SEED)] = 0
     # synthetic only: how many scenes exist; default = exactly what the grid needs
-    num_images: PositiveInt | None = None
+    num_images: _PositiveInt | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -189,8 +204,8 @@ class DataConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: str = "unet"
-    base_channels: PositiveInt = 16
-    depth: Annotated[int, Field(ge=1, le=7)] = 4
+    base_channels: _PositiveInt = 16
+    depth: Annotated[StrictInt, Field(ge=1, le=7)] = 4
 
     @field_validator("name")
     @classmethod
@@ -202,17 +217,17 @@ class ModelConfig(_Strict):
 
 class TrainConfig(_Strict):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: PositiveFloat = 1e-3
+    lr: _PositiveFloat = 1e-3
     lr_scaling: Literal["none", "linear"] = "none"
     # linear scaling: lr × batch_size / lr_base_batch (Goyal et al.); default = smallest batch
-    lr_base_batch: Annotated[int, Field(ge=1, le=_MAX_LEVEL)] | None = None
+    lr_base_batch: Annotated[StrictInt, Field(ge=1, le=_MAX_LEVEL)] | None = None
     loss: Literal["bce_dice", "bce", "dice", "ce", "ce_dice"] = "bce_dice"
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, _NOT_BOOL, Field(ge=0)] = 0.0
+    momentum: Annotated[float, _NOT_BOOL, Field(ge=0, lt=1)] = 0.9
     # constant | warmup_constant (linear warm-up, then constant) | poly (torchvision's
     # segmentation reference: (1 - step/total)^0.9 after warm-up) | cosine (to 0)
     schedule: Literal["constant", "warmup_constant", "poly", "cosine"] = "constant"
-    warmup_epochs: Annotated[int, Field(ge=0)] = 0
+    warmup_epochs: Annotated[StrictInt, Field(ge=0)] = 0
     # note: cells that differ only in epochs share one training run (their curves are
     # prefixes of the longest one) unless the schedule looks at the total epoch count
     share_epochs: bool = True
@@ -225,10 +240,10 @@ class TrainConfig(_Strict):
 
 
 class Factors(_Strict):
-    image_size: list[int]
-    dataset_size: list[int]
-    epochs: list[int]
-    batch_size: list[int]
+    image_size: list[StrictInt]
+    dataset_size: list[StrictInt]
+    epochs: list[StrictInt]
+    batch_size: list[StrictInt]
 
     @field_validator(*FACTORS)
     @classmethod
@@ -248,17 +263,17 @@ class Factors(_Strict):
 
 
 class Resources(_Strict):
-    workers_per_trial: PositiveInt = 1
+    workers_per_trial: _PositiveInt = 1
     use_gpu: Literal["auto"] | bool = "auto"
-    cpus_per_worker: PositiveFloat = 1
-    gpus_per_worker: PositiveFloat = 1
+    cpus_per_worker: _PositiveFloat = 1
+    gpus_per_worker: _PositiveFloat = 1
     # extra custom Ray resources each worker needs, e.g. {"fake_gpu": 1}
-    custom: dict[str, PositiveFloat] = Field(default_factory=dict)
-    max_concurrent_trials: Literal["auto"] | PositiveInt = "auto"
+    custom: dict[str, _PositiveFloat] = Field(default_factory=dict)
+    max_concurrent_trials: Literal["auto"] | _PositiveInt = "auto"
     # short training runs share one long-lived TorchTrainer worker group (one start-up)
     pack: bool = True
     # times a training run restarts from its last epoch after a lost worker or node
-    max_restarts: Annotated[int, Field(ge=0)] = 2
+    max_restarts: Annotated[StrictInt, Field(ge=0)] = 2
 
 
 class TrackingConfig(_Strict):
@@ -267,8 +282,8 @@ class TrackingConfig(_Strict):
     mlflow: str | None = None
     # predictions of a few fixed validation images every this many epochs (and at
     # every cell's own last epoch), for TensorBoard and the report's overlays
-    overlay_every: PositiveInt = 5
-    overlay_images: Annotated[int, Field(ge=0, le=16)] = 4
+    overlay_every: _PositiveInt = 5
+    overlay_images: Annotated[StrictInt, Field(ge=0, le=16)] = 4
 
 
 class Grid(_Strict):
@@ -277,7 +292,7 @@ class Grid(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     factors: Factors
-    seeds: list[int] = [0]
+    seeds: list[StrictInt] = [0]
     resources: Resources = Resources()
     tracking: TrackingConfig = TrackingConfig()
     # claims about the factors, judged in the report next to the rules of thumb
@@ -442,9 +457,25 @@ def _dotted(parts: tuple[Any, ...]) -> str:
     return text
 
 
+def _shown(value: Any) -> str:
+    """A value the way a message names it: as YAML spells a boolean or null, a number or
+    text as written, anything else by its kind."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, float):
+        return f"the float {value!r}"
+    if isinstance(value, str):
+        return f"the text {value!r:.40}"
+    return {dict: "a mapping", list: "a list"}.get(type(value), f"a {type(value).__name__}")
+
+
 def _describe(error: dict[str, Any]) -> str:
     loc = tuple(error["loc"])
     key = _dotted(loc)
+    if error["type"] == "int_type":
+        return f"{key}: expected an integer, not {_shown(error['input'])}"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key{_did_you_mean(str(loc[-1]), _fields_at(loc))}"
     if error["type"] == "missing":
@@ -465,9 +496,65 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader; a scalar its constructors cannot read (2024-13-45, 0b_,
-    !!int x, !!bool maybe, an empty !!int) is a YAML error with its line, not a bare
-    ValueError, KeyError or IndexError."""
+    """PyYAML's safe loader, strict: a key given twice in one mapping is a YAML error
+    naming the key and both lines, not "the last one wins"; a scalar its constructors
+    cannot read (2024-13-45, 0b_, !!int x, !!bool maybe, an empty !!int) is a YAML error
+    with its line, not a bare ValueError, KeyError or IndexError."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._root: yaml.Node | None = None
+        self._checked: set[int] = set()
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._root = node
+        return super().construct_document(node)
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # note: checked before PyYAML merges `<<: *base` into the node (a key overriding a
+        # merged one is no duplicate), and once per node, since merging rewrites it
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            self._refuse_duplicates(node)
+        super().flatten_mapping(node)
+
+    def _refuse_duplicates(self, node: yaml.MappingNode) -> None:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            # note: only a scalar key can be hashed; PyYAML refuses the others itself
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            # note: compared as read, so `yes` and `true` (both True) are one key
+            key = self.construct_object(key_node)
+            if key in seen:
+                line = seen[key].start_mark.line + 1
+                where = _dotted((*self._path_to(node), key_node.value))
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {where}, first on line {line}", key_node.start_mark
+                )
+            seen[key] = key_node
+
+    def _path_to(self, target: yaml.Node) -> tuple[Any, ...]:
+        """The keys and list positions from the document's top to `target`; none where
+        only a complex key holds it. Each node is visited once, so aliases cost nothing."""
+        todo: list[tuple[yaml.Node | None, tuple[Any, ...]]] = [(self._root, ())]
+        visited: set[int] = set()
+        while todo:
+            node, parts = todo.pop()
+            if node is target:
+                return parts
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            if isinstance(node, yaml.MappingNode):
+                todo += [
+                    (value, (*parts, key.value))
+                    for key, value in node.value
+                    if isinstance(key, yaml.ScalarNode)
+                ]
+            elif isinstance(node, yaml.SequenceNode):
+                todo += [(value, (*parts, i)) for i, value in enumerate(node.value)]
+        return ()
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:

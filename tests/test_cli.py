@@ -105,6 +105,18 @@ def test_plan_with_an_empty_level_is_one_line(tmp_path: Path) -> None:
     _assert_one_clean_error_line(runner.invoke(app, ["plan", str(grid)]), "factors.epochs")
 
 
+def test_plan_refuses_a_boolean_level_and_a_key_given_twice(tmp_path: Path) -> None:
+    boolean = _write(
+        tmp_path / "boolean.yaml",
+        "factors: {image_size: [32, true], dataset_size: [8], epochs: [1], batch_size: [4]}\n",
+    )
+    result = runner.invoke(app, ["plan", str(boolean)])
+    _assert_one_clean_error_line(result, "factors.image_size[1]: expected an integer")
+    twice = _write(tmp_path / "twice.yaml", boolean.read_text().replace("32, true", "32") * 2)
+    result = runner.invoke(app, ["plan", str(twice)])
+    _assert_one_clean_error_line(result, "line 2 invalid YAML (duplicate key factors")
+
+
 def test_plan_on_a_missing_file_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["plan", str(tmp_path / "absent.yaml")])
     _assert_one_clean_error_line(result, "absent.yaml")

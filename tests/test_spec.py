@@ -239,3 +239,110 @@ def test_resolved_yaml_round_trips(tmp_path: Path) -> None:
     again = load_grid(path)
     assert again == grid
     assert [t.run_id for t in again.trials()] == [t.run_id for t in grid.trials()]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        # a boolean was read as 1 or 0: [32, true] ran as the levels [1, 32]
+        (
+            _grid(image_size=[32, True]),
+            "factors.image_size[1]: expected an integer, not the boolean true",
+        ),
+        # a whole float is refused too: 2.0 in a grid file is a typo or a float that leaked in
+        (_grid(epochs=[2.0]), "factors.epochs[0]: expected an integer, not the float 2.0"),
+        (_grid(batch_size=["4"]), "factors.batch_size[0]: expected an integer, not the text '4'"),
+        (_grid(seeds=[0, False]), "seeds[1]: expected an integer, not the boolean false"),
+        (_grid(model={"depth": True}), "model.depth: expected an integer, not the boolean true"),
+        (_grid(data={"val_size": 4.0}), "data.val_size: expected an integer, not the float 4.0"),
+        (
+            _grid(resources={"workers_per_trial": True}),
+            "resources.workers_per_trial: expected an integer, not the boolean true",
+        ),
+        (
+            _grid(tracking={"overlay_images": False}),
+            "tracking.overlay_images: expected an integer, not the boolean false",
+        ),
+        # a float setting takes an integer, but never a boolean (lax pydantic read true as 1.0)
+        (_grid(train={"lr": True}), "train.lr: expected a number, not the boolean true"),
+        (
+            _grid(resources={"custom": {"fake_gpu": True}}),
+            "resources.custom.fake_gpu: expected a number, not the boolean true",
+        ),
+    ],
+)
+def test_a_boolean_float_or_text_for_an_integer_is_refused_not_coerced(raw, message: str) -> None:
+    assert _error(raw) == f"grid: {message}"
+
+
+def test_a_claim_level_is_a_strict_integer_too() -> None:
+    claim = {"factor": "image_size", "kind": "better", "levels": [32, True]}
+    message = _error(_grid(image_size=[32, 64], claims=[claim]))
+    # note: pydantic names the branch of `levels` (a list or a comparison) in the location
+    assert message.startswith("grid: claims[0].levels")
+    assert message.endswith("[1]: expected an integer, not the boolean true")
+
+
+def test_whole_numbers_where_a_float_goes_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    # note: PyYAML reads 1e-3 as text (its floats need a dot); pydantic reads the number
+    path.write_text(
+        "train: {lr: 1e-3, weight_decay: 0}\nresources: {cpus_per_worker: 2}\n"
+        "factors: {image_size: [32], dataset_size: [8], epochs: [1], batch_size: [4]}\n"
+    )
+    grid = load_grid(path)
+    assert (grid.train.lr, grid.train.weight_decay, grid.resources.cpus_per_worker) == (
+        0.001,
+        0.0,
+        2.0,
+    )
+
+
+_F = "factors: {image_size: [32], dataset_size: [8], epochs: [1], batch_size: [4]}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "seeds: [0]\n" + _F + "seeds: [1]\n",
+            "line 3 invalid YAML (duplicate key seeds, first on line 1)",
+        ),
+        (
+            "factors:\n  image_size: [32]\n  dataset_size: [8]\n  epochs: [1]\n"
+            "  batch_size: [4]\n  epochs: [2]\n",
+            "line 6 invalid YAML (duplicate key factors.epochs, first on line 4)",
+        ),
+        (
+            "train: {lr: 0.1, lr: 0.2}\n" + _F,
+            "line 1 invalid YAML (duplicate key train.lr, first on line 1)",
+        ),
+        (
+            _F + "claims:\n  - {factor: epochs, kind: better, levels: [1]}\n"
+            "  - {factor: epochs, kind: trend,\n     direction: increases, kind: better}\n",
+            "line 5 invalid YAML (duplicate key claims[1].kind, first on line 4)",
+        ),
+        # `yes` and `true` are both YAML 1.1's True: one key, written twice
+        (_F + "yes: 1\ntrue: 2\n", "line 3 invalid YAML (duplicate key true, first on line 2)"),
+    ],
+)
+def test_a_key_given_twice_in_one_mapping_is_refused_naming_both_lines(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    with pytest.raises(GridError) as info:
+        load_grid(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_a_key_overriding_a_merged_one_is_no_duplicate(tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        "tracking: {<<: {overlay_every: 2}, overlay_every: 3}\n"
+        "claims:\n  - &c {factor: epochs, kind: better, levels: [1], name: a}\n"
+        "  - {<<: *c, name: b}\n" + _F
+    )
+    grid = load_grid(path)
+    assert grid.tracking.overlay_every == 3
+    assert [c.name for c in grid.claims] == ["a", "b"]
