@@ -1,5 +1,5 @@
 """Results in, tables and pictures out. Never imports ray, nor any of gridrun but its
-``layout`` (and ``storage`` for studies behind a URI).
+``layout``, ``claims`` (the claim language) and ``storage`` (for studies behind a URI).
 
     import analysis
     run = analysis.load("runs/quick")                 # RunData: the tables, split
@@ -15,7 +15,13 @@ metric's range and the interval over seeds live in :mod:`analysis.stats`.
 """
 
 from analysis.anova import anova_table, omega_sq_bootstrap
+from analysis.baselines import Baselines
+from analysis.batch import batch_comparison_table, batch_difference_table, plot_batch_steps
 from analysis.cells import cells_table
+from analysis.claims import claims_table, judge_claims
+from analysis.collapse import collapse_table
+from analysis.critical_batch import critical_batch_table
+from analysis.edges import edges_table
 from analysis.findings import ReportTables, compute_tables
 from analysis.importance import importance_table, plot_factor_importance
 from analysis.interactions import plot_interactions
@@ -31,23 +37,38 @@ from analysis.plateau import plateau_table
 from analysis.recommend import recommendation_sentences, recommendations_table
 from analysis.report import Report, write_report
 from analysis.scaling import scaling_table
-from analysis.stats import higher_is_better, interval_frame, mean_interval, metric_bounds
+from analysis.stats import (
+    detectable_difference,
+    higher_is_better,
+    interval_frame,
+    mean_interval,
+    metric_bounds,
+)
 from analysis.summary import summarize
 
 __all__ = [
-    "FACTORS",
     "AnalysisInputError",
+    "Baselines",
+    "FACTORS",
     "Params",
     "Report",
     "ReportTables",
     "RunData",
     "anova_table",
+    "batch_comparison_table",
+    "batch_difference_table",
     "cells_table",
+    "claims_table",
+    "collapse_table",
     "compute_tables",
+    "critical_batch_table",
+    "detectable_difference",
+    "edges_table",
     "final_metrics",
     "higher_is_better",
     "importance_table",
     "interval_frame",
+    "judge_claims",
     "load",
     "main_effects_table",
     "mean_interval",
@@ -56,6 +77,7 @@ __all__ = [
     "overfitting_table",
     "pareto_table",
     "plateau_table",
+    "plot_batch_steps",
     "plot_factor_importance",
     "plot_interactions",
     "plot_learning_curves",

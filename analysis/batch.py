@@ -1,4 +1,4 @@
-"""Batch size read at equal epochs and at equal optimizer steps, and the critical batch size.
+"""Batch size read at equal epochs and at equal optimizer steps.
 
 With one learning rate for every batch size, batch 2 takes twice the optimizer steps of
 batch 4 per epoch, so a comparison at equal epochs mixes the batch size with the number
@@ -6,13 +6,8 @@ of updates (the Tuning Playbook's epoch budget against its step budget). Batch s
 therefore read both ways, per *group*: the training runs that differ only in batch size
 (same image size, data set size and every other factor but epochs). A group's *run* per
 (batch size, seed) is its longest recorded curve: the longest trial of each training
-run, and of runs that do not share epochs the longest.
-
-McCandlish et al. 2018 (*An Empirical Model of Large-Batch Training*): the steps S and
-the examples E = B·S needed to reach a target score trade off as
-(S/S_min − 1)(E/E_min − 1) = 1, that is S(B) = S_min + E_min / B. Below the critical
-batch size B_crit = E_min / S_min, doubling the batch nearly halves the steps; above it,
-it mostly doubles the examples.
+run, and of runs that do not share epochs the longest. The critical batch size fitted
+from the same runs is in :mod:`analysis.critical_batch`.
 """
 
 from __future__ import annotations
@@ -22,31 +17,27 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from matplotlib.figure import Figure
 from scipy import stats
 
-from analysis.baselines import Baselines
 from analysis.figures import BaselineLine, draw_baselines, log_axis, panel_grid
 from analysis.load import FACTORS, RunData
 from analysis.params import DEFAULT_PARAMS, Params
-from analysis.plateau import smooth_centred
 from analysis.stats import format_interval, higher_is_better, interval_frame, metric_bounds
 
 __all__ = [
     "StepsInfo",
     "StepsPanel",
-    "TradeoffFit",
+    "MIN_BATCH_LEVELS",
     "batch_comparison_table",
     "batch_difference_table",
     "batch_rule",
     "batch_sentences",
-    "critical_batch_sentences",
-    "critical_batch_table",
-    "fit_tradeoff",
+    "group_keys",
+    "group_label",
+    "run_curves",
     "lr_text",
     "plot_batch_steps",
-    "steps_to_target_table",
 ]
 
 COMPARISONS: tuple[str, ...] = ("equal epochs", "equal steps")
@@ -55,23 +46,23 @@ MAX_PANELS = 6
 _RUN = "_run"
 
 
-def _group_keys(df: pd.DataFrame) -> list[str]:
+def group_keys(df: pd.DataFrame) -> list[str]:
     """The factors a group of runs shares: all but ``epochs`` and ``batch_size``."""
     return [f for f in FACTORS if f not in ("epochs", "batch_size") and f in df.columns]
 
 
-def _group_label(keys: list[str], values: tuple) -> str:
+def group_label(keys: list[str], values: tuple) -> str:
     """``image 128, dataset 24``."""
     return ", ".join(f"{k.removesuffix('_size')} {v}" for k, v in zip(keys, values, strict=True))
 
 
-def _runs(curves: pd.DataFrame, metric: str) -> pd.DataFrame:
+def run_curves(curves: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One curve per (group, batch_size, seed) with ``epoch``, ``step`` and ``metric``.
 
     Without a ``step`` column steps are epoch × ⌈dataset_size / batch_size⌉, as the
     runner counts them (the last partial batch kept).
     """
-    keys = _group_keys(curves)
+    keys = group_keys(curves)
     columns = [*keys, "batch_size", "seed", "epoch", "step", metric]
     if curves.empty or metric not in curves.columns:
         return pd.DataFrame(columns=columns)
@@ -95,8 +86,8 @@ def _runs(curves: pd.DataFrame, metric: str) -> pd.DataFrame:
 def _readings(curves: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per group with two or more batch sizes, comparison, batch size and seed: the
     metric at the comparison's budget, with the ``epoch`` and ``step`` read at."""
-    runs = _runs(curves, metric)
-    keys = _group_keys(runs)
+    runs = run_curves(curves, metric)
+    keys = group_keys(runs)
     columns = [*keys, "comparison", "budget", "batch_size", "seed", "epoch", "step", metric]
     parts = []
     for _, g in runs.groupby(keys, sort=True):
@@ -132,7 +123,7 @@ def batch_comparison_table(
     batch sizes appear.
     """
     readings = _readings(curves, metric)
-    keys = _group_keys(readings)
+    keys = group_keys(readings)
     by = [*keys, "comparison", "budget", "batch_size"]
     columns = [*by, "epoch", "step", "n", "mean", "std", "ci_low", "ci_high"]
     if readings.empty:
@@ -180,7 +171,7 @@ def batch_difference_table(
     they were read; ``budget_low``/``budget_high`` the range of the groups' budgets.
     """
     readings = _readings(curves, metric)
-    keys = _group_keys(readings)
+    keys = group_keys(readings)
     sign = 1.0 if higher_is_better(metric) else -1.0
     rows = []
     for comparison in COMPARISONS:
@@ -323,8 +314,8 @@ def _get_steps_info(
 ) -> StepsInfo:
     """Panels for up to ``limit`` groups with two or more batch sizes, those whose best
     mean (over batch sizes and epochs) is highest first: the groups of the best cells."""
-    runs = _runs(curves, metric)
-    keys = _group_keys(runs)
+    runs = run_curves(curves, metric)
+    keys = group_keys(runs)
     sign = 1.0 if higher_is_better(metric) else -1.0
     scored = []
     for key, g in runs.groupby(keys, sort=True):
@@ -334,7 +325,7 @@ def _get_steps_info(
         lines = interval_frame(g, by, metric, params, bounds=metric_bounds(metric))
         lines = lines.merge(g.groupby(by)["step"].min().reset_index(), on=by)
         key = key if isinstance(key, tuple) else (key,)
-        scored.append((float((sign * lines["mean"]).max()), _group_label(keys, key), lines))
+        scored.append((float((sign * lines["mean"]).max()), group_label(keys, key), lines))
     scored.sort(key=lambda s: -s[0])
     panels = [StepsPanel(title, lines) for _, title, lines in scored[:limit]]
     return StepsInfo(metric, lr, panels, len(scored), dict(baselines or {}))
@@ -378,215 +369,6 @@ def plot_batch_steps(run: RunData) -> Figure:
     return _get_steps_plot(info)
 
 
-STEPS_COLUMNS_TAIL: list[str] = [
-    "batch_size", "seed", "floor", "floor_from", "target", "steps", "examples", "first_epoch",
-]  # fmt: skip
-
-
-def _crossing(steps: np.ndarray, values: np.ndarray, target: float) -> tuple[float, bool]:
-    """The first step at which ``values`` (signed: higher is better) reach ``target``,
-    linearly interpolated between epochs; NaN if never. True when already at the first
-    epoch, where the step is an upper bound."""
-    hit = np.flatnonzero(values >= target)
-    if not len(hit):
-        return np.nan, False
-    i = int(hit[0])
-    if i == 0:
-        return float(steps[0]), True
-    frac = (target - values[i - 1]) / (values[i] - values[i - 1])
-    return float(steps[i - 1] + frac * (steps[i] - steps[i - 1])), False
-
-
-def steps_to_target_table(
-    curves: pd.DataFrame,
-    metric: str = "val_iou",
-    baselines: Baselines | None = None,
-    params: Params = DEFAULT_PARAMS,
-) -> pd.DataFrame:
-    """Per group with ≥ 3 batch sizes, per (batch size, seed): the optimizer ``steps``
-    and ``examples`` (batch size × steps) to reach the group's ``target``.
-
-    Each run's curve is smoothed by the plateau rule's centred ``params.window``-epoch
-    median (:func:`analysis.plateau.smooth_centred`) and read at the first crossing of
-    the target, interpolated linearly in steps between epochs (``first_epoch``: reached
-    by the first epoch, the step is an upper bound; NaN steps: never reached). The target
-    lies ``params.target_fraction`` of the way from ``floor`` to the weakest batch
-    size's best mean (smoothed, over seeds); ``floor`` is the best trivial predictor's
-    score (``floor_from`` names it) or, without baselines for the metric, the group's
-    lowest first-epoch mean. A group whose weakest batch size never beats the floor has
-    no target (NaN).
-    """
-    runs = _runs(curves, metric)
-    keys = _group_keys(runs)
-    sign = 1.0 if higher_is_better(metric) else -1.0
-    trivial = baselines.best(metric) if baselines is not None else None
-    rows = []
-    for key, g in runs.groupby(keys, sort=True):
-        if g["batch_size"].nunique() < MIN_BATCH_LEVELS:
-            continue
-        key = key if isinstance(key, tuple) else (key,)
-        by_run = g.groupby(["batch_size", "seed"], sort=True)
-        smooth = by_run[metric].transform(lambda v: smooth_centred(v.to_numpy(), params.window))
-        g = g.assign(_smooth=sign * smooth)
-        mean_curve = g.groupby(["batch_size", "epoch"])["_smooth"].mean()
-        weakest = mean_curve.groupby("batch_size").max().min()
-        if trivial is not None:
-            floor_from, floor = trivial[0], sign * trivial[1]
-        else:
-            first = g[g["epoch"] == g.groupby("batch_size")["epoch"].transform("min")]
-            floor_from, floor = "first epoch", first.groupby("batch_size")[metric].mean().mul(
-                sign
-            ).min()
-        target = floor + params.target_fraction * (weakest - floor) if weakest > floor else np.nan
-        for (b, seed), run in g.groupby(["batch_size", "seed"], sort=True):
-            steps, first_epoch = _crossing(
-                run["step"].to_numpy(float), run["_smooth"].to_numpy(float), target
-            )
-            rows.append(
-                [*key, b, seed, sign * floor, floor_from, sign * target, steps, b * steps,
-                 first_epoch]  # fmt: skip
-            )
-    return pd.DataFrame(rows, columns=[*keys, *STEPS_COLUMNS_TAIL])
-
-
-@dataclass(frozen=True)
-class TradeoffFit:
-    """S(B) = s_min + e_min / B; ``b_crit`` = e_min / s_min with its percentile interval;
-    ``why`` says why there is no fit (empty when there is one)."""
-
-    s_min: float
-    e_min: float
-    b_crit: float
-    ci_low: float
-    ci_high: float
-    r2: float
-    why: str = ""
-
-
-def _bootstrap_bcrit(batch: np.ndarray, steps: np.ndarray, params: Params) -> tuple[float, float]:
-    """Percentile interval of B_crit refitted on seeds resampled within batch sizes.
-
-    The design (1/B per point) is the same in every resample, so each refit is a
-    weighted sum of the resampled per-batch step totals. A resample with S_min ≤ 0 has
-    no serial floor (B_crit = ∞); one with E_min ≤ 0 gains nothing from batching (0).
-    """
-    x = 1.0 / batch
-    xbar, sxx = x.mean(), float(((x - x.mean()) ** 2).sum())
-    rng = np.random.default_rng(params.rng_seed)
-    slope, total = np.zeros(params.n_boot_bcrit), np.zeros(params.n_boot_bcrit)
-    for b in np.unique(batch):
-        y = steps[batch == b]
-        sums = y[rng.integers(0, len(y), size=(params.n_boot_bcrit, len(y)))].sum(axis=1)
-        slope += (1.0 / b - xbar) * sums / sxx
-        total += sums
-    intercept = total / len(steps) - slope * xbar
-    with np.errstate(divide="ignore", invalid="ignore"):
-        b_crit = np.where(intercept > 0, slope / intercept, np.inf)
-    b_crit = np.where(slope <= 0, 0.0, b_crit)
-    tail = (1.0 - params.level) / 2
-    return float(np.quantile(b_crit, tail, method="lower")), float(
-        np.quantile(b_crit, 1.0 - tail, method="higher")
-    )
-
-
-def fit_tradeoff(
-    batch: np.ndarray, steps: np.ndarray, params: Params = DEFAULT_PARAMS
-) -> TradeoffFit:
-    """Least squares (statsmodels OLS) of steps on 1 / batch over per-seed points.
-
-    The interval resamples seeds within batch sizes (``params.n_boot_bcrit`` resamples, RNG
-    seed ``params.rng_seed``); none when a batch size has fewer than
-    ``params.min_seeds`` seeds.
-    """
-    batch, steps = np.asarray(batch, dtype=float), np.asarray(steps, dtype=float)
-    levels, counts = np.unique(batch, return_counts=True)
-    if len(levels) < MIN_BATCH_LEVELS:
-        return TradeoffFit(*[np.nan] * 6, why=f"{len(levels)} batch sizes; the fit needs ≥ 3")
-    fit = sm.OLS(steps, sm.add_constant(1.0 / batch)).fit()
-    s_min, e_min = (float(v) for v in fit.params)
-    r2 = float(fit.rsquared)
-    if e_min <= 0:
-        why = (
-            f"non-positive E_min ({e_min:.3g}): the steps do not fall with the batch size, "
-            "so B_crit lies below the smallest batch measured"
-        )
-        return TradeoffFit(s_min, e_min, np.nan, np.nan, np.nan, r2, why)
-    if s_min <= 0:
-        why = (
-            f"non-positive S_min ({s_min:.3g}): the steps fall as fast as 1 / batch size, "
-            "so B_crit lies beyond the largest batch measured"
-        )
-        return TradeoffFit(s_min, e_min, np.nan, np.nan, np.nan, r2, why)
-    lo, hi = np.nan, np.nan
-    if counts.min() >= max(params.min_seeds, 2):
-        lo, hi = _bootstrap_bcrit(batch, steps, params)
-    return TradeoffFit(s_min, e_min, e_min / s_min, lo, hi, r2)
-
-
-CRITICAL_COLUMNS_TAIL: list[str] = [
-    "batch_sizes", "levels", "floor", "floor_from", "target", "points", "unreached",
-    "first_epoch", "s_min", "e_min", "b_crit", "ci_low", "ci_high", "r2", "why",
-]  # fmt: skip
-
-
-def critical_batch_table(
-    curves: pd.DataFrame,
-    metric: str = "val_iou",
-    baselines: Baselines | None = None,
-    params: Params = DEFAULT_PARAMS,
-) -> pd.DataFrame:
-    """One row per group with two or more batch sizes: McCandlish et al.'s fit of the
-    steps to the target (:func:`steps_to_target_table`) against the batch size.
-
-    Columns: the group's factors, ``batch_sizes`` (text) and ``levels``, ``floor``,
-    ``floor_from`` and ``target``, ``points`` fitted (batch size × seed), ``unreached``
-    (seeds that never reach the target, left out), ``first_epoch`` (points reached by
-    the first epoch: upper bounds), ``s_min`` (steps), ``e_min`` (examples), ``b_crit``
-    with ``ci_low``/``ci_high``, ``r2`` of the fit on the points, and ``why`` when there
-    is no fit: fewer than 3 batch sizes, no target, a batch size that never reaches the
-    target, or a non-positive S_min or E_min.
-    """
-    runs = _runs(curves, metric)
-    keys = _group_keys(runs)
-    points = steps_to_target_table(curves, metric, baselines, params).set_index(keys)
-    rows = []
-    for key, g in runs.groupby(keys, sort=True):
-        batches = sorted(int(b) for b in g["batch_size"].unique())
-        if len(batches) < 2:
-            continue
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(keys, key, strict=True))
-        row |= {"batch_sizes": ", ".join(map(str, batches)), "levels": len(batches)}
-        row |= dict.fromkeys(CRITICAL_COLUMNS_TAIL[2:-1], np.nan) | {"why": ""}
-        if len(batches) < MIN_BATCH_LEVELS:
-            row["why"] = f"{len(batches)} batch sizes; the fit needs ≥ {MIN_BATCH_LEVELS}"
-            rows.append(row)
-            continue
-        p = points.loc[[key]]
-        first = p.iloc[0]
-        row |= {"floor": first["floor"], "floor_from": first["floor_from"]}
-        row["target"] = first["target"]
-        reached = p.dropna(subset=["steps"])
-        row |= {"points": len(reached), "unreached": len(p) - len(reached)}
-        row["first_epoch"] = int(reached["first_epoch"].sum())
-        never = sorted(set(batches) - set(reached["batch_size"].astype(int)))
-        if np.isnan(first["target"]):
-            row["why"] = f"the weakest batch size never beats the floor ({first['floor_from']})"
-        elif never:
-            row["why"] = (
-                f"batch {', '.join(map(str, never))} never reaches the target "
-                f"{first['target']:.3f}"
-            )
-        else:
-            fit = fit_tradeoff(reached["batch_size"], reached["steps"], params)
-            row |= {
-                "s_min": fit.s_min, "e_min": fit.e_min, "b_crit": fit.b_crit,
-                "ci_low": fit.ci_low, "ci_high": fit.ci_high, "r2": fit.r2, "why": fit.why,
-            }  # fmt: skip
-        rows.append(row)
-    return pd.DataFrame(rows, columns=[*keys, *CRITICAL_COLUMNS_TAIL])
-
-
 def batch_rule(metric: str, params: Params = DEFAULT_PARAMS) -> str:
     """How the batch sizes are compared and B_crit is fitted, for the report's rules."""
     return (
@@ -605,31 +387,3 @@ def batch_rule(metric: str, params: Params = DEFAULT_PARAMS) -> str:
     )
 
 
-def _count(v: float) -> str:
-    return "∞" if np.isinf(v) else f"{v:.3g}"
-
-
-def critical_batch_sentences(table: pd.DataFrame, metric: str) -> list[str]:
-    """One sentence per group of :func:`critical_batch_table` with ≥ 3 batch sizes."""
-    out = []
-    keys = _group_keys(table)
-    for r in table[table["levels"] >= MIN_BATCH_LEVELS].itertuples(index=False):
-        where = _group_label(keys, tuple(getattr(r, k) for k in keys))
-        head = f"Critical batch size ({where}; batches {r.batch_sizes}"
-        if r.why:
-            out.append(f"{head}): cannot be fitted — {r.why}.")
-            continue
-        value = _count(r.b_crit)
-        if not np.isnan(r.ci_low):
-            value += f" [{_count(r.ci_low)}, {_count(r.ci_high)}]"
-        largest = int(r.batch_sizes.split(", ")[-1])
-        text = (
-            f"{head}; steps to {metric} {r.target:.3f}, fitted as S = S_min + E_min / B, "
-            f"McCandlish et al. 2018): B_crit ≈ {value} (S_min {r.s_min:.0f} steps, E_min "
-            f"{r.e_min:.0f} examples, R² {r.r2:.2f}); below it doubling the batch nearly "
-            "halves the steps, above it mostly doubles the examples"
-        )
-        if r.b_crit > largest:
-            text += f"; it lies beyond the largest batch measured ({largest}): extrapolated"
-        out.append(text + ".")
-    return out

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.anova import anova_table, omega_sq_bootstrap
-from analysis.batch import batch_comparison_table, batch_difference_table, critical_batch_table
+from analysis.batch import batch_comparison_table, batch_difference_table
 from analysis.cells import cells_table
 from analysis.claims import claims_table
 from analysis.collapse import collapse_table
+from analysis.critical_batch import critical_batch_table
 from analysis.edges import edges_table
 from analysis.load import TRIAL_KEY, RunData
 from analysis.main_effects import main_effects_table

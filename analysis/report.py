@@ -23,10 +23,10 @@ from analysis.batch import (
     _get_steps_plot,
     batch_rule,
     batch_sentences,
-    critical_batch_sentences,
     lr_text,
 )
 from analysis.collapse import collapse_sentences
+from analysis.critical_batch import critical_batch_sentences
 from analysis.display import (
     display_cells,
     display_claims,

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.batch import batch_sentences, critical_batch_sentences, lr_text
+from analysis.batch import batch_sentences, lr_text
 from analysis.claims import claim_sentence
 from analysis.collapse import collapse_sentences
+from analysis.critical_batch import critical_batch_sentences
 from analysis.edges import edge_sentences
 from analysis.findings import ReportTables
 from analysis.load import RunData

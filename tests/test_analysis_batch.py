@@ -12,10 +12,12 @@ from analysis.batch import (
     batch_difference_table,
     batch_rule,
     batch_sentences,
+    lr_text,
+)
+from analysis.critical_batch import (
     critical_batch_sentences,
     critical_batch_table,
     fit_tradeoff,
-    lr_text,
     steps_to_target_table,
 )
 from analysis.params import Params
