@@ -92,8 +92,11 @@ def test_full_report_writes_every_table_plot_and_a_readable_page(run_dir):
     params = Params()
     for rule in (params.plateau_rule("val_iou"), params.onset_rule(), params.interval_rule()):
         assert escape(rule) in html
-    for status in ("failed", "diverged", "infeasible", "boom"):
-        assert status in html
+    # the excluded trials' own rows (status and error), not the section's fixed paragraph
+    excluded = html[html.index('<section id="excluded">') :]
+    excluded = excluded[: excluded.index("</section>")]
+    for cell in ("failed", "diverged", "infeasible", "boom", "loss is NaN", "CUDA out of memory"):
+        assert f"<td>{cell}</td>" in excluded
     assert any("3 trials left out of the fits" in f for f in report.findings)
     assert any("1 trials still running" in f for f in report.findings)
 
