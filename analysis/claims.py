@@ -207,6 +207,22 @@ def _suggest(claim: Claim) -> tuple[int, int]:
     return below, above
 
 
+def _margin_verdict(
+    paired: _Paired, margin: float | None, alpha: float, words: str
+) -> tuple[str, str]:
+    """Contradicted when the claimed side is worse (p < alpha) or its whole interval stays
+    under ``margin``, supported when better, else inconclusive; and the evidence note for
+    the margin case (``words`` with ``{high}``, the interval's upper end)."""
+    if paired.p_against < alpha:
+        return "contradicted", ""
+    if margin is not None and paired.high < margin:
+        said = words.format(high=f"{paired.high:.3g}")
+        return "contradicted", f"; {said}, under the margin {margin:g}"
+    if paired.p_for < alpha:
+        return "supported", ""
+    return "inconclusive", ""
+
+
 def _judge_better(claim: Claim, table: pd.DataFrame, sign: float, ctx: _Context) -> _Verdict:
     levels = list(table.columns)
     claimed = [v for v in levels if claim.claimed(v)]
@@ -234,16 +250,8 @@ def _judge_better(claim: Claim, table: pd.DataFrame, sign: float, ctx: _Context)
         return _Verdict("inconclusive", evidence, "two or more seeds")
     evidence += f"; {_diff_text(paired, sign, ctx.params)}"
     margin = ctx.params.margin
-    if paired.p_against < ctx.params.alpha:
-        verdict = "contradicted"
-    elif paired.high < margin:
-        verdict = "contradicted"
-        evidence += f"; at most {paired.high:.3g} better, under the margin {margin:g}"
-    elif paired.p_for < ctx.params.alpha:
-        verdict = "supported"
-    else:
-        verdict = "inconclusive"
-    return _Verdict(verdict, evidence, paired=paired, sign=sign)
+    verdict, note = _margin_verdict(paired, margin, ctx.params.alpha, "at most {high} better")
+    return _Verdict(verdict, evidence + note, paired=paired, sign=sign)
 
 
 def _judge_best_in(claim: Claim, table: pd.DataFrame, sign: float, ctx: _Context) -> _Verdict:
@@ -314,16 +322,8 @@ def _judge_trend(claim: Claim, table: pd.DataFrame, bounds: tuple, ctx: _Context
         return _Verdict("inconclusive", evidence, "two or more seeds")
     evidence += f"; {_diff_text(paired, sign, ctx.params)}"
     margin = ctx.params.margin if response in ("metric", "train_val_gap") else None
-    if paired.p_against < ctx.params.alpha:
-        verdict = "contradicted"
-    elif margin is not None and paired.high < margin:
-        verdict = "contradicted"
-        evidence += f"; changes by at most {paired.high:.3g}, under the margin {margin:g}"
-    elif paired.p_for < ctx.params.alpha:
-        verdict = "supported"
-    else:
-        verdict = "inconclusive"
-    return _Verdict(verdict, evidence, paired=paired, sign=sign)
+    verdict, note = _margin_verdict(paired, margin, ctx.params.alpha, "changes by at most {high}")
+    return _Verdict(verdict, evidence + note, paired=paired, sign=sign)
 
 
 def _test_text(claim: Claim, ctx: _Context) -> str:

@@ -3,8 +3,9 @@ shared y-limits, trivial-predictor lines and readable log axes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis.baselines import Baselines
+
+P = TypeVar("P")
 
 __all__ = [
     "NO_INTERVAL_NOTE",
@@ -24,6 +27,7 @@ __all__ = [
     "log_axis",
     "panel_grid",
     "shared_ylim",
+    "PanelsInfo",
     "single_level_note",
     "spread_levels",
 ]
@@ -47,6 +51,25 @@ class BaselineLine:
     @property
     def label(self) -> str:
         return f"{self.name} {self.value:.3f}"
+
+
+@dataclass(frozen=True)
+class PanelsInfo(Generic[P]):
+    """Panels that share one y-range: ``panels`` (iterated over by ``for``);
+    ``single_level``: the factors with one level (and that level), named instead of drawn;
+    ``ylim``: the y-range every panel shares; ``baselines``: the trivial scores drawn."""
+
+    metric: str
+    panels: list[P]
+    single_level: dict[str, object]
+    ylim: tuple[float, float]
+    baselines: tuple[BaselineLine, ...] = ()
+
+    def __iter__(self) -> Iterator[P]:
+        return iter(self.panels)
+
+    def __len__(self) -> int:
+        return len(self.panels)
 
 
 def baseline_lines(baselines: Baselines | None, metric: str) -> tuple[BaselineLine, ...]:

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from analysis.baselines import Baselines
 from analysis.figures import (
     NO_INTERVAL_NOTE,
-    BaselineLine,
+    PanelsInfo,
     baseline_lines,
     draw_baselines,
     draw_levels,
@@ -50,23 +50,7 @@ class PairInfo:
         return self.table.pivot(index=self.hue, columns=self.x, values="mean")
 
 
-@dataclass(frozen=True)
-class InteractionsInfo:
-    """A panel per pair of factors with two or more levels (``pairs``, iterated over by
-    ``for``); ``single_level``: the factors with one level (and that level), in no pair;
-    ``ylim``: the y-range every line panel shares; ``baselines``: the trivial scores."""
-
-    metric: str
-    pairs: list[PairInfo]
-    single_level: dict[str, object]
-    ylim: tuple[float, float]
-    baselines: tuple[BaselineLine, ...] = ()
-
-    def __iter__(self):
-        return iter(self.pairs)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
+InteractionsInfo = PanelsInfo[PairInfo]
 
 
 def _get_interaction_info(

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from analysis.baselines import Baselines
 from analysis.figures import (
     NO_INTERVAL_NOTE,
-    BaselineLine,
+    PanelsInfo,
     baseline_lines,
     draw_baselines,
     draw_levels,
@@ -37,23 +37,7 @@ class EffectInfo:
     seeds: pd.DataFrame
 
 
-@dataclass(frozen=True)
-class MainEffectsInfo:
-    """A panel per factor with two or more levels (``effects``, iterated over by ``for``);
-    ``single_level``: the other factors and their one level, named instead of drawn;
-    ``ylim``: the y-range every panel shares; ``baselines``: the trivial scores drawn."""
-
-    metric: str
-    effects: list[EffectInfo]
-    single_level: dict[str, object]
-    ylim: tuple[float, float]
-    baselines: tuple[BaselineLine, ...] = ()
-
-    def __iter__(self):
-        return iter(self.effects)
-
-    def __len__(self) -> int:
-        return len(self.effects)
+MainEffectsInfo = PanelsInfo[EffectInfo]
 
 
 def _get_main_effects_info(
