@@ -1,8 +1,21 @@
-"""The study directory's layout: file names, table columns, factors and trial status.
+"""The study directory's schema: file names, ids, table columns, factors, trial status.
 
 The one home of these facts. The runner writes what this module names and the analysis
 reads it; both import this module and nothing else of each other. It imports nothing of
-gridrun, torch or ray, so the analysis stays light.
+gridrun, torch or ray, so the analysis stays light. A test forbids other modules to spell
+a table file name, an id format or a status string.
+
+Glossary (the words the code, the grid keys, the README and the messages use):
+
+    study         one grid file's experiment: a directory (or URI) holding the files below
+    cell          one combination of factor levels (`cell_id`, e.g. img64_n128_ep20_bs4)
+    trial         a (cell, seed): one row of trials.parquet (`trial_id`, the `run_id`
+                  column, e.g. img64_n128_ep20_bs4_s0)
+    training run  one model trained from one seed; it serves every trial whose cells
+                  differ only in `epochs`, each read at its own epoch. Named after the
+                  trial of its longest cell (`training_run_id`)
+    work unit     what Ray Tune runs: one or more training runs, one after another, in
+                  one Ray Train worker group
 
 A study directory (a local path or a URI such as ``s3://bucket/prefix``) holds::
 
@@ -26,10 +39,30 @@ A study directory (a local path or a URI such as ``s3://bucket/prefix``) holds::
 from __future__ import annotations
 
 import enum
+import json
+import math
 import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 __all__ = [
     "BASELINES_FILE",
+    "BEST_EPOCH_COLUMN",
+    "BEST_METRIC",
+    "DEFAULT_METRIC",
+    "FINAL_COLUMNS",
+    "FINAL_METRICS",
+    "NOT_CURVE",
+    "TRIAL_FLOAT_COLUMNS",
+    "TRIAL_ID",
+    "TRIAL_KEY",
+    "TRIAL_TEXT_COLUMNS",
+    "Progress",
+    "cell_id",
+    "final_column",
+    "parse_trial_id",
+    "trial_id",
+    "training_run_id",
     "CHECKPOINTS_DIR",
     "CURVE_COLUMNS",
     "CURVES_FILE",
@@ -46,6 +79,7 @@ __all__ = [
     "TRIAL_COLUMNS",
     "TRIALS_FILE",
     "Status",
+    "best_column",
     "checkpoint_path",
     "error_line",
     "latest_checkpoint_path",
@@ -83,6 +117,70 @@ CURVE_COLUMNS = [
 ]  # fmt: skip
 
 
+# a trial's key in both tables, and the column that holds its id (named run_id before
+# the glossary above; kept so studies written earlier still load)
+TRIAL_KEY: tuple[str, str] = ("cell_id", "seed")
+TRIAL_ID = "run_id"
+DEFAULT_METRIC = "val_iou"
+
+# trials.parquet: the metrics at the trial's own epoch (final_<m>), and the best epoch by
+# BEST_METRIC over its epochs (best_<m>, BEST_EPOCH_COLUMN)
+FINAL_METRICS: tuple[str, ...] = ("val_iou", "train_iou", "val_loss", "train_loss")
+BEST_METRIC = "val_iou"
+BEST_EPOCH_COLUMN = "best_epoch"
+TRIAL_FLOAT_COLUMNS: tuple[str, ...] = (
+    *(f"final_{m}" for m in FINAL_METRICS), f"best_{BEST_METRIC}", BEST_EPOCH_COLUMN, "steps",
+    "train_time_s", "peak_mem_mb",
+)  # fmt: skip
+TRIAL_TEXT_COLUMNS: tuple[str, ...] = (
+    "status", "error", TRIAL_ID, "training_run", "checkpoint", "predictions", "node_id",
+    "node_ip",
+)  # fmt: skip
+# reported with each epoch but not curve columns: they describe the trial, not the epoch
+NOT_CURVE: frozenset[str] = frozenset(
+    {"status", "params", "worker_ip", "predictions", "error", "device"}
+)
+
+
+def final_column(metric: str) -> str:
+    """The trials.parquet column of `metric` at the trial's own epoch."""
+    return f"final_{metric}"
+
+
+def best_column(metric: str) -> str | None:
+    """The trials.parquet column of `metric`'s best value over epochs, when the runner
+    writes one (it does for BEST_METRIC alone)."""
+    return f"best_{metric}" if metric == BEST_METRIC else None
+
+
+FINAL_COLUMNS: dict[str, str] = {final_column(m): m for m in FINAL_METRICS}
+
+
+def cell_id(factors: Mapping[str, int]) -> str:
+    """A readable id made from the factor values alone, so the same cell gets the
+    same id whatever the order of keys or levels in the file, on any machine."""
+    f = factors
+    return f"img{f['image_size']}_n{f['dataset_size']}_ep{f['epochs']}_bs{f['batch_size']}"
+
+
+def trial_id(cell: str, seed: int) -> str:
+    """The id of trial (cell, seed)."""
+    return f"{cell}_s{seed}"
+
+
+def parse_trial_id(text: str) -> tuple[str, int]:
+    """(cell_id, seed) of a trial id; ValueError when `text` is not one."""
+    cell, sep, seed = text.rpartition("_s")
+    if not sep or not cell or not seed.isdigit():
+        raise ValueError(f"not a trial id: {text!r}")
+    return cell, int(seed)
+
+
+def training_run_id(longest: Mapping[str, int], seed: int) -> str:
+    """A training run's id: the trial id of the longest cell it serves."""
+    return trial_id(cell_id(longest), seed)
+
+
 class Status(enum.StrEnum):
     """How a trial ended. Final statuses would end the same way again; a rerun retries
     only the rest."""
@@ -95,6 +193,13 @@ class Status(enum.StrEnum):
     @property
     def final(self) -> bool:
         return self is not Status.FAILED
+
+    @classmethod
+    def parse(cls, value: object) -> Status:
+        """A status read from a table. ValueError on anything but the four names; a
+        missing value is only acceptable where a hand-written table has no status column
+        at all (`analysis.load` fills that column with OK before parsing)."""
+        return cls(str(value))
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> Status:
@@ -130,3 +235,23 @@ def error_line(exc: BaseException) -> str:
 def predictions_path(training_run: str, epoch: int) -> str:
     """Predicted labels (uint8, N×E×E) of the examples in EXAMPLES_FILE at `epoch`."""
     return f"{PREDICTIONS_DIR}/{training_run}/epoch_{epoch:04d}.npz"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """progress.json: the trials running now, each with its latest epoch, and when the
+    driver wrote this (seconds since the epoch). `gridrun status` reads it from anywhere."""
+
+    updated: float
+    running: Mapping[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"updated": self.updated, "running": dict(self.running)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Progress:
+        raw = json.loads(text)
+        updated = float(raw["updated"])
+        if not math.isfinite(updated):
+            raise ValueError(f"{PROGRESS_FILE}: updated is not a time")
+        return cls(updated, {str(k): int(v) for k, v in raw.get("running", {}).items()})

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from gridrun.claims import Claims
-from gridrun.layout import FACTORS
+from gridrun.layout import FACTORS, cell_id, trial_id
 
 __all__ = [
     "FACTORS",
@@ -34,7 +34,6 @@ __all__ = [
     "Grid",
     "GridError",
     "Trial",
-    "cell_id",
     "effective_lr",
     "load_grid",
     "parse_grid",
@@ -397,14 +396,7 @@ class Trial:
 
     @property
     def run_id(self) -> str:
-        return f"{self.cell.cell_id}_s{self.seed}"
-
-
-def cell_id(factors: dict[str, int]) -> str:
-    """A readable id made from the factor values alone, so the same cell gets the
-    same id whatever the order of keys or levels in the file, on any machine."""
-    f = factors
-    return f"img{f['image_size']}_n{f['dataset_size']}_ep{f['epochs']}_bs{f['batch_size']}"
+        return trial_id(self.cell.cell_id, self.seed)
 
 
 def steps_per_cell(epochs: int, dataset_size: int, batch_size: int) -> int:
