@@ -41,6 +41,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ __all__ = [
     "TRIAL_TEXT_COLUMNS",
     "Progress",
     "cell_id",
+    "level_text",
     "final_column",
     "parse_trial_id",
     "trial_id",
@@ -104,13 +106,15 @@ REPORT_DIR = "report"
 RAY_DIR = "ray"
 
 TRIAL_COLUMNS = [
-    "cell_id", "seed", *FACTORS, "status", "error", "final_val_iou", "final_train_iou",
+    "cell_id",
+    "level_text", "seed", *FACTORS, "status", "error", "final_val_iou", "final_train_iou",
     "final_val_loss", "final_train_loss", "best_val_iou", "best_epoch", "steps",
     "train_time_s", "peak_mem_mb", "device", "params", "lr", "run_id", "training_run",
     "checkpoint", "predictions", "node_ip", "node_id", "started_at", "finished_at",
 ]  # fmt: skip
 CURVE_COLUMNS = [
-    "cell_id", "seed", *FACTORS, "run_id", "training_run", "epoch", "train_loss",
+    "cell_id",
+    "level_text", "seed", *FACTORS, "run_id", "training_run", "epoch", "train_loss",
     "train_iou", "val_loss", "val_iou", "val_dice", "val_precision", "val_recall",
     "val_pixel_acc", "val_iou_c0", "val_iou_c1", "lr", "step", "epoch_time_s",
     "train_samples_per_s", "peak_mem_mb",
@@ -156,11 +160,23 @@ def best_column(metric: str) -> str | None:
 FINAL_COLUMNS: dict[str, str] = {final_column(m): m for m in FINAL_METRICS}
 
 
-def cell_id(factors: Mapping[str, int]) -> str:
+def level_text(value: object) -> str:
+    """A factor level as it appears in ids: integers as written, floats in %g form
+    (3e-04 → 0.0003), text with anything but letters, digits, '.' and '-' as '-'."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return re.sub(r"[^A-Za-z0-9.-]", "-", str(value))
+
+
+def cell_id(factors: Mapping[str, object]) -> str:
     """A readable id made from the factor values alone, so the same cell gets the
-    same id whatever the order of keys or levels in the file, on any machine."""
+    same id whatever the order of keys or levels in the file, on any machine. Factors
+    beyond the four (a setting's dotted path, e.g. train.lr) follow in name order as
+    `_<path>=<level>`, so a grid without them keeps its ids."""
     f = factors
-    return f"img{f['image_size']}_n{f['dataset_size']}_ep{f['epochs']}_bs{f['batch_size']}"
+    core = f"img{f['image_size']}_n{f['dataset_size']}_ep{f['epochs']}_bs{f['batch_size']}"
+    extra = "".join(f"_{k}={level_text(f[k])}" for k in sorted(set(f) - set(FACTORS)))
+    return core + extra
 
 
 def trial_id(cell: str, seed: int) -> str:

@@ -88,6 +88,9 @@ def test_ids_round_trip_and_name_training_runs_after_their_longest_cell():
     assert cell == "img64_n128_ep20_bs4"
     assert parse_trial_id(trial_id(cell, 12)) == (cell, 12)
     assert training_run_id(factors, 3) == "img64_n128_ep20_bs4_s3"
+    extra = {**factors, "train.lr": 3e-4, "model.encoder": "resnet18"}
+    assert cell_id(extra) == "img64_n128_ep20_bs4_model.encoder=resnet18_train.lr=0.0003"
+    assert parse_trial_id(trial_id(cell_id(extra), 0)) == (cell_id(extra), 0)
     with pytest.raises(ValueError, match="not a trial id"):
         parse_trial_id("img64_n128_ep20_bs4")
 
