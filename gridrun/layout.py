@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_METRIC",
     "FINAL_COLUMNS",
     "FINAL_METRICS",
+    "GROUPED_KEY",
     "NOT_CURVE",
     "TRIAL_FLOAT_COLUMNS",
     "TRIAL_ID",
@@ -61,6 +62,7 @@ __all__ = [
     "Progress",
     "cell_id",
     "level_text",
+    "factor_names",
     "final_column",
     "parse_trial_id",
     "trial_id",
@@ -90,6 +92,24 @@ __all__ = [
 ]
 
 FACTORS: tuple[str, ...] = ("image_size", "dataset_size", "epochs", "batch_size")
+
+# the grid file's key under `factors:` whose list holds levels set together
+# ([{batch_size: 4, train.lr: 3e-4}, ...]) instead of crossed
+GROUPED_KEY = "grouped"
+
+
+def factor_names(grid_factors: Mapping[str, object] | None) -> tuple[str, ...]:
+    """A study's factors from its grid file's `factors:` mapping: the four first, then
+    the settings named by their dotted paths (train.lr, model.encoder, augment), in name
+    order, whether crossed or grouped. None (no grid file) gives the four."""
+    extra: set[str] = set()
+    for key, levels in (grid_factors or {}).items():
+        if key == GROUPED_KEY and isinstance(levels, list):
+            extra.update(k for group in levels if isinstance(group, Mapping) for k in group)
+        else:
+            extra.add(key)
+    return (*FACTORS, *sorted(extra - set(FACTORS)))
+
 
 GRID_FILE = "grid.yaml"
 BASELINES_FILE = "baselines.json"

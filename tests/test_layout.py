@@ -108,3 +108,11 @@ def test_progress_round_trips_and_refuses_a_file_without_a_time():
     assert Progress.from_json(progress.to_json()) == progress
     with pytest.raises(KeyError):
         Progress.from_json('{"running": {}}')
+
+
+def test_factor_names_put_the_four_first_then_settings_crossed_or_grouped():
+    crossed = {"image_size": [64], "epochs": [5], "train.lr": [1e-3], "augment": ["none"]}
+    assert layout.factor_names(crossed)[4:] == ("augment", "train.lr")
+    grouped = {"image_size": [64], "grouped": [{"batch_size": 4, "train.lr": 3e-4}]}
+    assert layout.factor_names(grouped) == (*layout.FACTORS, "train.lr")
+    assert layout.factor_names(None) == layout.FACTORS
