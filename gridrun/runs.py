@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from gridrun.augment import Augmentation, augmentation
 from gridrun.layout import FACTORS
 from gridrun.spec import Grid, Trial, effective_lr
 
@@ -134,6 +135,8 @@ class RunPlan:
     compile: bool
     overlay_every: int
     overlay_images: int
+    # the training images' augmentation (none: empty); validation is never augmented
+    augment: Augmentation = field(default_factory=Augmentation)
 
     @property
     def num_labels(self) -> int:
@@ -198,6 +201,7 @@ def plan_run(grid: Grid, run: TrainingRun, in_channels: int, eval_size: int) -> 
         compile=tr.compile,
         overlay_every=tk.overlay_every,
         overlay_images=tk.overlay_images,
+        augment=augmentation(grid.augment),
     )
 
 

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from gridrun.augment import validate_augment, with_folder
 from gridrun.claims import Claims
 from gridrun.layout import FACTORS, cell_id, trial_id
 
@@ -294,6 +295,10 @@ class Grid(_Strict):
     seeds: list[StrictInt] = [0]
     resources: Resources = Resources()
     tracking: TrackingConfig = TrackingConfig()
+    # the training images' augmentation: a preset (none, flips, strong), a list of named
+    # transforms, or {target: "module:function", kwargs: {...}} (see gridrun.augment);
+    # null, like none, is no augmentation (and reads a study written before this key)
+    augment: Annotated[Any, BeforeValidator(validate_augment)] = None
     # claims about the factors, judged in the report next to the rules of thumb
     claims: Claims = []
 
@@ -595,5 +600,10 @@ def load_grid(path: str | Path) -> Grid:
     except RecursionError:
         raise GridError(f"{path}: invalid YAML (nested too deeply)") from None
     grid = parse_grid(raw, str(path))
+    try:
+        # note: the user's builder is looked for beside the grid file, as data is
+        grid = grid.model_copy(update={"augment": with_folder(grid.augment, path.parent)})
+    except ValueError as exc:
+        raise GridError(f"{path}: {exc}") from None
     # note: relative data paths are relative to the grid file, so grids travel with data
     return grid.model_copy(update={"data": grid.data.relative_to(path.parent)})

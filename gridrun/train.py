@@ -18,6 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from gridrun.augment import Augmenter
 from gridrun.data import SizedArrays
 from gridrun.layout import (
     Status,
@@ -169,11 +170,15 @@ def _train_epoch(plan, model, forward, optimizer, scaler, dev, train_x, train_y,
     # note: the epoch's indices reach the GPU in one copy; a copy per step would make the
     # host wait for the GPU every step
     flat = _device_indices(train_x, np.concatenate([m for m, _, _ in batches]))
+    augment = Augmenter(plan.augment, plan.seed, plan.image_size) if plan.augment else None
     offset = 0
     for mine, weight, batch_len in batches:
         idx = flat[offset : offset + len(mine)]
         offset += len(mine)
         x, y = dev.input(train_x[idx]), dev.target(train_y[idx])
+        if augment is not None:
+            # note: seeded per (seed, epoch, sample), on the device x and y live on
+            x, y = augment(x, y, epoch, mine)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(plan, step)
         with dev.autocast():

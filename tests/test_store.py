@@ -200,9 +200,9 @@ def test_a_grid_that_only_adds_levels_or_seeds_extends_the_study(tmp_path: Path)
 
 
 def test_a_study_written_before_a_new_default_key_resumes_not_extends(tmp_path: Path) -> None:
-    # a study's grid.yaml from before data.test_fraction and data.test_size existed
+    # a study's grid.yaml from before data.test_fraction, data.test_size and augment existed
     old = yaml.safe_load(GRID.resolved_yaml())
-    del old["data"]["test_fraction"], old["data"]["test_size"]
+    del old["data"]["test_fraction"], old["data"]["test_size"], old["augment"]
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
     _run(Results_(tmp_path), GRID.trials()[0], [0.5])
     assert claim_run_dir(tmp_path, GRID.resolved_yaml()) is False

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from gridrun.augment import Augmentation, augmentation, load_callable
 from gridrun.data import SizedArrays, prepare, truth_counts
 from gridrun.losses import per_sample_loss
 from gridrun.models import build_model, count_params
@@ -35,6 +36,10 @@ CURVE_METRICS = {
 }  # fmt: skip
 # measured per process, so they may differ between ranks
 LOCAL_TIMINGS = {"epoch_time_s", "train_time_s", "train_samples_per_s"}
+# the exactness tests hold with and without augmentation
+AUGMENTS = pytest.mark.parametrize(
+    "augment", [Augmentation(), augmentation("strong")], ids=["no_augment", "strong"]
+)
 
 
 def _plan(**overrides) -> RunPlan:
@@ -259,10 +264,11 @@ def test_training_on_membrane_beats_the_constant_prediction(membrane: Path) -> N
     assert reports[-1]["val_iou"] > interior
 
 
-def test_the_same_trial_twice_gives_the_same_curve() -> None:
+@AUGMENTS
+def test_the_same_trial_twice_gives_the_same_curve(augment: Augmentation) -> None:
     # a seed is a replicate: rerunning it must reproduce it, not draw a new one
     arrays, val_y = _random_arrays(10, 3, 16, 20)
-    plan = _plan(epochs=2)
+    plan = _plan(epochs=2, augment=augment)
     first, second = _collect(plan, arrays, val_y), _collect(plan, arrays, val_y)
     keep = lambda r: {k: v for k, v in r.items() if k not in LOCAL_TIMINGS | {"peak_mem_mb"}}  # noqa: E731
     assert [keep(r) for r in first] == [keep(r) for r in second]
@@ -275,12 +281,16 @@ def _weights(model) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in inner.state_dict().items()}
 
 
-def test_a_shared_run_is_bit_identical_to_a_run_trained_alone_to_fewer_epochs() -> None:
+@AUGMENTS
+def test_a_shared_run_is_bit_identical_to_a_run_trained_alone_to_fewer_epochs(
+    augment: Augmentation,
+) -> None:
     # the premise of sharing one training run between cells differing only in epochs
     arrays, val_y = _random_arrays(10, 3, 16, 20)
     # the model is trained in place: take its weights as each epoch ends
-    alone = [(e, _weights(e.model)) for e in run_epochs(_plan(epochs=2), arrays, val_y)]
-    shared_plan = _plan(epochs=5, stops={2: ("a",), 5: ("b",)})
+    alone_plan = _plan(epochs=2, augment=augment)
+    alone = [(e, _weights(e.model)) for e in run_epochs(alone_plan, arrays, val_y)]
+    shared_plan = _plan(epochs=5, stops={2: ("a",), 5: ("b",)}, augment=augment)
     shared = [(e, _weights(e.model)) for e in run_epochs(shared_plan, arrays, val_y)]
     keep = lambda r: {k: v for k, v in r.items() if k not in LOCAL_TIMINGS | {"peak_mem_mb"}}  # noqa: E731
     assert [keep(e.metrics) for e, _ in alone] == [keep(e.metrics) for e, _ in shared[:2]]
@@ -289,9 +299,12 @@ def test_a_shared_run_is_bit_identical_to_a_run_trained_alone_to_fewer_epochs() 
     np.testing.assert_array_equal(alone[-1][0].predictions, shared[1][0].predictions)
 
 
-def test_a_run_resumed_from_its_checkpoint_continues_exactly() -> None:
+@AUGMENTS
+def test_a_run_resumed_from_its_checkpoint_continues_exactly(augment: Augmentation) -> None:
     arrays, val_y = _random_arrays(10, 3, 16, 20)
-    plan = _plan(epochs=4, optimizer="adamw", schedule="warmup_constant", warmup_epochs=1)
+    plan = _plan(
+        epochs=4, optimizer="adamw", schedule="warmup_constant", warmup_epochs=1, augment=augment
+    )
     straight = _collect(plan, arrays, val_y)
     for end in run_epochs(plan, arrays, val_y):
         if end.metrics["epoch"] == 2:
@@ -305,6 +318,34 @@ def test_a_run_resumed_from_its_checkpoint_continues_exactly() -> None:
     keep = lambda r: {k: v for k, v in r.items() if k not in LOCAL_TIMINGS | {"peak_mem_mb"}}  # noqa: E731
     assert [r["epoch"] for r in resumed] == [3, 4]
     assert [keep(r) for r in resumed] == [keep(r) for r in straight[2:]]
+
+
+def test_augmentation_changes_the_training_curve(tmp_path: Path) -> None:
+    arrays, val_y = _random_arrays(10, 3, 16, 20)
+    plain = _collect(_plan(epochs=2), arrays, val_y)
+    flipped = _collect(_plan(epochs=2, augment=augmentation("flips")), arrays, val_y)
+    assert [r["train_loss"] for r in flipped] != [r["train_loss"] for r in plain]
+    assert flipped[-1]["val_loss"] != plain[-1]["val_loss"]
+    # the user's transform sees each training image once an epoch, and no other image
+    (tmp_path / "count_aug.py").write_text(
+        "seen = []\n"
+        "def build():\n"
+        "    def transform(image, mask):\n"
+        "        seen.append(float(image.sum()))\n"
+        "        return image, mask\n"
+        "    return transform\n"
+    )
+    counting = Augmentation(target="count_aug:build", folder=str(tmp_path))
+    unchanged = _collect(_plan(epochs=2, augment=counting), arrays, val_y)
+    seen = load_callable("count_aug:seen", str(tmp_path))
+    train_sums = sorted(float(x.sum()) / 255 for x in arrays.train_x[:10].astype(np.float64))
+    assert len(seen) == 20
+    assert sorted(seen[:10]) == pytest.approx(train_sums) and sorted(seen[10:]) == pytest.approx(
+        train_sums
+    )
+    # an identity transform trains exactly as no augmentation
+    keep = lambda r: {k: v for k, v in r.items() if k not in LOCAL_TIMINGS | {"peak_mem_mb"}}  # noqa: E731
+    assert [keep(r) for r in unchanged] == [keep(r) for r in plain]
 
 
 def test_the_test_split_is_scored_like_validation_and_trains_nothing() -> None:
