@@ -60,8 +60,10 @@ def _model(grid: dict[str, Any]) -> str | None:
     model, train = grid.get("model"), grid.get("train")
     if not isinstance(model, dict):
         return None
-    options = ", ".join(f"{k} {v}" for k, v in model.items() if k != "name")
-    text = f"{model.get('name', '?')}" + (f" ({options})" if options else "")
+    # a model by name, `library: smp` or the user's `target`
+    key = next((k for k in ("name", "library", "target") if k in model), "name")
+    options = ", ".join(f"{k} {v}" for k, v in model.items() if k != key)
+    text = f"{model.get(key, '?')}" + (f" ({options})" if options else "")
     if isinstance(train, dict):
         text += f"; {train.get('optimizer', '?')}, {train.get('loss', '?')} loss"
     return text

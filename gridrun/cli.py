@@ -150,6 +150,7 @@ def run(
     from gridrun.store import StudyLock, claim_study
 
     grid = _guarded(lambda: load_grid(grid_file))
+    _guarded(lambda: _check_models(grid))
     study = _guarded(lambda: Storage(out or Path("runs") / grid.name))
     _guarded(study.check)
     started = time.monotonic()
@@ -215,6 +216,19 @@ def _run(grid, study, address, mlflow_uri, started, extended) -> None:
         raise typer.Exit(1)
 
 
+def _check_models(grid) -> None:
+    """Each distinct model built once on the CPU with a tiny batch through it, before Ray."""
+    from gridrun.data import validation_examples
+    from gridrun.models import check_models
+    from gridrun.runs import plan_run, training_runs
+
+    # note: the first validation image's channels (a folder mixing grey and colour
+    # images trains on three)
+    channels = validation_examples(grid, 1)[0][0].shape[2]
+    runs = training_runs(grid, grid.trials())
+    check_models(plan_run(grid, run, channels, grid.eval_size) for run in runs)
+
+
 def _tracker(grid, study, mlflow_uri, tensorboard_dir):
     from gridrun.tracking import make_trackers
 
@@ -246,6 +260,7 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
 
     grid = _guarded(lambda: load_grid(grid_file))
     split = _guarded(lambda: check(grid))
+    _guarded(lambda: _check_models(grid))
     runs = training_runs(grid, grid.trials())
     served = {t.run_id: run.run_id for run in runs for t in run.trials}
     table = Table(

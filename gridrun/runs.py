@@ -173,6 +173,7 @@ def plan_run(grid: Grid, run: TrainingRun, in_channels: int, eval_size: int) -> 
     for t in run.trials:
         stops[t.cell.epochs].append(t.run_id)
     d, m, tr, tk = grid.data, grid.model, grid.train, grid.tracking
+    model_name, model_options = m.build_args()
     return RunPlan(
         training_run=run.run_id,
         seed=run.lead.seed,
@@ -181,10 +182,8 @@ def plan_run(grid: Grid, run: TrainingRun, in_channels: int, eval_size: int) -> 
         batch_size=cell.batch_size,
         epochs=run.epochs,
         stops={e: tuple(ids) for e, ids in sorted(stops.items())},
-        model_name=m.name,
-        model_options={"base_channels": m.base_channels, "depth": m.depth}
-        if m.name == "unet"
-        else {},
+        model_name=model_name,
+        model_options=model_options,
         in_channels=in_channels,
         num_classes=d.num_classes,
         ignore_index=d.ignore_index,
@@ -213,7 +212,7 @@ def trial_info(grid: Grid, run: TrainingRun, trial: Trial) -> TrialInfo:
         factors={k: getattr(trial.cell, k) for k in FACTORS},
         training_run=run.run_id,
         hparams={
-            "model": grid.model.name,
+            "model": grid.model.label,
             "optimizer": grid.train.optimizer,
             "loss": grid.train.loss,
             "schedule": grid.train.schedule,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,24 @@ from pydantic import (
     StrictInt,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from gridrun.augment import validate_augment, with_folder
 from gridrun.claims import Claims
 from gridrun.layout import FACTORS, cell_id, trial_id
+from gridrun.model_specs import (
+    MODEL_NAMES,
+    SMP,
+    SMP_DEFAULTS,
+    TARGET,
+    UNET,
+    UNET_BASE_CHANNELS,
+    UNET_DEPTH,
+    UNET_MAX_DEPTH,
+    describe,
+)
 
 __all__ = [
     "FACTORS",
@@ -41,14 +54,6 @@ __all__ = [
     "steps_per_cell",
 ]
 
-# the models gridrun.models builds (kept here so validating a grid needs no torch)
-MODEL_NAMES = (
-    "unet",
-    "lraspp_mobilenet_v3_large",
-    "deeplabv3_mobilenet_v3_large",
-    "deeplabv3_resnet50",
-    "fcn_resnet50",
-)
 # learning-rate schedules whose value at an epoch depends on the total epoch count
 TOTAL_EPOCH_SCHEDULES = ("poly", "cosine")
 
@@ -202,17 +207,143 @@ class DataConfig(_Strict):
         return self.model_copy(update=update)
 
 
+# a target is "module:function" (or Hydra's dotted "module.function")
+_TARGET = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[:.][A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+# the keys of each form of `model:` (gridrun.model_specs); `weights` goes with any
+_FORM_KEYS = {
+    "name": ("name", "base_channels", "depth"),
+    SMP: ("library", "arch", "encoder", "encoder_weights", "kwargs"),
+    TARGET: ("target", "path", "kwargs"),
+}
+
+
 class ModelConfig(_Strict):
-    name: str = "unet"
-    base_channels: _PositiveInt = 16
-    depth: Annotated[StrictInt, Field(ge=1, le=7)] = 4
+    """One form of `model:`: by name, `library: smp`, or the user's `target`."""
+
+    # by name: gridrun's U-Net or a torchvision model
+    name: str | None = None
+    base_channels: _PositiveInt | None = None
+    depth: Annotated[StrictInt, Field(ge=1, le=UNET_MAX_DEPTH)] | None = None
+    # segmentation_models_pytorch: an architecture on an encoder, its weights or null
+    library: Literal["smp"] | None = None
+    arch: Annotated[str, Field(min_length=1)] | None = None
+    encoder: Annotated[str, Field(min_length=1)] | None = None
+    encoder_weights: Annotated[str, Field(min_length=1)] | None = None
+    # the user's builder, imported from `path` (default: the grid file's folder) and
+    # called with in_channels, num_classes and `kwargs` (smp: also passed on)
+    target: str | None = None
+    path: Path | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    # a state dict (or a gridrun checkpoint) loaded strictly into the built model
+    weights: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _form_defaults(cls, raw: Any) -> Any:
+        # note: filled in before validation, so the resolved grid file shows them
+        if not isinstance(raw, dict):
+            return raw
+        if raw.get("library") == SMP:
+            return {**SMP_DEFAULTS, **raw}
+        if "library" in raw or "target" in raw:
+            return raw
+        return {"name": UNET, "base_channels": UNET_BASE_CHANNELS, "depth": UNET_DEPTH, **raw}
 
     @field_validator("name")
     @classmethod
-    def _known(cls, name: str) -> str:
-        if name not in MODEL_NAMES:
+    def _known(cls, name: str | None) -> str | None:
+        if name is not None and name not in MODEL_NAMES:
             raise ValueError(f"unknown model {name!r}{_did_you_mean(name, MODEL_NAMES)}")
         return name
+
+    @field_validator("target")
+    @classmethod
+    def _importable(cls, target: str | None) -> str | None:
+        if target is not None and not _TARGET.fullmatch(target):
+            raise ValueError(f"expected 'module:function', e.g. 'my_models:build', not {target!r}")
+        return target
+
+    @field_validator("path", "weights")
+    @classmethod
+    def _openable(cls, value: Path | None) -> Path | None:
+        if value is not None and "\0" in str(value):
+            raise ValueError("a path cannot hold a NUL character")
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ModelConfig:
+        if self.library is not None and self.target is not None:
+            raise ValueError("target: give library or target, not both")
+        if self.library is not None:
+            for key in ("arch", "encoder"):
+                if getattr(self, key) is None:
+                    raise ValueError(f"{key}: required with library {SMP!r}")
+        keys = _FORM_KEYS[self.form]
+        for other in ("name", "base_channels", "depth", *_FORM_KEYS[SMP], "target", "path"):
+            if other not in keys and getattr(self, other) not in (None, {}):
+                raise ValueError(f"{other}: not for {_FORM_TEXT[self.form]}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _form_only(self, handler: Any) -> dict[str, Any]:
+        # note: unset keys are left out, so a model by name reads as it always has; smp's
+        # encoder_weights stays even when null (null means untrained, not smp's default)
+        kept = {"encoder_weights"} if self.library == SMP else set()
+        return {k: v for k, v in handler(self).items() if k in kept or v not in (None, {})}
+
+    @property
+    def form(self) -> str:
+        """"name", "smp" or "target": which form of `model:` this is."""
+        return SMP if self.library else TARGET if self.target else "name"
+
+    @property
+    def label(self) -> str:
+        """The model as trackers show it: its name, "smp Unet resnet34", or the target."""
+        return describe(*self.build_args())
+
+    def build_args(self) -> tuple[str, dict[str, Any]]:
+        """The builder key and the options `gridrun.models.build_model` takes."""
+        if self.library == SMP:
+            key = SMP
+            options: dict[str, Any] = {
+                "arch": self.arch,
+                "encoder": self.encoder,
+                "encoder_weights": self.encoder_weights,
+                "kwargs": dict(self.kwargs),
+            }
+        elif self.target is not None:
+            key = TARGET
+            path = str(self.path) if self.path is not None else None
+            options = {"target": self.target, "path": path, "kwargs": dict(self.kwargs)}
+        else:
+            key = str(self.name)
+            options = (
+                {"base_channels": self.base_channels, "depth": self.depth}
+                if self.name == UNET
+                else {}
+            )
+        if self.weights is not None:
+            options["weights"] = str(self.weights)
+        return key, options
+
+    def relative_to(self, base: Path) -> ModelConfig:
+        """This config with a relative `weights` or `path` taken relative to `base`, and a
+        target imported from `base` unless `path` says where."""
+        update: dict[str, Any] = {
+            key: (base / value).resolve()
+            for key in ("weights", "path")
+            if (value := getattr(self, key)) is not None and not value.is_absolute()
+        }
+        if self.target is not None and self.path is None:
+            update["path"] = base.resolve()
+        return self.model_copy(update=update)
+
+
+_FORM_TEXT = {
+    "name": "a model by name",
+    SMP: f"library {SMP!r}",
+    TARGET: "a target (the user's builder)",
+}
 
 
 class TrainConfig(_Strict):
@@ -605,5 +736,11 @@ def load_grid(path: str | Path) -> Grid:
         grid = grid.model_copy(update={"augment": with_folder(grid.augment, path.parent)})
     except ValueError as exc:
         raise GridError(f"{path}: {exc}") from None
-    # note: relative data paths are relative to the grid file, so grids travel with data
-    return grid.model_copy(update={"data": grid.data.relative_to(path.parent)})
+    # note: relative data paths are relative to the grid file, so grids travel with data;
+    # so are a model's weights and the folder a target is imported from
+    return grid.model_copy(
+        update={
+            "data": grid.data.relative_to(path.parent),
+            "model": grid.model.relative_to(path.parent),
+        }
+    )

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -247,3 +248,66 @@ def test_status_shows_running_trials_and_the_time_left(tmp_path: Path) -> None:
     assert f"process {os.getpid()} on" in text
     # what is left: the 4-epoch run, 2 steps per epoch, at 0.25 s per measured step
     assert "(8 steps at the measured 0.25 s/step)" in text
+
+
+MY_MODELS = """
+from torch import nn
+
+
+def build(in_channels, num_classes, classes_off=0):
+    return nn.Conv2d(in_channels, num_classes + classes_off, 3, padding=1)
+"""
+TINY = "factors: {image_size: [32], dataset_size: [8], epochs: [1], batch_size: [4]}\n"
+
+
+@pytest.fixture
+def model_folder(tmp_path: Path, monkeypatch) -> Path:
+    """A grid folder with a my_models.py beside it and a state dict of its builder."""
+    import sys
+
+    import torch
+
+    (tmp_path / "my_models.py").write_text(MY_MODELS)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "my_models", raising=False)
+    torch.save(torch.nn.Conv2d(3, 1, 3, padding=1).state_dict(), tmp_path / "conv.pt")
+    yield tmp_path
+    sys.modules.pop("my_models", None)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "{library: smp, arch: Unet, encoder: resnet18, encoder_weights: null}",
+        "{target: 'my_models:build'}",
+        "{target: 'my_models:build', weights: conv.pt}",
+    ],
+)
+def test_plan_checks_an_smp_model_a_builder_and_local_weights(model_folder, model) -> None:
+    grid = _write(model_folder / "grid.yaml", f"model: {model}\n{TINY}")
+    result = runner.invoke(app, ["plan", str(grid)])
+    assert result.exit_code == 0, result.output
+    assert "1 cells × 1 seeds = 1 trials" in _words(result.output)
+
+
+@pytest.mark.parametrize(
+    ("model", "needle"),
+    [
+        ("{target: 'my_modelz:build'}", "model.target: no module 'my_modelz' in "),
+        ("{target: 'my_models:build', weights: gone.pt}", "gone.pt: no such file"),
+        ("{target: 'my_models:build', kwargs: {classes_off: 1}}",
+         "gives logits of shape (2, 2, 32, 32) for images of shape (2, 3, 32, 32); gridrun "
+         "needs (2, 1, 32, 32)"),
+        ("{name: unet, weights: conv.pt}",
+         "does not fit the model: 92 missing keys (down.0.0.weight, down.0.1.weight, "
+         "down.0.1.bias, ...); 2 unexpected keys (weight, bias)"),
+    ],
+)  # fmt: skip
+def test_plan_and_run_refuse_a_wrong_model_before_ray(model_folder, model, needle) -> None:
+    grid = _write(model_folder / "grid.yaml", f"model: {model}\n{TINY}")
+    _assert_one_clean_error_line(runner.invoke(app, ["plan", str(grid)]), needle)
+    study = model_folder / "study"
+    _assert_one_clean_error_line(
+        runner.invoke(app, ["run", str(grid), "--out", str(study)]), needle
+    )
+    assert not study.exists()  # refused before the study (or Ray) was started

@@ -346,3 +346,72 @@ def test_a_key_overriding_a_merged_one_is_no_duplicate(tmp_path: Path) -> None:
     grid = load_grid(path)
     assert grid.tracking.overlay_every == 3
     assert [c.name for c in grid.claims] == ["a", "b"]
+
+
+def test_a_model_by_name_reads_and_dumps_as_before() -> None:
+    grid = parse_grid(_grid(model={"name": "lraspp_mobilenet_v3_large"}))
+    # the resolved grid.yaml of a study by name is unchanged: no keys of the other forms
+    assert grid.model_dump(mode="json")["model"] == {
+        "name": "lraspp_mobilenet_v3_large", "base_channels": 16, "depth": 4,
+    }  # fmt: skip
+    assert grid.model.build_args() == ("lraspp_mobilenet_v3_large", {})
+    assert parse_grid(_grid()).model.build_args() == ("unet", {"base_channels": 16, "depth": 4})
+
+
+def test_an_smp_model_gets_smp_defaults_and_keeps_null_weights(tmp_path: Path) -> None:
+    default = parse_grid(_grid(model={"library": "smp", "arch": "FPN"})).model
+    assert (default.encoder, default.encoder_weights) == ("resnet34", "imagenet")
+    grid = parse_grid(
+        _grid(model={"library": "smp", "arch": "Unet", "encoder": "resnet18",
+                     "encoder_weights": None, "kwargs": {"decoder_attention_type": "scse"}})
+    )  # fmt: skip
+    assert grid.model.label == "smp Unet resnet18"
+    assert grid.model.build_args() == (
+        "smp",
+        {"arch": "Unet", "encoder": "resnet18", "encoder_weights": None,
+         "kwargs": {"decoder_attention_type": "scse"}},
+    )  # fmt: skip
+    path = tmp_path / "grid.yaml"
+    path.write_text(grid.resolved_yaml())
+    # null stays null (untrained) when the resolved grid is read again, not smp's imagenet
+    assert load_grid(path) == grid and load_grid(path).model.encoder_weights is None
+
+
+def test_model_paths_are_taken_relative_to_the_grid_file(tmp_path: Path) -> None:
+    folder = tmp_path / "grids"
+    folder.mkdir()
+    path = folder / "grid.yaml"
+    path.write_text(
+        "model: {target: 'my_models:build', kwargs: {width: 8}, weights: ../w/state.pt}\n"
+        "factors: {image_size: [32], dataset_size: [8], epochs: [1], batch_size: [4]}\n"
+    )
+    model = load_grid(path).model
+    assert model.path == folder.resolve()
+    assert model.weights == (tmp_path / "w" / "state.pt").resolve()
+    assert model.build_args() == (
+        "target",
+        {"target": "my_models:build", "path": str(folder.resolve()), "kwargs": {"width": 8},
+         "weights": str((tmp_path / "w" / "state.pt").resolve())},
+    )  # fmt: skip
+    assert model.label == "my_models:build"
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"library": "smp", "arch": "Unet", "base_channels": 8},
+         "model: base_channels: not for library 'smp'"),
+        ({"target": "m:build", "encoder": "resnet18"},
+         "model: encoder: not for a target (the user's builder)"),
+        ({"name": "unet", "kwargs": {"width": 2}}, "model: kwargs: not for a model by name"),
+        ({"library": "smp", "arch": "Unet", "target": "m:build"},
+         "model: target: give library or target, not both"),
+        ({"library": "smp", "encoder": "resnet18"}, "model: arch: required with library 'smp'"),
+        ({"target": "my models"},
+         "model.target: expected 'module:function', e.g. 'my_models:build', not 'my models'"),
+        ({"libary": "smp"}, "model.libary: unknown key (did you mean 'library'?)"),
+        ({"name": "unet3"}, "model.name: unknown model 'unet3' (did you mean 'unet'?)"),
+    ],
+)  # fmt: skip
+def test_a_model_mixing_forms_is_refused_naming_the_key(model, message: str) -> None:
+    assert _error(_grid(model=model)) == f"grid: {message}"

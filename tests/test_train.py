@@ -126,6 +126,20 @@ def test_run_epochs_on_membrane_reports_each_epoch(membrane_32, tmp_path: Path) 
     assert ends[1].predictions.shape == (2, 40, 40) and ends[1].predictions.dtype == np.uint8
 
 
+def test_an_smp_model_trains_an_epoch_like_the_own_unet() -> None:
+    arrays, val_y = _random_arrays(8, 2, 32, 32, labels=3)
+    smp = {"arch": "Unet", "encoder": "resnet18", "encoder_weights": None, "kwargs": {}}
+    plan = _plan(
+        image_size=32, dataset_size=8, eval_size=32, epochs=1, num_classes=3, loss="ce_dice",
+        model_name="smp", model_options=smp,
+    )  # fmt: skip
+    (report,) = _collect(plan, arrays, val_y)
+    assert report["status"] == "ok" and report["step"] == 2
+    assert report["params"] == count_params(build_model("smp", 1, 3, **smp))
+    assert math.isfinite(report["train_loss"]) and 0.0 <= report["val_iou"] <= 1.0
+    assert report["val_pixels"] == 2 * 32 * 32
+
+
 def test_multiclass_reports_per_class_iou() -> None:
     arrays, val_y = _random_arrays(6, 2, 16, 16, labels=3)
     plan = _plan(dataset_size=6, eval_size=16, epochs=1, num_classes=3, loss="ce_dice")
