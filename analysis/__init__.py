@@ -1,5 +1,6 @@
 """Results in, tables and pictures out. Never imports ray, nor any of gridrun but its
-``layout``, ``claims`` (the claim language) and ``storage`` (for studies behind a URI).
+``layout``, ``claims`` (the claim language), ``painting`` (the overlay painter TensorBoard
+uses too) and ``storage`` (for studies behind a URI).
 
     import analysis
     run = analysis.load("runs/quick")                 # RunData: the tables, split

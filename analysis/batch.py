@@ -24,6 +24,7 @@ from analysis.figures import BaselineLine, draw_baselines, log_axis, panel_grid
 from analysis.load import FACTORS, RunData
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import format_interval, higher_is_better, interval_frame, metric_bounds
+from gridrun.layout import DEFAULT_METRIC
 
 __all__ = [
     "StepsInfo",
@@ -105,7 +106,7 @@ def _readings(curves: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def batch_comparison_table(
     curves: pd.DataFrame,
-    metric: str = "val_iou",
+    metric: str = DEFAULT_METRIC,
     params: Params = DEFAULT_PARAMS,
     bounds: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
@@ -157,7 +158,7 @@ def _paired(diffs: pd.Series, params: Params) -> tuple[float, float, float, floa
 
 
 def batch_difference_table(
-    curves: pd.DataFrame, metric: str = "val_iou", params: Params = DEFAULT_PARAMS
+    curves: pd.DataFrame, metric: str = DEFAULT_METRIC, params: Params = DEFAULT_PARAMS
 ) -> pd.DataFrame:
     """Per comparison, how much the best batch size beats each other one.
 
@@ -363,7 +364,7 @@ def _get_steps_plot(info: StepsInfo) -> Figure:
 
 def plot_batch_steps(run: RunData) -> Figure:
     """The metric against optimizer steps, one line per batch size, one panel per group."""
-    metric = run.metric if run.metric in run.curves.columns else "val_iou"
+    metric = run.metric if run.metric in run.curves.columns else DEFAULT_METRIC
     scores = run.baselines.scores(metric) if run.baselines is not None else {}
     info = _get_steps_info(run.curves, metric, run.params, lr_text(run.grid), scores)
     return _get_steps_plot(info)

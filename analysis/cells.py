@@ -8,6 +8,7 @@ import pandas as pd
 from analysis.load import FACTORS
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import higher_is_better, interval_frame, metric_bounds
+from gridrun.layout import DEFAULT_METRIC
 
 __all__ = ["cells_table"]
 
@@ -15,7 +16,7 @@ _COSTS: tuple[str, ...] = ("best_epoch", "steps", "train_time_s", "peak_mem_mb")
 
 
 def cells_table(
-    final: pd.DataFrame, metric: str = "val_iou", params: Params = DEFAULT_PARAMS
+    final: pd.DataFrame, metric: str = DEFAULT_METRIC, params: Params = DEFAULT_PARAMS
 ) -> pd.DataFrame:
     """One row per cell from :func:`analysis.load.final_metrics` rows.
 

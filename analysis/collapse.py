@@ -19,7 +19,7 @@ from analysis.baselines import Baselines
 from analysis.load import FACTORS
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import higher_is_better
-from gridrun.layout import BASELINES_FILE
+from gridrun.layout import BASELINES_FILE, DEFAULT_METRIC
 
 __all__ = ["collapse_by_cell", "collapse_sentences", "collapse_table", "collapsed_curve"]
 
@@ -66,7 +66,7 @@ def _no_check_note(baselines: Baselines | None, metric: str) -> str:
 def collapse_table(
     final: pd.DataFrame,
     baselines: Baselines | None,
-    metric: str = "val_iou",
+    metric: str = DEFAULT_METRIC,
     params: Params = DEFAULT_PARAMS,
 ) -> pd.DataFrame:
     """One row per (cell, seed) of :func:`analysis.load.final_metrics` rows.

@@ -19,6 +19,7 @@ from analysis.batch import MIN_BATCH_LEVELS, group_keys, group_label, run_curves
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.plateau import smooth_centred
 from analysis.stats import higher_is_better
+from gridrun.layout import DEFAULT_METRIC
 
 __all__ = [
     "TradeoffFit",
@@ -50,7 +51,7 @@ def _crossing(steps: np.ndarray, values: np.ndarray, target: float) -> tuple[flo
 
 def steps_to_target_table(
     curves: pd.DataFrame,
-    metric: str = "val_iou",
+    metric: str = DEFAULT_METRIC,
     baselines: Baselines | None = None,
     params: Params = DEFAULT_PARAMS,
 ) -> pd.DataFrame:
@@ -182,7 +183,7 @@ CRITICAL_COLUMNS_TAIL: list[str] = [
 
 def critical_batch_table(
     curves: pd.DataFrame,
-    metric: str = "val_iou",
+    metric: str = DEFAULT_METRIC,
     baselines: Baselines | None = None,
     params: Params = DEFAULT_PARAMS,
 ) -> pd.DataFrame:

@@ -18,6 +18,7 @@ import pandas as pd
 from analysis.load import FACTORS
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import higher_is_better
+from gridrun.layout import DEFAULT_METRIC
 
 __all__ = ["edge_sentences", "edges_table"]
 
@@ -86,7 +87,7 @@ def edges_table(
     cells: pd.DataFrame,
     plateau: pd.DataFrame,
     grid_levels: Mapping[str, Sequence[float]] | None = None,
-    metric: str = "val_iou",
+    metric: str = DEFAULT_METRIC,
     top: int = 3,
     params: Params = DEFAULT_PARAMS,
 ) -> pd.DataFrame:
@@ -174,7 +175,7 @@ def _still_improving(first: pd.Series, params: Params) -> str:
 
 
 def edge_sentences(
-    edges: pd.DataFrame, metric: str = "val_iou", params: Params = DEFAULT_PARAMS
+    edges: pd.DataFrame, metric: str = DEFAULT_METRIC, params: Params = DEFAULT_PARAMS
 ) -> list[str]:
     """Per top cell of :func:`edges_table`, where it points past the grid and which way to
     extend it; for the best cell also when it points nowhere."""

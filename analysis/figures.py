@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -15,7 +15,13 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis.baselines import Baselines
 
-P = TypeVar("P")
+
+class _Panel(Protocol):
+    @property
+    def table(self) -> pd.DataFrame: ...  # per level: mean, ci_low, ci_high, ...
+
+
+P = TypeVar("P", bound=_Panel)
 
 __all__ = [
     "NO_INTERVAL_NOTE",
@@ -23,6 +29,7 @@ __all__ = [
     "baseline_lines",
     "draw_baselines",
     "draw_levels",
+    "level_axis",
     "level_values",
     "log_axis",
     "panel_grid",
@@ -70,6 +77,36 @@ class PanelsInfo(Generic[P]):
 
     def __len__(self) -> int:
         return len(self.panels)
+
+    @classmethod
+    def of(
+        cls,
+        metric: str,
+        panels: list[P],
+        single_level: dict[str, object],
+        levels: Iterable[tuple[pd.DataFrame, pd.DataFrame]],
+        baselines: Baselines | None,
+    ) -> PanelsInfo[P]:
+        """Panels on one y-range: it spans what :func:`draw_levels` puts on the axis for
+        each (table, seeds) in ``levels``, and the trivial predictors' scores on ``metric``."""
+        lines = baseline_lines(baselines, metric)
+        values = [v for table, seeds in levels for v in level_values(table, seeds)]
+        return cls(metric, panels, single_level, shared_ylim(values, lines), lines)
+
+    @property
+    def single_level_text(self) -> str:
+        return single_level_note(self.single_level)
+
+    def title(self, text: str) -> str:
+        """``text`` and the notes of a panel figure: seeds drawn as points where a level has
+        too few for an interval, the factors held at one level, the dashed trivial scores."""
+        if any(p.table["ci_low"].isna().any() for p in self.panels):
+            text += f"\n{NO_INTERVAL_NOTE}"
+        if self.single_level:
+            text += f"\n{self.single_level_text}"
+        if self.baselines:
+            text += "\ndashed: trivial predictors' scores"
+        return text
 
 
 def baseline_lines(baselines: Baselines | None, metric: str) -> tuple[BaselineLine, ...]:
@@ -153,6 +190,15 @@ def panel_grid(n: int, cols: int, width: float, height: float) -> tuple[Figure, 
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, list(axes[:n])
+
+
+def level_axis(ax: Axes, levels: list, label: str, info: PanelsInfo) -> None:
+    """The x axis of a panel drawn by :func:`draw_levels` (ticks at 0, 1, ... named by the
+    sorted ``levels``), the figure's shared y-range and its trivial-predictor lines."""
+    ax.set_xticks(range(len(levels)), [str(v) for v in levels], fontsize=8)
+    ax.set_xlabel(label)
+    ax.set_ylim(*info.ylim)
+    draw_baselines(ax, info.baselines)
 
 
 def spread_levels(levels: list, limit: int) -> list:

@@ -33,6 +33,7 @@ from analysis.stats import (
     interval_frame,
     metric_bounds,
 )
+from gridrun.layout import DEFAULT_METRIC
 
 __all__ = ["ReportTables", "class_scores", "compute_tables", "curves_by_cell"]
 
@@ -191,7 +192,7 @@ def _grid_levels(data: RunData) -> dict[str, list] | None:
 def compute_tables(data: RunData) -> ReportTables:
     """All tables from the ``ok`` trials; plateau and overfitting need curves."""
     metric, params = data.metric, data.params
-    curve_metric = metric if metric in data.curves.columns else "val_iou"
+    curve_metric = metric if metric in data.curves.columns else DEFAULT_METRIC
     collapse = collapse_table(data.final, data.baselines, metric, params)
     final = data.final.merge(collapse[[*TRIAL_KEY, "collapsed"]], on=list(TRIAL_KEY), how="left")
     final["collapsed"] = final["collapsed"].fillna(False).astype(bool)
@@ -223,7 +224,7 @@ def compute_tables(data: RunData) -> ReportTables:
         critical_batch=critical_batch_table(data.curves, curve_metric, data.baselines, params),
         claims=claims_table(data),
         pareto=pareto_table(healthy, higher_is_better(metric), costs=pareto_costs(data.ok)),
-        scaling=scaling_table(healthy if unit else cells.iloc[0:0]),
+        scaling=scaling_table(healthy if unit else cells.iloc[0:0], params),
         detectable=detectable_difference(data.final, bounds, params),
     )
 

@@ -29,12 +29,12 @@ def _get_importance_info(importance: pd.DataFrame, limit: int = MAX_TERMS) -> pd
     return importance.head(limit).iloc[::-1].reset_index(drop=True)
 
 
-def _get_importance_plot(info: pd.DataFrame, metric: str, total: int, level: float) -> Figure:
+def _get_importance_plot(info: pd.DataFrame, metric: str, total: int, params: Params) -> Figure:
     fig = Figure(figsize=(9, 1.1 + 0.34 * max(len(info), 1)), layout="constrained")
     ax = fig.subplots()
     ys = np.arange(len(info))
     has_ci = info["ci_low"].notna().to_numpy()
-    colors = np.where(info["p_value"].to_numpy(float) < 0.05, "tab:blue", "0.65")
+    colors = np.where(info["p_value"].to_numpy(float) < params.alpha, "tab:blue", "0.65")
     ax.barh(ys, info["omega_sq"], color=colors)
     lo = (info["omega_sq"] - info["ci_low"]).clip(lower=0).to_numpy()
     hi = (info["ci_high"] - info["omega_sq"]).clip(lower=0).to_numpy()
@@ -45,12 +45,13 @@ def _get_importance_plot(info: pd.DataFrame, metric: str, total: int, level: flo
     ax.set_xlabel(f"ω² (share of the variance of final {metric})")
     shown = f", top {len(info)} of {total} terms" if total > len(info) else ""
     why = (
-        f"whiskers: {level:.0%} bootstrap over training runs"
+        f"whiskers: {params.level:.0%} bootstrap over training runs"
         if has_ci.any()
         else "no interval: one seed"
     )
     ax.set_title(
-        f"factor importance{shown}\nblue: p < 0.05, grey: not significant; {why}", fontsize=9
+        f"factor importance{shown}\nblue: p < {params.alpha:g}, grey: not significant; {why}",
+        fontsize=9,
     )
     return fig
 
@@ -59,5 +60,5 @@ def plot_factor_importance(run: RunData) -> Figure:
     """Bar chart of the ω² of every ANOVA term of ``run``, with intervals."""
     table = importance_table(run.final, run.params)
     return _get_importance_plot(
-        _get_importance_info(table), run.metric, len(table), run.params.level
+        _get_importance_info(table), run.metric, len(table), run.params
     )

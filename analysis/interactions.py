@@ -14,21 +14,11 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from analysis.baselines import Baselines
-from analysis.figures import (
-    NO_INTERVAL_NOTE,
-    PanelsInfo,
-    baseline_lines,
-    draw_baselines,
-    draw_levels,
-    level_values,
-    panel_grid,
-    shared_ylim,
-    single_level_note,
-    spread_levels,
-)
+from analysis.figures import PanelsInfo, draw_levels, level_axis, panel_grid, spread_levels
 from analysis.load import FACTORS, RunData, varying_factors
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import metric_bounds, seed_mean_intervals
+from gridrun.layout import DEFAULT_METRIC
 
 __all__ = ["InteractionsInfo", "PairInfo", "plot_interactions"]
 
@@ -57,7 +47,7 @@ def _get_interaction_info(
     final: pd.DataFrame,
     params: Params = DEFAULT_PARAMS,
     baselines: Baselines | None = None,
-    metric: str = "val_iou",
+    metric: str = DEFAULT_METRIC,
 ) -> InteractionsInfo:
     """One :class:`PairInfo` per pair of factors with at least two levels.
 
@@ -75,12 +65,10 @@ def _get_interaction_info(
         for f in FACTORS
         if f in final.columns and f not in varying and final[f].notna().any()
     }
-    lines = baseline_lines(baselines, metric)
-    values = []
-    for p in pairs:
-        for h, group in p.table.groupby(p.hue):
-            values += level_values(group, p.seeds[p.seeds[p.hue] == h])
-    return InteractionsInfo(metric, pairs, single, shared_ylim(values, lines), lines)
+    levels = [
+        (group, p.seeds[p.seeds[p.hue] == h]) for p in pairs for h, group in p.table.groupby(p.hue)
+    ]
+    return InteractionsInfo.of(metric, pairs, single, levels, baselines)
 
 
 def _get_interaction_plot(pairs: InteractionsInfo, metric: str) -> Figure:
@@ -98,23 +86,14 @@ def _get_interaction_plot(pairs: InteractionsInfo, metric: str) -> Figure:
             table = pair.table[pair.table[pair.hue] == h]
             seeds = pair.seeds[pair.seeds[pair.hue] == h]
             draw_levels(ax, table, seeds, pair.x, positions, color, label=str(h))
-        ax.set_xticks(range(len(levels)), [str(v) for v in levels], fontsize=8)
-        ax.set_xlabel(pair.x)
+        level_axis(ax, levels, pair.x, pairs)
         ax.set_ylabel(metric)
         ax.set_title(f"{pair.x} × {pair.hue}", fontsize=10)
-        ax.set_ylim(*pairs.ylim)
-        draw_baselines(ax, pairs.baselines)
         ax.legend(title=pair.hue, fontsize=7, title_fontsize=7, ncols=2)
     title = f"interactions: mean {metric}, band = interval over seeds"
     if thinned:
         title += f"; at most {MAX_LINES} evenly spread levels drawn per panel"
-    if any(p.table["ci_low"].isna().any() for p in pairs):
-        title += f"\n{NO_INTERVAL_NOTE}"
-    if pairs.single_level:
-        title += f"\n{single_level_note(pairs.single_level)}"
-    if pairs.baselines:
-        title += "\ndashed: trivial predictors' scores"
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(pairs.title(title), fontsize=10)
     return fig
 
 
@@ -138,7 +117,7 @@ def _get_heatmap_plot(pairs: InteractionsInfo, metric: str) -> Figure:
         )
         ax.set_title(f"mean {metric}: {pair.hue} × {pair.x}", fontsize=10)
     if pairs.single_level:
-        fig.suptitle(single_level_note(pairs.single_level), fontsize=10)
+        fig.suptitle(pairs.single_level_text, fontsize=10)
     return fig
 
 

@@ -25,6 +25,7 @@ from analysis.figures import BaselineLine, baseline_lines, draw_baselines, panel
 from analysis.load import RunData
 from analysis.overfitting import overfitting_table
 from analysis.plateau import plateau_table
+from gridrun.layout import DEFAULT_METRIC
 
 __all__ = ["CurvePanel", "CurvesInfo", "plot_learning_curves"]
 
@@ -165,7 +166,7 @@ def _get_learning_curves_plot(info: CurvesInfo, kind: str = "metric") -> Figure:
 def plot_learning_curves(run: RunData, kind: str = "metric", cells: Sequence[str] = ()) -> Figure:
     """Learning curves of ``run`` (``kind`` ``metric`` or ``loss``); ``cells`` first; the
     trivial predictors' validation scores on the metric panels."""
-    metric = run.metric if run.metric in run.curves.columns else "val_iou"
+    metric = run.metric if run.metric in run.curves.columns else DEFAULT_METRIC
     info = _get_learning_curves_info(
         run.curves,
         plateau_table(run.curves, metric, run.params),

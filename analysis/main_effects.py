@@ -9,20 +9,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.baselines import Baselines
-from analysis.figures import (
-    NO_INTERVAL_NOTE,
-    PanelsInfo,
-    baseline_lines,
-    draw_baselines,
-    draw_levels,
-    level_values,
-    panel_grid,
-    shared_ylim,
-    single_level_note,
-)
+from analysis.figures import PanelsInfo, draw_levels, level_axis, panel_grid
 from analysis.load import FACTORS, RunData
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import metric_bounds, seed_mean_intervals
+from gridrun.layout import DEFAULT_METRIC
 
 __all__ = ["EffectInfo", "MainEffectsInfo", "main_effects_table", "plot_main_effects"]
 
@@ -44,7 +35,7 @@ def _get_main_effects_info(
     final: pd.DataFrame,
     params: Params = DEFAULT_PARAMS,
     baselines: Baselines | None = None,
-    metric: str = "val_iou",
+    metric: str = DEFAULT_METRIC,
 ) -> MainEffectsInfo:
     """An :class:`EffectInfo` per factor of ``final`` with two or more levels, one shared
     y-range and the trivial predictors' scores on ``metric``."""
@@ -56,13 +47,12 @@ def _get_main_effects_info(
             infos.append(EffectInfo(factor, table, seeds))
     shown = [i for i in infos if len(i.table) > 1]
     single = {i.factor: i.table[i.factor].iloc[0] for i in infos if len(i.table) == 1}
-    lines = baseline_lines(baselines, metric)
-    values = [v for i in shown for v in level_values(i.table, i.seeds)]
-    return MainEffectsInfo(metric, shown, single, shared_ylim(values, lines), lines)
+    levels = [(i.table, i.seeds) for i in shown]
+    return MainEffectsInfo.of(metric, shown, single, levels, baselines)
 
 
 def main_effects_table(
-    final: pd.DataFrame, params: Params = DEFAULT_PARAMS, metric: str = "val_iou"
+    final: pd.DataFrame, params: Params = DEFAULT_PARAMS, metric: str = DEFAULT_METRIC
 ) -> pd.DataFrame:
     """Long table of the level means of every factor with two or more levels: ``factor,
     level, n, mean, std, ci_low, ci_high``."""
@@ -80,22 +70,13 @@ def _get_main_effects_plot(infos: MainEffectsInfo, metric: str) -> Figure:
         levels = sorted(info.table[info.factor])
         positions = {lvl: i for i, lvl in enumerate(levels)}
         draw_levels(ax, info.table, info.seeds, info.factor, positions, "tab:blue")
-        ax.set_xticks(range(len(levels)), [str(v) for v in levels], fontsize=8)
-        ax.set_xlabel(info.factor)
+        level_axis(ax, levels, info.factor, infos)
         ax.set_title(f"{info.factor}", fontsize=10)
-        ax.set_ylim(*infos.ylim)
-        draw_baselines(ax, infos.baselines)
     axes[0].set_ylabel(f"mean {metric}")
     if not len(infos):
         axes[0].set_axis_off()
     title = f"main effects on {metric}: mean over the other factors, band = interval over seeds"
-    if any(info.table["ci_low"].isna().any() for info in infos):
-        title += f"\n{NO_INTERVAL_NOTE}"
-    if infos.single_level:
-        title += f"\n{single_level_note(infos.single_level)}"
-    if infos.baselines:
-        title += "\ndashed: trivial predictors' scores"
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(infos.title(title), fontsize=10)
     return fig
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 from analysis.load import FACTORS, split_runs
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import higher_is_better
+from gridrun.layout import DEFAULT_METRIC
 
 __all__ = [
     "OnsetResult",
@@ -103,7 +104,7 @@ def overfit_onset(
 
 
 def overfitting_table(
-    curves: pd.DataFrame, metric: str = "val_iou", params: Params = DEFAULT_PARAMS
+    curves: pd.DataFrame, metric: str = DEFAULT_METRIC, params: Params = DEFAULT_PARAMS
 ) -> pd.DataFrame:
     """One row per (cell, seed) with both losses; onsets from its training run's curve.
 

@@ -4,10 +4,11 @@ over the input, for a few cells, from the files the runner writes.
 ``predictions/examples.npz`` holds the fixed validation images (``image``, uint8
 N×E×E×3) and their labels (``truth``, uint8 N×E×E, 0 = background); a trial row's
 ``predictions`` column names an npz whose ``pred`` holds its predicted labels of the
-same images at the cell's own epoch. Foreground is any label but 0 and the study's
-``ignore_index`` (grid ``data.ignore_index``; 255 for torchvision sources): a pixel of
-the wrong foreground class counts as a false positive, and an ignored pixel (a border,
-void) is left unpainted and out of every count, as the metrics leave it out.
+same images at the cell's own epoch. They are painted by
+:func:`gridrun.painting.paint_overlay`, as in TensorBoard: foreground is any label but 0
+and the study's ``ignore_index`` (grid ``data.ignore_index``; 255 for torchvision
+sources); an ignored pixel (a border, void) is left unpainted and out of every count, as
+the metrics leave it out.
 
 Each row is captioned with the report's metric for the trial shown, at the trial's
 epoch (its ``final`` value); the per-image number is that image's foreground IoU and is
@@ -27,7 +28,8 @@ from matplotlib.patches import Patch
 
 from analysis.cells import cells_table
 from analysis.load import FACTORS, RunData, StudyFiles
-from gridrun.layout import EXAMPLES_FILE
+from gridrun.layout import DEFAULT_METRIC, EXAMPLES_FILE, OVERLAY_IMAGES
+from gridrun.painting import COLORS, overlay_masks, paint_overlay
 
 __all__ = [
     "COLORS",
@@ -35,16 +37,8 @@ __all__ = [
     "OverlayRow",
     "foreground_iou",
     "grid_ignore_index",
-    "overlay",
     "plot_overlays",
 ]
-
-COLORS: dict[str, tuple[int, int, int]] = {
-    "TP": (0, 200, 0),
-    "FP": (255, 0, 0),
-    "FN": (0, 110, 255),
-}
-OPACITY = 0.55
 
 
 def grid_ignore_index(grid: dict) -> int | None:
@@ -53,34 +47,11 @@ def grid_ignore_index(grid: dict) -> int | None:
     return None if value is None else int(value)
 
 
-def _masks(
-    truth: np.ndarray, pred: np.ndarray, ignore_index: int | None = None
-) -> dict[str, np.ndarray]:
-    scored = truth != ignore_index if ignore_index is not None else np.ones(truth.shape, bool)
-    fg_truth, fg_pred = scored & (truth > 0), scored & (pred > 0)
-    return {
-        "TP": fg_truth & (pred == truth),
-        "FP": fg_pred & (pred != truth),
-        "FN": fg_truth & ~fg_pred,
-    }
-
-
-def overlay(
-    image: np.ndarray, truth: np.ndarray, pred: np.ndarray, ignore_index: int | None = None
-) -> np.ndarray:
-    """``image`` (uint8 E×E×3) with TP, FP and FN pixels blended in :data:`COLORS`;
-    pixels whose truth is ``ignore_index`` keep the input's colour."""
-    out = image.astype(float).copy()
-    for name, mask in _masks(truth, pred, ignore_index).items():
-        out[mask] = (1 - OPACITY) * out[mask] + OPACITY * np.asarray(COLORS[name], dtype=float)
-    return np.rint(out).astype(np.uint8)
-
-
 def foreground_iou(
     truth: np.ndarray, pred: np.ndarray, ignore_index: int | None = None
 ) -> float:
     """TP / (TP + FP + FN) over one image's scored pixels; NaN when neither has foreground."""
-    counts = {k: int(m.sum()) for k, m in _masks(truth, pred, ignore_index).items()}
+    counts = {k: int(m.sum()) for k, m in overlay_masks(truth, pred, ignore_index).items()}
     total = counts["TP"] + counts["FP"] + counts["FN"]
     return counts["TP"] / total if total else float("nan")
 
@@ -157,7 +128,7 @@ def _row(
     triples = list(zip(images, truth, pred, strict=True))
     return replace(
         partial,
-        overlays=[overlay(i, t, p, ignore_index) for i, t, p in triples],
+        overlays=[paint_overlay(i, t, p, ignore_index) for i, t, p in triples],
         ious=[foreground_iou(t, p, ignore_index) for _, t, p in triples],
     )
 
@@ -166,8 +137,8 @@ def _get_overlay_info(
     files: StudyFiles,
     picks: list[tuple[str, str]],
     final: pd.DataFrame,
-    max_images: int = 4,
-    metric: str = "val_iou",
+    max_images: int = OVERLAY_IMAGES,
+    metric: str = DEFAULT_METRIC,
     ignore_index: int | None = None,
 ) -> OverlayInfo:
     """Overlays of the first ``max_images`` examples for each (label, cell_id) pick, each
@@ -213,7 +184,9 @@ def _get_overlay_plot(info: OverlayInfo) -> Figure:
     return fig
 
 
-def plot_overlays(run: RunData, cells: list[str] | None = None, max_images: int = 4) -> Figure:
+def plot_overlays(
+    run: RunData, cells: list[str] | None = None, max_images: int = OVERLAY_IMAGES
+) -> Figure:
     """Overlays of ``cells`` (default: the best and the worst cell) on the example images."""
     if cells is None:
         ranked = cells_table(run.final, run.metric, run.params)["cell_id"].tolist()

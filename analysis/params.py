@@ -30,7 +30,10 @@ class Params:
     *collapsed*. An overfitting onset needs ``onset_confirm`` later
     epochs of the training run to be *confirmed*. The smallest detectable difference is
     read at ``power`` and two-sided level ``alpha``; a significant term is named in the
-    findings when its ω² is at least ``min_omega_sq``. Steps to a target (McCandlish et
+    findings when its ω² is at least ``min_omega_sq``; the factor-importance plot colours
+    a term significant when its p-value is below ``alpha``. Data scaling: the size past
+    which a doubling gains less than ``scaling_gain`` (error, metric units) is reported,
+    and a fit whose R² is below ``min_r2`` is read with care. Steps to a target (McCandlish et
     al. 2018): the target lies ``target_fraction`` of the way from the best trivial score
     to the weakest batch size's best mean; the critical batch size's interval resamples
     seeds ``n_boot_bcrit`` times.
@@ -54,6 +57,8 @@ class Params:
     target_fraction: float = 0.8
     n_boot_bcrit: int = 2000
     notable_gap: float = 0.05
+    scaling_gain: float = 0.01
+    min_r2: float = 0.8
 
     def plateau_rule(self, metric: str) -> str:
         return (

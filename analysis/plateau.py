@@ -32,6 +32,7 @@ from analysis.collapse import collapsed_curve
 from analysis.load import FACTORS, split_runs
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import higher_is_better
+from gridrun.layout import DEFAULT_METRIC
 
 __all__ = ["PlateauResult", "detect_plateau", "plateau_table", "smooth_centred"]
 
@@ -122,7 +123,7 @@ def _trial_row(
 
 def plateau_table(
     curves: pd.DataFrame,
-    metric: str = "val_iou",
+    metric: str = DEFAULT_METRIC,
     params: Params = DEFAULT_PARAMS,
     baselines: Baselines | None = None,
 ) -> pd.DataFrame:

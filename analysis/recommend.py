@@ -19,6 +19,7 @@ import pandas as pd
 
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import format_interval, format_p, higher_is_better, welch_worse_p
+from gridrun.layout import DEFAULT_METRIC
 
 __all__ = ["COST_NAMES", "recommendation_sentences", "recommendations_table"]
 
@@ -97,7 +98,7 @@ def _group(g: pd.DataFrame, metric: str, params: Params) -> list[dict]:
 
 
 def recommendations_table(
-    cells: pd.DataFrame, metric: str = "val_iou", params: Params = DEFAULT_PARAMS
+    cells: pd.DataFrame, metric: str = DEFAULT_METRIC, params: Params = DEFAULT_PARAMS
 ) -> pd.DataFrame:
     """Two rows per image size (``by`` = ``train_time_s`` and ``steps``) from
     :func:`analysis.cells.cells_table`; columns are documented in the README."""

@@ -56,12 +56,11 @@ from analysis.pareto import (
 from analysis.scaling import MIN_SIZES
 from analysis.stats import higher_is_better
 from analysis.summary import lead_count, summarize
-from gridrun.layout import REPORT_DIR
+from gridrun.layout import DEFAULT_METRIC, OVERLAY_IMAGES, REPORT_DIR
 
 __all__ = ["Report", "write_report"]
 
 DPI = 100
-OVERLAY_IMAGES = 4
 
 
 @dataclass
@@ -151,7 +150,7 @@ def _overlay_picks(tables: ReportTables) -> list[tuple[str, str]]:
 def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, dict]:
     """Every figure the data allow as (name → Image), and per-section notes."""
     metric, params, base = data.metric, data.params, data.baselines
-    curve_metric = metric if metric in data.curves.columns else "val_iou"
+    curve_metric = metric if metric in data.curves.columns else DEFAULT_METRIC
     images: dict[str, Image] = {}
     notes: dict[str, list[str]] = {
         "factors": [], "batch": [], "curves": [], "cost": [], "predictions": []
@@ -165,7 +164,7 @@ def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, d
         info = _get_importance_info(tables.importance)
         add(
             "importance",
-            _get_importance_plot(info, metric, len(tables.importance), params.level),
+            _get_importance_plot(info, metric, len(tables.importance), params),
             "Share of the variance of the final metric each factor and interaction explains.",
         )
     if len(tables.final):
@@ -415,7 +414,7 @@ def _sections(data: RunData, tables: ReportTables, images: dict, notes: dict) ->
 
 def write_report(
     run_dir: str | Path,
-    metric: str = "val_iou",
+    metric: str = DEFAULT_METRIC,
     overlays: bool = True,
     to: Path | None = None,
     params: Params = DEFAULT_PARAMS,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.params import DEFAULT_PARAMS, Params
+
 __all__ = ["MIN_SIZES", "PowerLaw", "doubling_threshold", "fit_power_law", "scaling_table"]
 
 GROUP: list[str] = ["image_size", "epochs", "batch_size"]
@@ -49,7 +51,7 @@ def fit_power_law(sizes: np.ndarray, error: np.ndarray) -> PowerLaw:
     return PowerLaw(float(np.exp(intercept)), float(-slope), r2)
 
 
-def doubling_threshold(law: PowerLaw, gain: float = 0.01) -> float:
+def doubling_threshold(law: PowerLaw, gain: float = DEFAULT_PARAMS.scaling_gain) -> float:
     """Data-set size past which doubling it lowers error by less than ``gain``.
 
     error(n) − error(2n) = a·n^(−b)·(1 − 2^(−b)) < gain, solved for n; 0 when
@@ -61,12 +63,12 @@ def doubling_threshold(law: PowerLaw, gain: float = 0.01) -> float:
     return float((drop / gain) ** (1.0 / law.exponent))
 
 
-def _row(key: tuple, per_size: pd.Series) -> dict:
+def _row(key: tuple, per_size: pd.Series, gain: float) -> dict:
     sizes = per_size.index.to_numpy(dtype=float)
     error = 1.0 - per_size.to_numpy(dtype=float)
     law = fit_power_law(sizes, error)
     lo, hi = sizes.min(), sizes.max()
-    threshold = doubling_threshold(law)
+    threshold = doubling_threshold(law, gain)
     # note: a doubling n → 2n is read off the fit only when both ends were measured
     if threshold < lo:
         where, at = "below range", np.nan
@@ -89,20 +91,20 @@ def _row(key: tuple, per_size: pd.Series) -> dict:
     }
 
 
-def scaling_table(cells: pd.DataFrame) -> pd.DataFrame:
+def scaling_table(cells: pd.DataFrame, params: Params = DEFAULT_PARAMS) -> pd.DataFrame:
     """One row per (image_size, epochs, batch_size) with at least :data:`MIN_SIZES` sizes.
 
     ``exponent`` is b in error ∝ n^(−b) (larger: more data helps more); ``r2`` and
     ``rmse`` (in metric units) say how well the law fits; ``gain_last_doubling`` is the
     fitted gain from half the largest size to the largest; ``doubling_below_1pt_at`` is
-    the size past which a doubling adds < 1 point, given only when it and its double lie
-    within the measured sizes; ``threshold`` says where it fell (``in range``, ``below
-    range``: every measured doubling adds < 1 point, ``beyond range``: the largest
-    measured doubling still adds ≥ 1 point).
+    the size past which a doubling adds < ``params.scaling_gain`` (1 point by default),
+    given only when it and its double lie within the measured sizes; ``threshold`` says
+    where it fell (``in range``, ``below range``: every measured doubling adds less,
+    ``beyond range``: the largest measured doubling still adds at least that).
     """
     rows = []
     for key, g in cells.dropna(subset=["final_mean"]).groupby(GROUP, sort=True):
         per_size = g.groupby("dataset_size")["final_mean"].mean()
         if len(per_size) >= MIN_SIZES:
-            rows.append(_row(key, per_size))
+            rows.append(_row(key, per_size, params.scaling_gain))
     return pd.DataFrame(rows, columns=SCALING_COLUMNS)

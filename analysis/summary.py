@@ -147,7 +147,7 @@ def _gap_sentence(tables: ReportTables, metric: str, params: Params) -> list[str
     ]
 
 
-def _scaling_sentence(tables: ReportTables) -> list[str]:
+def _scaling_sentence(tables: ReportTables, params: Params) -> list[str]:
     scaling, sizes = tables.scaling, tables.cells["dataset_size"].nunique()
     if scaling.empty:
         if sizes >= MIN_SIZES:
@@ -160,18 +160,20 @@ def _scaling_sentence(tables: ReportTables) -> list[str]:
         f"Data scaling (power law of 1 − metric over {len(scaling)} groups, median R² "
         f"{r2:.2f}): median exponent {scaling['exponent'].median():.2f}"
     )
+    points = params.scaling_gain * 100
+    gain = f"{points:g} point" + ("" if points == 1 else "s")
     where = scaling["threshold"].value_counts()
     if where.get("in range", 0) * 2 > len(scaling):
         at = scaling["doubling_below_1pt_at"].median()
-        text += f"; past ~{at:.0f} images a doubling gains < 1 point"
+        text += f"; past ~{at:.0f} images a doubling gains < {gain}"
     elif where.get("beyond range", 0) * 2 > len(scaling):
         text += (
-            f"; in {where['beyond range']} groups even the largest measured doubling gains ≥ 1 "
-            "point, so more data would likely help (not extrapolated)"
+            f"; in {where['beyond range']} groups even the largest measured doubling gains ≥ "
+            f"{gain}, so more data would likely help (not extrapolated)"
         )
     else:
-        text += "; within the measured sizes every doubling gains < 1 point"
-    if r2 < 0.8:
+        text += f"; within the measured sizes every doubling gains < {gain}"
+    if r2 < params.min_r2:
         text += "; the law fits poorly, so read it with care"
     return [text + "."]
 
@@ -232,7 +234,7 @@ def summarize(data: RunData, tables: ReportTables) -> list[str]:
     findings += _gap_sentence(tables, metric, params)
     if len(cells) and cells["n"].max() >= 2:
         findings.append(tables.detectable.sentence(metric))
-    findings += _scaling_sentence(tables)
+    findings += _scaling_sentence(tables, params)
     findings += _cost_sentence(tables, metric)
     few = int((cells["n"] < params.min_seeds).sum()) if len(cells) else 0
     if few:

@@ -8,11 +8,12 @@ against `prepare_on_ray` (Ray tasks; the arrays stay in the object store).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import resource
 import time
+
+from _options import int_options
 
 from gridrun.data import prepare, prepare_on_ray, render_scenes, resize_images, resize_masks
 from gridrun.spec import parse_grid
@@ -96,10 +97,7 @@ def _local_against_ray(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", type=int, default=96)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--trials-per-size", type=int, default=16)
+    parser = int_options(__doc__, scenes=96, size=512, trials_per_size=16)
     parser.add_argument("--skip-ray", action="store_true", help="no prepare_on_ray comparison")
     parser.add_argument("--cpus", type=int, default=None, help="Ray's CPUs (default: all)")
     args = parser.parse_args()

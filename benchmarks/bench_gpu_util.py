@@ -8,7 +8,6 @@ epochs, samples/s and the pixel throughput `gridrun.runs` uses to pack runs. Usa
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import threading
@@ -16,6 +15,7 @@ import time
 
 import numpy as np
 import torch
+from _options import int_options
 
 from gridrun.data import SizedArrays
 from gridrun.runs import RunPlan
@@ -52,11 +52,7 @@ class _Sampler:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser = int_options(__doc__, image_size=256, batch=16, images=512, epochs=6)
     parser.add_argument("--amp", default="auto", choices=["auto", "false"])
     parser.add_argument("--compile", action="store_true", help="torch.compile with CUDA graphs")
     args = parser.parse_args()

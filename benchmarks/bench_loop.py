@@ -7,11 +7,11 @@ loop on the same model, batch and input. Both time training passes only (gridrun
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
+from _options import int_options
 
 from gridrun.data import SizedArrays
 from gridrun.losses import per_sample_loss
@@ -62,11 +62,7 @@ def _bare(args, arrays: SizedArrays, device: torch.device) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser = int_options(__doc__, image_size=128, batch=8, images=64, epochs=4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-amp", dest="amp", action="store_false")
     args = parser.parse_args()

@@ -12,10 +12,11 @@ Prints the wall time per (cell, seed) of each and their ratios. Usage:
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
+
+from _options import int_options
 
 from gridrun.data import prepare
 from gridrun.runs import plan_run, training_runs
@@ -96,10 +97,7 @@ def _plain_tune(args) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--image-size", type=int, default=32)
+    parser = int_options(__doc__, pairs=16, epochs=1, image_size=32)
     args = parser.parse_args()
 
     t0 = time.perf_counter()

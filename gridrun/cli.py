@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from gridrun.layout import DEFAULT_METRIC
 from gridrun.runs import TrialInfo
 
 __all__ = ["app", "main"]
@@ -68,7 +69,7 @@ class _LiveProgress:
     """The collector's events move this bar; each running (cell, seed) gets a row of its
     own with its epoch and latest validation metric."""
 
-    def __init__(self, progress: Progress, total: int, metric: str = "val_iou"):
+    def __init__(self, progress: Progress, total: int, metric: str = DEFAULT_METRIC):
         self.progress, self.metric = progress, metric
         self.task = progress.add_task("trials", total=total, info="")
         self.running: dict[str, Any] = {}
@@ -234,9 +235,9 @@ def _tracker(grid, study, mlflow_uri, tensorboard_dir):
 
     if not grid.tracking.tensorboard:
         return make_trackers(None, mlflow_uri, grid.name)
-    local = study.local_path(tensorboard_dir)
+    local, ignore = study.local_path(tensorboard_dir), grid.data.ignore_index
     if local is not None:
-        return make_trackers(local, mlflow_uri, grid.name)
+        return make_trackers(local, mlflow_uri, grid.name, ignore_index=ignore)
     import tempfile
 
     # object storage: event files are written locally and uploaded as each trial ends
@@ -245,7 +246,7 @@ def _tracker(grid, study, mlflow_uri, tensorboard_dir):
     def upload(folder: Path) -> None:
         study.upload(folder, f"{tensorboard_dir}/{folder.name}")
 
-    return make_trackers(scratch, mlflow_uri, grid.name, upload=upload)
+    return make_trackers(scratch, mlflow_uri, grid.name, upload=upload, ignore_index=ignore)
 
 
 @app.command()
@@ -334,7 +335,7 @@ def status(
 @app.command()
 def report(
     study_dir: Annotated[str, typer.Argument(help="A study directory or URI.")],
-    metric: Annotated[str, typer.Option(help="Curve metric to analyse.")] = "val_iou",
+    metric: Annotated[str, typer.Option(help="Curve metric to analyse.")] = DEFAULT_METRIC,
     to: Annotated[
         Path | None, typer.Option(help="Write the report here (default: STUDY/report).")
     ] = None,

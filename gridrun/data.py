@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gridrun import layout
+from gridrun.layout import OVERLAY_IMAGES
 from gridrun.sources import (
     IMAGE_SUFFIXES,
     DataError,
@@ -43,7 +45,6 @@ if TYPE_CHECKING:
     from ray import ObjectRef
 
 __all__ = [
-    "EXAMPLES_SHOWN",
     "IMAGE_SUFFIXES",
     "DataError",
     "Pool",
@@ -63,7 +64,6 @@ __all__ = [
     "validation_examples",
 ]
 
-EXAMPLES_SHOWN = 4  # validation images kept at eval_size for overlays and TensorBoard
 # below this many megapixels of scenes, starting processes costs more than it saves
 PARALLEL_MPIX = 16.0
 # prepare_on_ray: at most this many images per task, so a chunk stays a modest object
@@ -114,7 +114,7 @@ class Prepared:
     train_names: list[str] = field(default_factory=list)
     val_names: list[str] = field(default_factory=list)
     test_names: list[str] = field(default_factory=list)
-    # the first K validation images at eval_size (K = EXAMPLES_SHOWN unless asked): images
+    # the first K validation images at eval_size (K = OVERLAY_IMAGES unless asked): images
     # (K, E, E, 3) uint8, grey repeated to three channels, and truth (K, E, E) uint8 labels
     # with ignore_index kept; None only where a Prepared is built by hand
     examples: tuple[np.ndarray, np.ndarray] | None = None
@@ -291,7 +291,7 @@ def _shown(
     return np.ascontiguousarray(images), truth
 
 
-def prepare(grid: Grid, shown: int = EXAMPLES_SHOWN) -> Prepared:
+def prepare(grid: Grid, shown: int = OVERLAY_IMAGES) -> Prepared:
     """Read or render the data once, split it, and resize it once per image_size, here;
     keep the first `shown` validation images at eval_size as `examples`."""
     indices, source = _split(grid)
@@ -309,7 +309,7 @@ def prepare(grid: Grid, shown: int = EXAMPLES_SHOWN) -> Prepared:
         )
         for size in grid.factors.image_size
     }
-    num_labels, ignore = max(2, grid.data.num_classes), grid.data.ignore_index
+    num_labels, ignore = layout.num_labels(grid.data.num_classes), grid.data.ignore_index
     val_y = resize_masks([mask for _, mask, _ in val], grid.eval_size)
     splits = {"val": truth_counts(val_y, num_labels, ignore)}
     test_y = None
@@ -389,7 +389,7 @@ def _get(refs: Any) -> Any:
 
 
 def prepare_on_ray(
-    grid: Grid, shown: int = EXAMPLES_SHOWN, chunk_size: int | None = None
+    grid: Grid, shown: int = OVERLAY_IMAGES, chunk_size: int | None = None
 ) -> Prepared:
     """`prepare`, done by Ray tasks spread over the cluster; Ray must be initialised.
 
@@ -431,7 +431,7 @@ def prepare_on_ray(
         parts += [resize.remote(c, size, channels, True, True) for c in train_chunks]
         sizes[size], workers = stack_sized.remote(len(val_chunks), len(test_chunks), *parts)
         done.append(workers)
-    eval_size, num_labels = grid.eval_size, max(2, grid.data.num_classes)
+    eval_size, num_labels = grid.eval_size, layout.num_labels(grid.data.num_classes)
     stack_truth = ray.remote(num_returns=3)(_stack_truth_task)
     truth, counted = {}, {}
     for name, split_chunks in (("val", val_chunks), ("test", test_chunks)):

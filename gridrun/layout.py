@@ -55,6 +55,7 @@ __all__ = [
     "FINAL_METRICS",
     "GROUPED_KEY",
     "NOT_CURVE",
+    "OVERLAY_IMAGES",
     "TRIAL_FLOAT_COLUMNS",
     "TRIAL_ID",
     "TRIAL_KEY",
@@ -87,6 +88,7 @@ __all__ = [
     "checkpoint_path",
     "error_line",
     "latest_checkpoint_path",
+    "num_labels",
     "predictions_path",
     "run_end_path",
 ]
@@ -271,6 +273,17 @@ def error_line(exc: BaseException) -> str:
 def predictions_path(training_run: str, epoch: int) -> str:
     """Predicted labels (uint8, N×E×E) of the examples in EXAMPLES_FILE at `epoch`."""
     return f"{PREDICTIONS_DIR}/{training_run}/epoch_{epoch:04d}.npz"
+
+
+# validation images in EXAMPLES_FILE, painted in TensorBoard and the report's overlays
+# (the default of the grid's tracking.overlay_images)
+OVERLAY_IMAGES = 4
+
+
+def num_labels(num_classes: int) -> int:
+    """The labels a model predicts and the metrics score: binary masks (num_classes 1)
+    are scored as two labels, background and foreground."""
+    return max(2, num_classes)
 
 
 @dataclass(frozen=True)

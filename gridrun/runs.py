@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from gridrun import layout
 from gridrun.augment import Augmentation, augmentation
 from gridrun.layout import FACTORS
 from gridrun.spec import Grid, Trial, effective_lr
@@ -140,7 +141,7 @@ class RunPlan:
 
     @property
     def num_labels(self) -> int:
-        return max(2, self.num_classes)
+        return layout.num_labels(self.num_classes)
 
     @property
     def steps_per_epoch(self) -> int:

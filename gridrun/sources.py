@@ -8,12 +8,14 @@ with a file is a DataError naming the file. Masks become uint8 labels: class ind
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from gridrun.layout import num_labels
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -22,6 +24,8 @@ __all__ = [
     "Files",
     "Pool",
     "Scenes",
+    "TORCHVISION_SOURCES",
+    "TorchvisionSource",
     "folder_files",
     "promote_to_rgb",
     "read_folder",
@@ -188,7 +192,7 @@ def render_scene(index: int, size: int, seed: int) -> Example:
 
 
 def _class_table(num_classes: int, ignore_index: int | None) -> tuple[np.ndarray, str]:
-    labels = max(2, num_classes)
+    labels = num_labels(num_classes)
     table = np.full(256, -1, dtype=np.int64)
     table[:labels] = np.arange(labels)
     allowed = f"data.num_classes is {num_classes} (labels 0-{labels - 1})"
@@ -265,28 +269,6 @@ def read_folder(root: Path, num_classes: int = 1, ignore_index: int | None = Non
     )
 
 
-# torchvision data sets: the folders data.root must hold, and how to get them
-_LAYOUTS = {
-    "VOCSegmentation": (
-        ("VOCdevkit/VOC2012/JPEGImages", "VOCdevkit/VOC2012/SegmentationClass",
-         "VOCdevkit/VOC2012/ImageSets/Segmentation"),
-        "torchvision.datasets.VOCSegmentation(root, year='2012', image_set='{split}', "
-        "download=True) once on a machine with internet, then copy root here",
-    ),
-    "OxfordIIITPet": (
-        ("oxford-iiit-pet/images", "oxford-iiit-pet/annotations/trimaps"),
-        "torchvision.datasets.OxfordIIITPet(root, split='{split}', "
-        "target_types='segmentation', download=True) once on a machine with internet, "
-        "then copy root here",
-    ),
-    "Cityscapes": (
-        ("leftImg8bit/{split}", "gtFine/{split}"),
-        "download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
-        "https://www.cityscapes-dataset.com (free registration) and unzip both in root",
-    ),
-}  # fmt: skip
-
-
 def _pet(root: Path, split: str) -> tuple[list[str], list[Path], list[Path]]:
     # note: read like torchvision's OxfordIIITPet, whose file lists are private attributes
     base = root / "oxford-iiit-pet"
@@ -321,41 +303,95 @@ def _cityscapes(root: Path, split: str) -> tuple[list[str], list[Path], list[Pat
     return names, [i for i, _ in pairs], [t for _, t in pairs]
 
 
-def _torchvision_table(name: str, ignore: int) -> tuple[np.ndarray, str]:
+def _voc_labels(ignore: int) -> tuple[np.ndarray, str]:
     table = np.full(256, -1, dtype=np.int64)
-    if name == "VOCSegmentation":
-        table[:21], table[255] = np.arange(21), ignore
-        return table, "VOCSegmentation masks hold classes 0-20 and 255 (border)"
-    if name == "OxfordIIITPet":
-        # trimaps: 1 pet, 2 background, 3 the uncertain border around the pet
-        table[1], table[2], table[3] = 1, 0, ignore
-        return table, "OxfordIIITPet trimaps hold 1 (pet), 2 (background) and 3 (border)"
+    table[:21], table[255] = np.arange(21), ignore
+    return table, "VOCSegmentation masks hold classes 0-20 and 255 (border)"
+
+
+def _pet_labels(ignore: int) -> tuple[np.ndarray, str]:
+    table = np.full(256, -1, dtype=np.int64)
+    # trimaps: 1 pet, 2 background, 3 the uncertain border around the pet
+    table[1], table[2], table[3] = 1, 0, ignore
+    return table, "OxfordIIITPet trimaps hold 1 (pet), 2 (background) and 3 (border)"
+
+
+def _cityscapes_labels(ignore: int) -> tuple[np.ndarray, str]:
     from torchvision.datasets import Cityscapes
 
+    table = np.full(256, -1, dtype=np.int64)
     for c in Cityscapes.classes:
         if c.id >= 0:
             table[c.id] = c.train_id if 0 <= c.train_id < 255 else ignore
     return table, "Cityscapes *_gtFine_labelIds.png masks hold label ids 0-33"
 
 
+@dataclass(frozen=True)
+class TorchvisionSource:
+    """A torchvision segmentation data set read from data.root, never downloaded.
+
+    ``classes``: the num_classes it can be read with, ``splits`` its splits (the first of
+    each is the default); ``folders`` what data.root must hold (``{split}`` filled in) and
+    ``how`` to get them; ``files`` lists a split's (names, images, masks) without reading
+    them; ``labels`` maps a mask value to its class (-1: refused) given the ignore index,
+    with a sentence saying what the masks hold."""
+
+    classes: tuple[int, ...]
+    splits: tuple[str, ...]
+    folders: tuple[str, ...]
+    how: str
+    files: Callable[[Path, str], tuple[list[str], list[Path], list[Path]]]
+    labels: Callable[[int], tuple[np.ndarray, str]]
+
+
+# torch-free, so that the grid parser (gridrun.spec) validates names, classes and splits
+TORCHVISION_SOURCES: dict[str, TorchvisionSource] = {
+    "VOCSegmentation": TorchvisionSource(
+        (21,), ("train", "val", "trainval"),
+        ("VOCdevkit/VOC2012/JPEGImages", "VOCdevkit/VOC2012/SegmentationClass",
+         "VOCdevkit/VOC2012/ImageSets/Segmentation"),
+        "torchvision.datasets.VOCSegmentation(root, year='2012', image_set='{split}', "
+        "download=True) once on a machine with internet, then copy root here",
+        _voc, _voc_labels,
+    ),
+    # pet against background: binary (1) or two classes (2); trimap borders are ignored
+    "OxfordIIITPet": TorchvisionSource(
+        (1, 2), ("trainval", "test"),
+        ("oxford-iiit-pet/images", "oxford-iiit-pet/annotations/trimaps"),
+        "torchvision.datasets.OxfordIIITPet(root, split='{split}', "
+        "target_types='segmentation', download=True) once on a machine with internet, "
+        "then copy root here",
+        _pet, _pet_labels,
+    ),
+    # the 19 trainId classes; every other label is ignored
+    "Cityscapes": TorchvisionSource(
+        (19,), ("train", "val"),
+        ("leftImg8bit/{split}", "gtFine/{split}"),
+        "download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
+        "https://www.cityscapes-dataset.com (free registration) and unzip both in root",
+        _cityscapes, _cityscapes_labels,
+    ),
+}  # fmt: skip
+
+
 def torchvision_files(name: str, root: Path, split: str, ignore_index: int) -> Files:
     """A torchvision segmentation data set already under `root`, listed but not read;
     nothing is ever downloaded. Void pixels (VOC borders, trimap borders, Cityscapes
     labels without a trainId) become `ignore_index`."""
-    folders, how = _LAYOUTS[name]
+    source = TORCHVISION_SOURCES[name]
+    folders = source.folders
     for folder in (root, *(root / f.format(split=split) for f in folders)):
         if not folder.is_dir():
             layout = ", ".join(f.format(split=split) + "/" for f in folders)
             raise DataError(
                 f"{folder}: no such directory; data.root for {name} must hold {layout}. "
-                f"To get it: {how.format(split=split)}"
+                f"To get it: {source.how.format(split=split)}"
             )
-    lister = {"VOCSegmentation": _voc, "OxfordIIITPet": _pet, "Cityscapes": _cityscapes}[name]
     try:
-        names, images, masks = lister(root, split)
+        names, images, masks = source.files(root, split)
     except RuntimeError as exc:  # torchvision's "Dataset not found or corrupted"
         raise DataError(f"{root}: {name}: {exc}") from None
     if not names:
         raise DataError(f"{root}: {name} split {split!r} lists no images")
-    table, allowed = _torchvision_table(name, ignore_index)
+    table, allowed = source.labels(ignore_index)
     return Files(tuple(names), tuple(images), tuple(masks), table, allowed, rgb=True)

@@ -26,7 +26,7 @@ from pydantic import (
 
 from gridrun.augment import validate_augment, with_folder
 from gridrun.claims import Claims
-from gridrun.layout import FACTORS, cell_id, trial_id
+from gridrun.layout import FACTORS, OVERLAY_IMAGES, cell_id, num_labels, trial_id
 from gridrun.model_specs import (
     MODEL_NAMES,
     SMP,
@@ -38,11 +38,11 @@ from gridrun.model_specs import (
     UNET_MAX_DEPTH,
     describe,
 )
+from gridrun.sources import TORCHVISION_SOURCES
 
 __all__ = [
     "FACTORS",
     "MODEL_NAMES",
-    "TORCHVISION_DATASETS",
     "TOTAL_EPOCH_SCHEDULES",
     "Cell",
     "Grid",
@@ -87,17 +87,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# torchvision data sets read from data.root, never downloaded: the num_classes each can be
-# read with and its splits (the first of each is the default)
-TORCHVISION_DATASETS: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
-    "VOCSegmentation": ((21,), ("train", "val", "trainval")),
-    # pet against background: binary (1) or two classes (2); trimap borders are ignored
-    "OxfordIIITPet": ((1, 2), ("trainval", "test")),
-    # the 19 trainId classes; every other label is ignored
-    "Cityscapes": ((19,), ("train", "val")),
-}
-
-
 class DataConfig(_Strict):
     source: Literal["synthetic", "folder", "torchvision"] = "synthetic"
     path: Path | None = None
@@ -131,9 +120,9 @@ class DataConfig(_Strict):
             return raw
         defaults: dict[str, Any] = {"ignore_index": 255}
         name = raw.get("name")
-        if isinstance(name, str) and name in TORCHVISION_DATASETS:
-            classes, splits = TORCHVISION_DATASETS[name]
-            defaults.update(num_classes=classes[0], split=splits[0])
+        if isinstance(name, str) and name in TORCHVISION_SOURCES:
+            source = TORCHVISION_SOURCES[name]
+            defaults.update(num_classes=source.classes[0], split=source.splits[0])
         return {**defaults, **raw}
 
     @field_validator("path", "root")
@@ -161,7 +150,7 @@ class DataConfig(_Strict):
                 f"test_fraction: {self.test_fraction} with val_fraction {self.val_fraction} "
                 "leaves no images to train"
             )
-        labels = max(2, self.num_classes)
+        labels = num_labels(self.num_classes)
         if self.ignore_index is not None and self.ignore_index < labels:
             raise ValueError(
                 f"ignore_index: {self.ignore_index} is a class label when num_classes is "
@@ -173,15 +162,16 @@ class DataConfig(_Strict):
         for key in ("name", "root"):
             if getattr(self, key) is None:
                 raise ValueError(f"{key}: required when source is 'torchvision'")
-        if self.name not in TORCHVISION_DATASETS:
-            known = ", ".join(TORCHVISION_DATASETS)
+        if self.name not in TORCHVISION_SOURCES:
+            known = ", ".join(TORCHVISION_SOURCES)
             raise ValueError(
                 f"name: unknown data set {self.name!r}"
-                f"{_did_you_mean(str(self.name), TORCHVISION_DATASETS)}; one of {known}"
+                f"{_did_you_mean(str(self.name), TORCHVISION_SOURCES)}; one of {known}"
             )
         if self.path is not None:
             raise ValueError("path: for folder data; a torchvision data set lies in root")
-        classes, splits = TORCHVISION_DATASETS[self.name]
+        source = TORCHVISION_SOURCES[self.name]
+        classes, splits = source.classes, source.splits
         if self.num_classes not in classes:
             raise ValueError(
                 f"num_classes: {self.name} is read with num_classes "
@@ -414,7 +404,7 @@ class TrackingConfig(_Strict):
     # predictions of a few fixed validation images every this many epochs (and at
     # every cell's own last epoch), for TensorBoard and the report's overlays
     overlay_every: _PositiveInt = 5
-    overlay_images: Annotated[StrictInt, Field(ge=0, le=16)] = 4
+    overlay_images: Annotated[StrictInt, Field(ge=0, le=16)] = OVERLAY_IMAGES
 
 
 class Grid(_Strict):

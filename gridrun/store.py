@@ -27,6 +27,7 @@ from gridrun.layout import (
     TRIAL_COLUMNS,
     TRIALS_FILE,
     Status,
+    num_labels,
 )
 from gridrun.runs import TrialInfo, training_runs
 from gridrun.storage import Storage
@@ -175,7 +176,7 @@ def baselines_record(
         predictors[name] = values
     return {
         "eval_size": eval_size,
-        "num_labels": max(2, num_classes),
+        "num_labels": num_labels(num_classes),
         "ignore_index": ignore_index,
         "splits": {
             split: {

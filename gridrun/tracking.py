@@ -44,6 +44,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
 from gridrun.layout import Status
+from gridrun.painting import as_rgb, paint_overlay
 from gridrun.runs import TrialInfo
 
 __all__ = [
@@ -58,18 +59,13 @@ __all__ = [
     "overlay_image",
 ]
 
-IGNORE = 255  # a label that is neither background nor a class (multi-class masks)
-PRED_COLOR = (255, 0, 0)
-TRUTH_COLOR = (0, 255, 0)
-
-
 @dataclass(frozen=True)
 class Overlay:
     """Predictions of the fixed validation images at one epoch."""
 
     epoch: int
     image: np.ndarray  # uint8 N×H×W×3
-    truth: np.ndarray  # uint8 N×H×W labels; IGNORE marks unlabelled pixels
+    truth: np.ndarray  # uint8 N×H×W labels; data.ignore_index marks unlabelled pixels
     pred: np.ndarray  # uint8 N×H×W predicted labels
 
 
@@ -83,23 +79,13 @@ class Tracker(Protocol):
     def close(self) -> None: ...
 
 
-def overlay_image(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """uint8 H×2W×3: left the predicted foreground (pred > 0) blended half red into the
-    image, right the true foreground (0 < truth < IGNORE) blended half green."""
-    rgb = np.asarray(image, dtype=np.uint8)
-    if rgb.ndim == 2 or rgb.shape[-1] == 1:
-        rgb = np.repeat(rgb.reshape(rgb.shape[:2] + (1,)), 3, axis=-1)
-    if truth.shape != rgb.shape[:2] or pred.shape != rgb.shape[:2]:
-        raise ValueError(f"image {image.shape}, truth {truth.shape}, pred {pred.shape} differ")
-    left = _paint(rgb, pred > 0, PRED_COLOR)
-    right = _paint(rgb, (truth > 0) & (truth != IGNORE), TRUTH_COLOR)
-    return np.concatenate([left, right], axis=1)
-
-
-def _paint(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
-    out = rgb.copy()
-    out[mask] = (rgb[mask].astype(np.uint16) + np.array(color, dtype=np.uint16)) // 2
-    return out
+def overlay_image(
+    image: np.ndarray, truth: np.ndarray, pred: np.ndarray, ignore_index: int | None = None
+) -> np.ndarray:
+    """uint8 H×2W×3: left the image, right its TP, FP and FN pixels painted as in the
+    report (`gridrun.painting.paint_overlay`)."""
+    painted = paint_overlay(image, truth, pred, ignore_index)
+    return np.concatenate([as_rgb(image), painted], axis=1)
 
 
 _INVALID_NAME = re.compile(r"[^\w\-. /]")  # note: MLflow's rule for names (on Windows)
@@ -177,15 +163,21 @@ class TensorBoardTracker:
     and TensorBoard hides the earlier attempt's steps from there on (`purge_step`).
     `upload(path)` is called with a trial's folder once its files are complete (and at
     `close()` for trials still open), and with the Experiment's event file once written,
-    e.g. to copy them to object storage.
+    e.g. to copy them to object storage. Overlays leave pixels whose truth is
+    `ignore_index` (the grid's data.ignore_index) unpainted.
     """
 
-    def __init__(self, logdir: Path, upload: Callable[[Path], None] | None = None):
+    def __init__(
+        self,
+        logdir: Path,
+        upload: Callable[[Path], None] | None = None,
+        ignore_index: int | None = None,
+    ):
         from torch.utils.tensorboard import SummaryWriter  # note: keeps torch out of imports
 
         self._writer_type = SummaryWriter
         self.logdir = Path(logdir)
-        self._upload = upload
+        self._upload, self._ignore_index = upload, ignore_index
         self._open: dict[str, _Open] = {}
         self._experiment: Path | None = None
 
@@ -202,7 +194,7 @@ class TensorBoardTracker:
             for i, (image, truth, pred) in enumerate(
                 zip(overlay.image, overlay.truth, overlay.pred, strict=True)
             ):
-                picture = overlay_image(image, truth, pred)
+                picture = overlay_image(image, truth, pred, self._ignore_index)
                 writer.add_image(f"overlay/{i}", picture, overlay.epoch, dataformats="HWC")
         writer.flush()  # note: live dashboards; one small write per epoch
 
@@ -416,12 +408,13 @@ def make_trackers(
     mlflow_uri: str | None,
     experiment: str,
     upload: Callable[[Path], None] | None = None,
+    ignore_index: int | None = None,
 ) -> Trackers:
     """TensorBoard where a folder is given, MLflow where a URI is. A tracker that cannot
     start (e.g. an unreachable MLflow server) raises here, before any trial runs."""
     trackers: list[Tracker] = []
     if tensorboard_dir is not None:
-        trackers.append(TensorBoardTracker(tensorboard_dir, upload))
+        trackers.append(TensorBoardTracker(tensorboard_dir, upload, ignore_index))
     if mlflow_uri is not None:
         trackers.append(MlflowTracker(mlflow_uri, experiment))
     return Trackers(trackers)

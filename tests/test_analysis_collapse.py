@@ -1,21 +1,16 @@
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import binary_baselines
 
 from analysis.baselines import Baselines
 from analysis.collapse import collapse_by_cell, collapse_sentences, collapse_table, collapsed_curve
 from analysis.params import Params
 
 BASELINES = Baselines.from_dict(
-    {
-        "eval_size": 128,
-        "num_labels": 2,
-        "splits": {"val": {"images": 6, "class_pixels": [23, 77], "ignored_pixels": 0}},
-        "predictors": {
-            "all background": {"val_iou": 0.0, "val_miou": 0.115},
-            "all foreground": {"val_iou": 0.77, "val_miou": 0.384},
-        },
-    }
+    binary_baselines(
+        128, 6, (23, 77), {"val_iou": 0.0, "val_miou": 0.115}, {"val_iou": 0.77, "val_miou": 0.384}
+    )
 )
 TRIVIAL = BASELINES.scores("val_miou")
 

@@ -4,19 +4,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import binary_baselines
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 import analysis
 from analysis.baselines import Baselines
+from analysis.cells import cells_table
 from analysis.figures import BaselineLine, baseline_lines, log_axis
-from analysis.importance import _get_importance_info
+from analysis.importance import _get_importance_info, importance_table
 from analysis.interactions import _get_interaction_info
 from analysis.learning_curves import _get_learning_curves_info
-from analysis.load import load
+from analysis.load import FACTORS, load
 from analysis.main_effects import _get_main_effects_info
 from analysis.overfitting import overfitting_table
-from analysis.overlays import COLORS, OPACITY, _get_overlay_info, foreground_iou, overlay
+from analysis.overlays import _get_overlay_info, foreground_iou
+from analysis.parallel import _get_parallel_info
 from analysis.pareto import (
     _get_pareto_info,
     memory_is_device_memory,
@@ -26,16 +30,15 @@ from analysis.pareto import (
 )
 from analysis.plateau import plateau_table
 from analysis.synthetic import example_grid, synthetic_tables, write_synthetic_run
+from gridrun.painting import paint_overlay
 
-BASELINES = {
-    "eval_size": 16,
-    "num_labels": 2,
-    "splits": {"val": {"images": 2, "class_pixels": [400, 112], "ignored_pixels": 0}},
-    "predictors": {
-        "all background": {"val_iou": 0.0, "val_miou": 0.390625},
-        "all foreground": {"val_iou": 0.21875, "val_miou": 0.109375},
-    },
-}
+# the validation set's 400 background and 112 foreground pixels, scored by each trivial
+# predictor: IoU of the foreground, and the mean IoU over both classes
+BASELINES = binary_baselines(
+    16, 2, (400, 112),
+    {"val_iou": 0.0, "val_miou": 400 / 512 / 2},
+    {"val_iou": 112 / 512, "val_miou": 112 / 512 / 2},
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -60,25 +63,137 @@ def _final(means: dict[tuple[int, int], list[float]], batch: int = 8) -> pd.Data
     return pd.DataFrame(rows)
 
 
-@pytest.mark.parametrize(
-    ("plot", "kwargs"),
-    [
-        (analysis.plot_factor_importance, {}),
-        (analysis.plot_main_effects, {}),
-        (analysis.plot_interactions, {}),
-        (analysis.plot_interactions, {"kind": "heatmap"}),
-        (analysis.plot_parallel_coordinates, {}),
-        (analysis.plot_learning_curves, {}),
-        (analysis.plot_learning_curves, {"kind": "loss"}),
-        (analysis.plot_pareto, {}),
-        (analysis.plot_overlays, {}),
-    ],
-)
-def test_every_plot_returns_a_drawable_figure(study, plot, kwargs):
-    fig = plot(load(study), **kwargs)
-    assert isinstance(fig, Figure)
-    assert any(ax.get_visible() for ax in fig.axes)
+def _drawn(fig: Figure) -> list:
+    """The visible panels of a figure, after drawing it as the report does."""
     FigureCanvasAgg(fig).draw()
+    return [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+
+
+def _baselines_drawn(ax, lines) -> None:
+    """The trivial predictors' dashed lines at their scores, after the panel's own."""
+    dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert [line.get_ydata()[0] for line in dashed] == sorted(b.value for b in lines)
+
+
+def test_importance_bars_are_the_info_omega_squares_coloured_by_significance(study):
+    run = load(study)
+    table = importance_table(run.final, run.params)
+    info = _get_importance_info(table)
+    (ax,) = _drawn(analysis.plot_factor_importance(run))
+    bars = ax.patches
+    assert [b.get_width() for b in bars] == pytest.approx(list(info["omega_sq"]))
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(info["term"])
+    blue = [tuple(b.get_facecolor()) == to_rgba("tab:blue") for b in bars]
+    assert blue == list(info["p_value"] < run.params.alpha)
+    assert f"p < {run.params.alpha:g}" in ax.get_title()
+    assert ax.get_xlabel() == "ω² (share of the variance of final val_iou)"
+
+
+def test_main_effect_panels_draw_each_levels_mean(study):
+    run = load(study)
+    info = _get_main_effects_info(run.final, run.params, run.baselines, run.metric)
+    axes = _drawn(analysis.plot_main_effects(run))
+    assert [ax.get_title() for ax in axes] == [e.factor for e in info]
+    assert [e.factor for e in info] == ["image_size", "dataset_size", "epochs", "batch_size"]
+    for ax, effect in zip(axes, info, strict=True):
+        levels = sorted(effect.table[effect.factor])
+        means = effect.table.sort_values(effect.factor)["mean"]
+        np.testing.assert_allclose(ax.lines[0].get_ydata(), means)
+        assert [t.get_text() for t in ax.get_xticklabels()] == [str(v) for v in levels]
+        assert ax.get_ylim() == pytest.approx(info.ylim)
+        _baselines_drawn(ax, info.baselines)
+    assert axes[0].get_ylabel() == "mean val_iou"
+
+
+def test_interaction_panels_draw_a_line_per_hue_level(study):
+    run = load(study)
+    info = _get_interaction_info(run.final, run.params, run.baselines, run.metric)
+    axes = _drawn(analysis.plot_interactions(run))
+    assert [ax.get_title() for ax in axes] == [f"{p.x} × {p.hue}" for p in info]
+    assert len(axes) == 6  # every pair of four factors
+    for ax, pair in zip(axes, info, strict=True):
+        hues = sorted(pair.table[pair.hue].unique())
+        for line, h in zip(ax.lines, hues, strict=False):
+            means = pair.table[pair.table[pair.hue] == h].sort_values(pair.x)["mean"]
+            np.testing.assert_allclose(line.get_ydata(), means)
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == [str(h) for h in hues]
+        assert ax.get_ylim() == pytest.approx(info.ylim)
+        _baselines_drawn(ax, info.baselines)
+
+
+def test_heatmaps_show_the_pairs_means(study):
+    run = load(study)
+    info = _get_interaction_info(run.final, run.params, run.baselines, run.metric)
+    axes = [a for a in _drawn(analysis.plot_interactions(run, kind="heatmap")) if a.collections]
+    assert [ax.get_title() for ax in axes] == [f"mean val_iou: {p.hue} × {p.x}" for p in info]
+    for ax, pair in zip(axes, info, strict=True):
+        cells = np.asarray(ax.collections[0].get_array()).ravel()
+        np.testing.assert_allclose(cells, pair.heatmap().to_numpy().ravel())
+
+
+def test_parallel_coordinates_draw_each_cell_at_its_info_positions(study):
+    run = load(study)
+    info = _get_parallel_info(cells_table(run.final, run.metric, run.params), run.metric)
+    (ax,) = _drawn(analysis.plot_parallel_coordinates(run))
+    (lines,) = ax.collections
+    ys = np.array([segment[:, 1] for segment in lines.get_segments()])
+    np.testing.assert_allclose(ys, info.positions)
+    np.testing.assert_allclose(lines.get_array(), info.values)
+    assert [t.get_text() for t in ax.get_xticklabels()] == info.axes == [*FACTORS, "val_iou"]
+
+
+@pytest.mark.parametrize(("kind", "name"), [("metric", "iou"), ("loss", "loss")])
+def test_learning_curve_panels_draw_every_seeds_train_and_validation_curve(study, kind, name):
+    run = load(study)
+    info = _get_learning_curves_info(
+        run.curves, plateau_table(run.curves), overfitting_table(run.curves), "val_iou",
+        baselines=run.baselines,
+    )  # fmt: skip
+    axes = _drawn(analysis.plot_learning_curves(run, kind=kind))
+    assert [ax.get_title() for ax in axes] == [p.cell_id for p in info.panels]
+    for ax, panel in zip(axes, info.panels, strict=True):
+        curves = [line for line in ax.lines if line.get_linestyle() in ("-", "--")]
+        seeds = list(panel.curves.groupby("seed"))
+        expected = [c[f"{split}_{name}"] for _, c in seeds for split in ("train", "val")]
+        if kind == "metric":
+            curves = curves[: len(expected)]  # then the trivial predictors' lines
+        assert len(curves) == len(expected) == 2 * 3
+        for line, values in zip(curves, expected, strict=True):
+            np.testing.assert_allclose(line.get_ydata(), values)
+        assert ax.get_ylabel() == name
+
+
+def test_pareto_panels_draw_every_cell_and_the_frontier(study):
+    run = load(study)
+    cells = cells_table(run.final, run.metric, run.params)
+    info = _get_pareto_info(cells, "val_iou", True, pareto_costs(run.ok), run.baselines)
+    axes = _drawn(analysis.plot_pareto(run))
+    assert len(axes) == len(info.points) >= 1
+    for ax, cost in zip(axes, info.points, strict=True):
+        pts, front = info.points[cost], info.frontiers[cost]
+        by_size = [pts[pts["image_size"] == s] for s in sorted(pts["image_size"].unique())]
+        drawn = [c.get_offsets() for c in ax.collections]
+        for offsets, sel in zip(drawn, by_size, strict=False):
+            np.testing.assert_allclose(offsets, sel[[cost, "final_mean"]].to_numpy())
+        np.testing.assert_allclose(drawn[len(by_size)], front[[cost, "final_mean"]].to_numpy())
+        np.testing.assert_allclose(ax.lines[0].get_ydata(), front["final_mean"])
+        assert ax.get_ylabel() == "mean val_iou"
+
+
+def test_overlay_figure_shows_the_inputs_then_each_picks_overlays(study):
+    run = load(study)
+    ranked = cells_table(run.final, run.metric, run.params)["cell_id"].tolist()
+    picks = [("best", ranked[0]), ("worst", ranked[-1])]
+    info = _get_overlay_info(run.files, picks, run.final)
+    fig = analysis.plot_overlays(run)
+    FigureCanvasAgg(fig).draw()
+    grid = np.array(fig.axes).reshape(3, 2)  # the inputs, then best and worst
+    for j, image in enumerate(info.images):
+        np.testing.assert_array_equal(grid[0, j].images[0].get_array(), image)
+    for i, row in enumerate(info.rows, start=1):
+        assert row.label in grid[i, 0].get_ylabel() and row.caption in grid[i, 0].get_ylabel()
+        for j, picture in enumerate(row.overlays):
+            np.testing.assert_array_equal(grid[i, j].images[0].get_array(), picture)
 
 
 def test_learning_curves_show_one_panel_per_training_run_marks_on_their_curves(study):
@@ -103,24 +218,16 @@ def test_learning_curves_show_one_panel_per_training_run_marks_on_their_curves(s
     assert set(onsets.loc[onsets["kind"] == "onset", "series"]) <= {"val_loss"}
 
 
-def test_overlay_paints_tp_fp_fn_over_the_input():
-    image = np.full((1, 4, 3), 100, dtype=np.uint8)
+def test_foreground_iou_counts_the_painted_pixels():
     truth = np.array([[1, 1, 0, 0]], dtype=np.uint8)
     pred = np.array([[1, 0, 1, 0]], dtype=np.uint8)
-    out = overlay(image, truth, pred)
-
-    def blend(color):
-        return np.rint((1 - OPACITY) * 100 + OPACITY * np.asarray(color)).astype(np.uint8)
-
-    np.testing.assert_array_equal(out[0, 0], blend(COLORS["TP"]))
-    np.testing.assert_array_equal(out[0, 1], blend(COLORS["FN"]))
-    np.testing.assert_array_equal(out[0, 2], blend(COLORS["FP"]))
-    np.testing.assert_array_equal(out[0, 3], [100, 100, 100])
-    assert tuple(COLORS["FP"]) == (255, 0, 0)
-    assert foreground_iou(truth, pred) == pytest.approx(1 / 3)
-    # a pixel of the wrong foreground class is a false positive
-    wrong = overlay(image[:, :1], np.array([[2]], np.uint8), np.array([[1]], np.uint8))
-    np.testing.assert_array_equal(wrong[0, 0], blend(COLORS["FP"]))
+    assert foreground_iou(truth, pred) == pytest.approx(1 / 3)  # TP, FN, FP, nothing
+    assert foreground_iou(np.array([[2]], np.uint8), np.array([[1]], np.uint8)) == 0.0
+    ignored = np.array([[1, 255, 0, 255]], dtype=np.uint8)
+    assert foreground_iou(ignored, np.array([[1, 1, 0, 0]], np.uint8), 255) == 1.0
+    # without the ignore index, 255 is a foreground class: a false negative and a false
+    # positive of the wrong class
+    assert foreground_iou(ignored, np.array([[1, 1, 0, 0]], np.uint8)) == pytest.approx(1 / 3)
 
 
 def test_overlay_info_reads_examples_and_each_trials_predictions(study):
@@ -136,7 +243,7 @@ def test_overlay_info_reads_examples_and_each_trials_predictions(study):
         np.load(study / trials["predictions"].iloc[1]) as pred,
         np.load(study / "predictions/examples.npz") as ex,
     ):
-        expected = overlay(ex["image"][0], ex["truth"][0], pred["pred"][0])
+        expected = paint_overlay(ex["image"][0], ex["truth"][0], pred["pred"][0], None)
     np.testing.assert_array_equal(row.overlays[0], expected)
 
 
@@ -305,19 +412,6 @@ def test_learning_curve_panels_mark_cell_epochs_run_plateau_and_confirmed_onsets
     FigureCanvasAgg(fig).draw()
     texts = {t.get_text() for t in fig.axes[0].texts}
     assert texts == {"ep10 cell", "all background 0.000 (val)", "all foreground 0.219 (val)"}
-
-
-def test_overlay_leaves_ignored_pixels_unpainted_and_uncounted():
-    image = np.full((1, 4, 3), 100, dtype=np.uint8)
-    truth = np.array([[1, 255, 0, 255]], dtype=np.uint8)
-    pred = np.array([[1, 1, 0, 0]], dtype=np.uint8)
-    out = overlay(image, truth, pred, ignore_index=255)
-    np.testing.assert_array_equal(out[0, 1], [100, 100, 100])
-    np.testing.assert_array_equal(out[0, 3], [100, 100, 100])
-    assert foreground_iou(truth, pred, ignore_index=255) == 1.0
-    # without the ignore index, 255 is a foreground class: a false negative and a false
-    # positive of the wrong class
-    assert foreground_iou(truth, pred) == pytest.approx(1 / 3)
 
 
 def test_overlay_rows_are_captioned_with_the_reports_metric(study):

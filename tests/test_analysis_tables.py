@@ -7,6 +7,7 @@ from analysis.findings import curves_by_cell
 from analysis.interactions import _get_interaction_info
 from analysis.main_effects import _get_main_effects_info, main_effects_table
 from analysis.parallel import _get_parallel_info
+from analysis.params import Params
 from analysis.pareto import pareto_mask, pareto_table
 from analysis.scaling import PowerLaw, doubling_threshold, fit_power_law, scaling_table
 from analysis.stats import mean_interval
@@ -109,6 +110,16 @@ def test_doubling_threshold_is_given_only_inside_the_measured_sizes(coefficient,
         assert row["doubling_below_1pt_at"] == pytest.approx(threshold)
     else:
         assert np.isnan(row["doubling_below_1pt_at"])
+
+
+def test_scaling_reads_its_gain_from_params():
+    sizes = [100, 200, 400, 800]
+    final = _final({(64, n): [1 - 0.6 * n**-0.5] for n in sizes})
+    coarse = scaling_table(cells_table(final), Params(scaling_gain=0.02)).iloc[0]
+    # 0.6·n^(−½)·(1 − 2^(−½)) = 0.02 at n ≈ 77.2, below the smallest size
+    assert doubling_threshold(PowerLaw(0.6, 0.5, 1.0), 0.02) == pytest.approx(77.2, abs=0.1)
+    assert coarse["threshold"] == "below range"
+    assert scaling_table(cells_table(final)).iloc[0]["threshold"] == "in range"
 
 
 def test_interaction_info_means_and_intervals_over_seeds():

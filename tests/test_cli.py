@@ -31,6 +31,13 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+def _plan(path: Path, text: str) -> str:
+    """`gridrun plan` of a grid file holding `text`, which must succeed: its words."""
+    result = runner.invoke(app, ["plan", str(_write(path, text))])
+    assert result.exit_code == 0, result.output
+    return _words(result.output)
+
+
 def _assert_one_clean_error_line(result, *needles: str) -> None:
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
@@ -61,28 +68,25 @@ def test_plan_prints_the_totals(tmp_path: Path) -> None:
 
 
 def test_plan_on_a_membrane_folder_grid(membrane: Path, tmp_path: Path) -> None:
-    grid = _write(
+    words = _plan(
         tmp_path / "grid.yaml",
         f"data: {{source: folder, path: '{membrane}', val_size: 6}}\n"
         "factors: {image_size: [64], dataset_size: [10, 24], epochs: [3], batch_size: [4]}\n",
     )
-    result = runner.invoke(app, ["plan", str(grid)])
-    assert result.exit_code == 0, result.output
     # 3·ceil(10/4) + 3·ceil(24/4) = 9 + 18
-    assert "2 cells × 1 seeds = 2 trials, served by 2 training runs" in _words(result.output)
-    assert "27 optimizer steps in all" in _words(result.output)
-    assert "data: folder, 30 images, 6 for validation, scored at 64px" in _words(result.output)
+    assert "2 cells × 1 seeds = 2 trials, served by 2 training runs" in words
+    assert "27 optimizer steps in all" in words
+    assert "data: folder, 30 images, 6 for validation, scored at 64px" in words
 
 
 def test_plan_names_the_test_split(membrane: Path, tmp_path: Path) -> None:
-    grid = _write(
-        tmp_path / "grid.yaml",
+    grid = tmp_path / "grid.yaml"
+    words = _plan(
+        grid,
         f"data: {{source: folder, path: '{membrane}', val_size: 6, test_fraction: 0.2}}\n"
         "factors: {image_size: [64], dataset_size: [18], epochs: [3], batch_size: [4]}\n",
     )
-    result = runner.invoke(app, ["plan", str(grid)])
-    assert result.exit_code == 0, result.output
-    assert "30 images, 6 for validation, 6 for testing, scored at 64px" in _words(result.output)
+    assert "30 images, 6 for validation, 6 for testing, scored at 64px" in words
     too_many = _write(tmp_path / "big.yaml", grid.read_text().replace("[18]", "[19]"))
     _assert_one_clean_error_line(
         runner.invoke(app, ["plan", str(too_many)]), "factors.dataset_size", "data.test_fraction"

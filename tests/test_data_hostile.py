@@ -24,10 +24,29 @@ def _refused(root: Path, culprit: Path, match: str, **options) -> None:
     assert message.startswith(f"{culprit}: ") and "\n" not in message
 
 
-def test_garbage_bytes_image_is_refused(image_folder) -> None:
+def _bytes(rel: str, data: bytes):
+    return lambda root: (root / rel).write_bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "culprit", "match"),
+    [
+        pytest.param(_bytes("images/02.png", b"this is not a png at all"), "images/02.png",
+                     "unreadable image", id="garbage bytes"),
+        pytest.param(_bytes("images/01.png", b""), "images/01.png", "unreadable image",
+                     id="zero-byte image"),
+        pytest.param(_bytes("masks/00.png", b""), "masks/00.png", "unreadable image",
+                     id="zero-byte mask"),
+        pytest.param(lambda root: (root / "images/03.png").mkdir(), "images/03.png",
+                     "a directory, not an image", id="directory named like an image"),
+        pytest.param(lambda root: os.mkfifo(root / "masks/03.png"), "masks/03.png",
+                     "not a regular file, not an image", id="named pipe, without blocking"),
+    ],
+)  # fmt: skip
+def test_a_file_that_is_no_image_is_refused(image_folder, spoil, culprit: str, match: str):
     root = image_folder(3)
-    (root / "images" / "02.png").write_bytes(b"this is not a png at all")
-    _refused(root, root / "images" / "02.png", "unreadable image")
+    spoil(root)
+    _refused(root, root / culprit, match)
 
 
 def test_truncated_png_is_refused(membrane: Path, tmp_path: Path) -> None:
@@ -48,18 +67,6 @@ def test_truncated_jpeg_is_refused(image_folder) -> None:
     data = (root / "images" / "01.jpg").read_bytes()
     (root / "images" / "01.jpg").write_bytes(data[: len(data) - 200])
     _refused(root, root / "images" / "01.jpg", "truncated")
-
-
-def test_zero_byte_image_is_refused(image_folder) -> None:
-    root = image_folder(3)
-    (root / "images" / "01.png").write_bytes(b"")
-    _refused(root, root / "images" / "01.png", "unreadable image")
-
-
-def test_zero_byte_mask_is_refused(image_folder) -> None:
-    root = image_folder(3)
-    (root / "masks" / "00.png").write_bytes(b"")
-    _refused(root, root / "masks" / "00.png", "unreadable image")
 
 
 def test_unreadable_file_is_refused(image_folder, monkeypatch) -> None:
@@ -85,18 +92,6 @@ def test_broken_link_is_refused(image_folder, tmp_path: Path) -> None:
     _refused(root, root / "images" / "01.png", "a broken link, not an image")
 
 
-def test_directory_named_like_an_image_is_refused(image_folder) -> None:
-    root = image_folder(3)
-    (root / "images" / "03.png").mkdir()
-    _refused(root, root / "images" / "03.png", "a directory, not an image")
-
-
-def test_named_pipe_is_refused_without_blocking(image_folder) -> None:
-    root = image_folder(3)
-    os.mkfifo(root / "masks" / "03.png")
-    _refused(root, root / "masks" / "03.png", "not a regular file, not an image")
-
-
 def test_decompression_bomb_is_refused(image_folder, monkeypatch) -> None:
     root = image_folder(2)
     # Pillow refuses images of more than twice MAX_IMAGE_PIXELS; 8×8 = 64 > 2×20
@@ -114,28 +109,31 @@ def test_float_image_is_refused(image_folder) -> None:
 # --- refused: the folder's structure --------------------------------------------------
 
 
-def test_duplicate_stems_are_refused(image_folder) -> None:
+def _copy_as_jpeg(root: Path) -> None:
+    Image.open(root / "images/01.png").save(root / "images/01.jpg")
+
+
+def _mask_9x8(root: Path) -> None:
+    Image.fromarray(np.zeros((8, 9), dtype=np.uint8)).save(root / "masks/01.png")
+
+
+@pytest.mark.parametrize(
+    ("spoil", "culprit", "match"),
+    [
+        pytest.param(_copy_as_jpeg, "images/01.png", "two files share the stem '01'",
+                     id="duplicate stems"),
+        pytest.param(lambda root: (root / "masks/01.png").unlink(), "images/01.png",
+                     "no mask with the stem '01'", id="image without mask"),
+        pytest.param(lambda root: (root / "images/02.png").unlink(), "masks/02.png",
+                     "no image with the stem '02'", id="mask without image"),
+        pytest.param(_mask_9x8, "masks/01.png", "mask is 9x8 but its image 01.png is 8x8",
+                     id="mask of another size"),
+    ],
+)  # fmt: skip
+def test_a_folder_whose_files_do_not_pair_is_refused(image_folder, spoil, culprit, match):
     root = image_folder(3)
-    Image.open(root / "images" / "01.png").save(root / "images" / "01.jpg")
-    _refused(root, root / "images" / "01.png", "two files share the stem '01'")
-
-
-def test_image_without_mask_is_refused(image_folder) -> None:
-    root = image_folder(3)
-    (root / "masks" / "01.png").unlink()
-    _refused(root, root / "images" / "01.png", "no mask with the stem '01'")
-
-
-def test_mask_without_image_is_refused(image_folder) -> None:
-    root = image_folder(3)
-    (root / "images" / "02.png").unlink()
-    _refused(root, root / "masks" / "02.png", "no image with the stem '02'")
-
-
-def test_mask_of_another_size_is_refused(image_folder) -> None:
-    root = image_folder(3)
-    Image.fromarray(np.zeros((8, 9), dtype=np.uint8)).save(root / "masks" / "01.png")
-    _refused(root, root / "masks" / "01.png", "mask is 9x8 but its image 01.png is 8x8")
+    spoil(root)
+    _refused(root, root / culprit, match)
 
 
 def test_hidden_and_foreign_files_are_skipped(image_folder) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from helpers import load_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -113,34 +114,38 @@ def _one_line(message: str) -> None:
     assert message.splitlines() == [message], repr(message)
 
 
-def _parsed(raw: Any) -> str | None:
-    """parse_grid(raw): None for a usable grid, else its one-line message."""
+def _outcome(
+    read: Callable[[], Grid], prefix: str, raw: Callable[[], Any], yaml_errors: tuple[str, ...]
+) -> str | None:
+    """read(): None for a usable grid, else its one-line message, which starts with
+    `prefix` and names a key of raw() unless it starts with one of `yaml_errors`."""
     try:
-        grid = parse_grid(raw)
+        grid = read()
     except GridError as exc:
         message = str(exc)
         _one_line(message)
-        assert message.startswith("grid: "), message
-        assert _names_a_key(message.removeprefix("grid: "), raw), message
+        assert message.startswith(prefix), message
+        rest = message.removeprefix(prefix)
+        if not rest.startswith(yaml_errors):
+            assert _names_a_key(rest, raw()), message
         return message
     _usable(grid)
     return None
+
+
+def _parsed(raw: Any) -> str | None:
+    """parse_grid(raw): None for a usable grid, else its one-line message."""
+    return _outcome(lambda: parse_grid(raw), "grid: ", lambda: raw, ())
 
 
 def _loaded(path: Path) -> str | None:
     """load_grid(path): None for a usable grid, else its one-line message."""
-    try:
-        grid = load_grid(path)
-    except GridError as exc:
-        message = str(exc)
-        _one_line(message)
-        assert message.startswith(f"{path}: "), message
-        rest = message.removeprefix(f"{path}: ")
-        if not rest.startswith(("line ", "invalid YAML", "cannot read")):
-            assert _names_a_key(rest, yaml.safe_load(path.read_bytes())), message
-        return message
-    _usable(grid)
-    return None
+    return _outcome(
+        lambda: load_grid(path),
+        f"{path}: ",
+        lambda: yaml.safe_load(path.read_bytes()),
+        ("line ", "invalid YAML", "cannot read"),
+    )
 
 
 # ---- (a) generated YAML text ---------------------------------------------------------
@@ -398,8 +403,8 @@ def _levels(data: st.DataObject, raw: dict) -> str | None:
 
 def _unknown_key(data: st.DataObject, raw: dict) -> str | None:
     path = data.draw(st.sampled_from(_model_dicts(raw)))
-    # a plain key, shown as written (test_odd_keys_and_paths_are_one_grid_error_line has
-    # the quoted ones)
+    # a plain key, shown as written (the quoted ones are in
+    # test_unreadable_yaml_odd_keys_and_paths_are_one_grid_error_line)
     plain = _NEW_KEY.filter(lambda k: k.isprintable() and k.strip() == k != "")
     key = data.draw(plain.filter(lambda k: k not in FIELD_NAMES))
     _at(raw, path)[key] = data.draw(_HOSTILE)
@@ -529,22 +534,7 @@ _F = "factors: {image_size: [32], dataset_size: [8], epochs: [1], batch_size: [4
         (b"\xff\xfe", "expected a mapping of keys, got NoneType"),  # an empty UTF-16 file
         # a two-line message (PyYAML's own text for a control character)
         (b"name: a\x07\n", "invalid YAML (the character '\\x07' is not allowed, at position 7)"),
-    ],
-)
-def test_unreadable_yaml_is_one_grid_error_line(
-    tmp_path: Path, content: bytes, message: str
-) -> None:
-    path = tmp_path / "grid.yaml"
-    path.write_bytes(content)
-    with pytest.raises(GridError) as info:
-        load_grid(path)
-    assert str(info.value) == f"{path}: {message}"
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        # a two-line message: the key was printed as it is
+        # odd keys and paths; a two-line message: the key was printed as it is
         ('"a\\nb": 1\n' + _F, "'a\\nb': unknown key"),
         ("' name': x\n" + _F, "' name': unknown key (did you mean 'name'?)"),
         ("'': 1\n" + _F, "'': unknown key"),
@@ -562,14 +552,10 @@ def test_unreadable_yaml_is_one_grid_error_line(
         ),
     ],
 )
-def test_odd_keys_and_paths_are_one_grid_error_line(
-    tmp_path: Path, text: str, message: str
+def test_unreadable_yaml_odd_keys_and_paths_are_one_grid_error_line(
+    tmp_path: Path, content: bytes | str, message: str
 ) -> None:
-    path = tmp_path / "grid.yaml"
-    path.write_text(text)
-    with pytest.raises(GridError) as info:
-        load_grid(path)
-    assert str(info.value) == f"{path}: {message}"
+    assert load_error(tmp_path / "grid.yaml", content) == message
 
 
 @pytest.mark.parametrize(

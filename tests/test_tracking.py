@@ -25,6 +25,8 @@ from tensorboard.plugins.hparams import (
 )
 
 from gridrun.layout import FACTORS, Status
+from gridrun.painting import paint_overlay
+from gridrun.storage import Storage
 from gridrun.tracking import (
     MlflowTracker,
     Overlay,
@@ -132,16 +134,20 @@ def test_metric_tag_makes_sections_and_mlflow_safe_names():
     assert [metric_tag(k) for k in keys] == tags
 
 
-def test_overlay_image_paints_prediction_left_and_truth_right():
+def test_overlay_image_shows_the_image_left_and_the_reports_overlay_right():
     image = np.array([[[10, 20, 30], [40, 50, 60]], [[100, 100, 100], [255, 255, 255]]],
                      dtype=np.uint8)  # fmt: skip
     truth = np.array([[1, 0], [255, 2]], dtype=np.uint8)  # 255: ignored, not painted
     pred = np.array([[0, 1], [3, 0]], dtype=np.uint8)
+    # (0, 0) a false negative, (0, 1) a false positive, (1, 1) a false negative
     expected = np.array([
-        [[10, 20, 30], [147, 25, 30], [5, 137, 15], [40, 50, 60]],
-        [[177, 50, 50], [255, 255, 255], [100, 100, 100], [127, 255, 127]],
+        [[10, 20, 30], [40, 50, 60], [4, 70, 154], [158, 22, 27]],
+        [[100, 100, 100], [255, 255, 255], [100, 100, 100], [115, 175, 255]],
     ], dtype=np.uint8)  # fmt: skip
-    np.testing.assert_array_equal(overlay_image(image, truth, pred), expected)
+    np.testing.assert_array_equal(overlay_image(image, truth, pred, 255), expected)
+    np.testing.assert_array_equal(
+        overlay_image(image, truth, pred, 255)[:, 2:], paint_overlay(image, truth, pred, 255)
+    )
     gray = image[..., 0]
     np.testing.assert_array_equal(
         overlay_image(gray, truth, pred), overlay_image(np.stack([gray] * 3, -1), truth, pred)
@@ -366,13 +372,29 @@ def test_make_trackers_feeds_tensorboard_and_mlflow_where_asked(tmp_path, monkey
     _feed(nothing)
     assert nothing.trackers == [] and list(tmp_path.iterdir()) == []
 
+    # as `gridrun run` does for a study behind a URI: event files written in a scratch
+    # folder, each trial's copied to the study once complete
+    study = Storage(tmp_path / "study")
     uploaded: list[Path] = []
+
+    def upload(folder: Path) -> None:
+        uploaded.append(folder)
+        study.upload(folder, f"tensorboard/{folder.name}")
+
     uri = str(tmp_path / "mlruns")  # note: a folder store starts faster than sqlite
-    _feed(make_trackers(tmp_path / "tb", uri, "quick", upload=uploaded.append), runs=((A,),))
-    acc = _events(tmp_path / "tb" / A.run_id)
+    trackers = make_trackers(tmp_path / "tb", uri, "quick", upload=upload, ignore_index=1)
+    _feed(trackers, runs=((A,),))
+    assert uploaded[0] == tmp_path / "tb" / A.run_id
+    acc = _events(tmp_path / "study" / "tensorboard" / A.run_id)  # the study's copy
     fed = [(e, _metrics(A, e)["val_iou"]) for e in (1, 2, 3)]
     assert [(s.step, s.value) for s in acc.Scalars("val/iou")] == fed
-    assert uploaded[0] == tmp_path / "tb" / A.run_id  # the upload reaches TensorBoard's files
+    assert set(acc.Tags()["scalars"]) == METRIC_TAGS | set(FINAL_TAGS)
+    (shown,) = acc.Images("overlay/0")  # painted with the grid's ignore_index: 1 is void
+    overlay = _overlay(A, 3)
+    want = overlay_image(overlay.image[0], overlay.truth[0], overlay.pred[0], 1)
+    assert (want != overlay_image(overlay.image[0], overlay.truth[0], overlay.pred[0])).any()
+    picture = np.asarray(Image.open(io.BytesIO(shown.encoded_image_string)))
+    np.testing.assert_array_equal(picture, want)
     (run,) = mlflow.MlflowClient(uri).search_runs(
         [mlflow.MlflowClient(uri).get_experiment_by_name("quick").experiment_id])  # fmt: skip
     assert (run.info.run_name, run.info.status) == (A.run_id, "FINISHED")
