@@ -16,9 +16,9 @@ labelled so: it is not the metric the report ranks cells by.
 
 from __future__ import annotations
 
-import io
 import textwrap
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,8 +26,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from analysis.cells import cells_table
-from analysis.load import FACTORS, RunData, StudyFiles
-from gridrun.layout import EXAMPLES_FILE
+from analysis.load import FACTORS, RunData
+from gridrun.layout import EXAMPLES_FILE, TRIAL_ID
+
+if TYPE_CHECKING:
+    from gridrun.storage import Storage
 
 __all__ = [
     "COLORS",
@@ -37,6 +40,8 @@ __all__ = [
     "grid_ignore_index",
     "overlay",
     "plot_overlays",
+    "get_overlay_info",
+    "get_overlay_plot",
 ]
 
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -119,15 +124,15 @@ class OverlayInfo:
     ignore_index: int | None = None
 
 
-def _npz(files: StudyFiles, rel: str) -> dict[str, np.ndarray] | None:
-    if not files.exists(rel):
+def _npz(files: Storage, rel: str) -> dict[str, np.ndarray] | None:
+    try:
+        return files.read_npz(rel)
+    except FileNotFoundError:
         return None
-    with np.load(io.BytesIO(files.read_bytes(rel))) as data:
-        return {k: data[k] for k in data.files}
 
 
 def _row(
-    files: StudyFiles,
+    files: Storage,
     label: str,
     cell_id: str,
     final: pd.DataFrame,
@@ -140,7 +145,7 @@ def _row(
         return OverlayRow(label, cell_id, "", note="no finished trial.")
     trial = trials.iloc[(len(trials) - 1) // 2]
     levels = ", ".join(f"{f}={trial[f]}" for f in FACTORS)
-    run_id, rel = str(trial["run_id"]), trial.get("predictions")
+    run_id, rel = str(trial[TRIAL_ID]), trial.get("predictions")
     epoch = int(trial["epochs"]) if pd.notna(trial.get("epochs")) else None
     partial = OverlayRow(
         label, cell_id, levels, run_id, metric=metric, value=float(trial["final"]), epoch=epoch
@@ -162,8 +167,8 @@ def _row(
     )
 
 
-def _get_overlay_info(
-    files: StudyFiles,
+def get_overlay_info(
+    files: Storage,
     picks: list[tuple[str, str]],
     final: pd.DataFrame,
     max_images: int = 4,
@@ -183,7 +188,7 @@ def _get_overlay_info(
     return OverlayInfo(list(images), rows, ignore_index=ignore_index)
 
 
-def _get_overlay_plot(info: OverlayInfo) -> Figure:
+def get_overlay_plot(info: OverlayInfo) -> Figure:
     """Inputs in the first row, then a row per cell with overlays: TP, FP (red), FN."""
     rows = [r for r in info.rows if r.overlays]
     n = max(len(info.images), 1)
@@ -220,7 +225,7 @@ def plot_overlays(run: RunData, cells: list[str] | None = None, max_images: int 
         picks = list(dict.fromkeys([("best", ranked[0]), ("worst", ranked[-1])] if ranked else []))
     else:
         picks = [("", c) for c in cells]
-    info = _get_overlay_info(
+    info = get_overlay_info(
         run.files, picks, run.final, max_images, run.metric, grid_ignore_index(run.grid)
     )
-    return _get_overlay_plot(info)
+    return get_overlay_plot(info)
