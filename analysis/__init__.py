@@ -1,6 +1,7 @@
 """Results in, tables and pictures out. Never imports ray, nor any of gridrun but its
 ``layout``, ``claims`` (the claim language), ``painting`` (the overlay painter TensorBoard
-uses too) and ``storage`` (for studies behind a URI).
+uses too) and ``storage`` (every study file it reads or writes, on a local disk or
+behind a URI).
 
     import analysis
     run = analysis.load("runs/quick")                 # RunData: the tables, split
@@ -10,8 +11,8 @@ uses too) and ``storage`` (for studies behind a URI).
     analysis.write_report("runs/quick")               # runs/quick/report/index.html
 
 Every analysis is a pure function returning a DataFrame; every ``plot_*`` returns a
-Figure and is split, Optuna-style, into a pure ``_get_*_info`` and a thin
-``_get_*_plot``. Thresholds live in one :class:`Params`; "higher is better", the
+Figure and is split, Optuna-style, into a pure ``get_*_info`` and a thin
+``get_*_plot``. Thresholds live in one :class:`Params`; "higher is better", the
 metric's range and the interval over seeds live in :mod:`analysis.stats`.
 """
 

@@ -39,6 +39,8 @@ __all__ = [
     "run_curves",
     "lr_text",
     "plot_batch_steps",
+    "get_steps_info",
+    "get_steps_plot",
 ]
 
 COMPARISONS: tuple[str, ...] = ("equal epochs", "equal steps")
@@ -305,7 +307,7 @@ class StepsInfo:
     baselines: dict[str, float]
 
 
-def _get_steps_info(
+def get_steps_info(
     curves: pd.DataFrame,
     metric: str,
     params: Params = DEFAULT_PARAMS,
@@ -332,7 +334,7 @@ def _get_steps_info(
     return StepsInfo(metric, lr, panels, len(scored), dict(baselines or {}))
 
 
-def _get_steps_plot(info: StepsInfo) -> Figure:
+def get_steps_plot(info: StepsInfo) -> Figure:
     """The metric against optimizer steps, one line per batch size (band: interval)."""
     fig, axes = panel_grid(max(len(info.panels), 1), 3, 3.8, 2.9)
     batches = sorted({b for p in info.panels for b in p.lines["batch_size"].unique()})
@@ -366,8 +368,8 @@ def plot_batch_steps(run: RunData) -> Figure:
     """The metric against optimizer steps, one line per batch size, one panel per group."""
     metric = run.metric if run.metric in run.curves.columns else DEFAULT_METRIC
     scores = run.baselines.scores(metric) if run.baselines is not None else {}
-    info = _get_steps_info(run.curves, metric, run.params, lr_text(run.grid), scores)
-    return _get_steps_plot(info)
+    info = get_steps_info(run.curves, metric, run.params, lr_text(run.grid), scores)
+    return get_steps_plot(info)
 
 
 def batch_rule(metric: str, params: Params = DEFAULT_PARAMS) -> str:

@@ -12,7 +12,12 @@ from analysis.anova import anova_table, omega_sq_bootstrap
 from analysis.load import RunData
 from analysis.params import DEFAULT_PARAMS, Params
 
-__all__ = ["importance_table", "plot_factor_importance"]
+__all__ = [
+    "importance_table",
+    "plot_factor_importance",
+    "get_importance_info",
+    "get_importance_plot",
+]
 
 MAX_TERMS = 12
 
@@ -24,12 +29,12 @@ def importance_table(final: pd.DataFrame, params: Params = DEFAULT_PARAMS) -> pd
     return omega_sq_bootstrap(final, anova_table(final), "final", params)
 
 
-def _get_importance_info(importance: pd.DataFrame, limit: int = MAX_TERMS) -> pd.DataFrame:
+def get_importance_info(importance: pd.DataFrame, limit: int = MAX_TERMS) -> pd.DataFrame:
     """The ``limit`` largest terms, smallest first (the order bars are drawn bottom-up)."""
     return importance.head(limit).iloc[::-1].reset_index(drop=True)
 
 
-def _get_importance_plot(info: pd.DataFrame, metric: str, total: int, params: Params) -> Figure:
+def get_importance_plot(info: pd.DataFrame, metric: str, total: int, params: Params) -> Figure:
     fig = Figure(figsize=(9, 1.1 + 0.34 * max(len(info), 1)), layout="constrained")
     ax = fig.subplots()
     ys = np.arange(len(info))
@@ -59,6 +64,6 @@ def _get_importance_plot(info: pd.DataFrame, metric: str, total: int, params: Pa
 def plot_factor_importance(run: RunData) -> Figure:
     """Bar chart of the ω² of every ANOVA term of ``run``, with intervals."""
     table = importance_table(run.final, run.params)
-    return _get_importance_plot(
-        _get_importance_info(table), run.metric, len(table), run.params
+    return get_importance_plot(
+        get_importance_info(table), run.metric, len(table), run.params
     )

@@ -20,7 +20,14 @@ from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import metric_bounds, seed_mean_intervals
 from gridrun.layout import DEFAULT_METRIC
 
-__all__ = ["InteractionsInfo", "PairInfo", "plot_interactions"]
+__all__ = [
+    "InteractionsInfo",
+    "PairInfo",
+    "plot_interactions",
+    "get_heatmap_plot",
+    "get_interaction_info",
+    "get_interaction_plot",
+]
 
 MAX_LINES = 6  # hue levels drawn per panel; more are thinned evenly
 
@@ -43,7 +50,7 @@ class PairInfo:
 InteractionsInfo = PanelsInfo[PairInfo]
 
 
-def _get_interaction_info(
+def get_interaction_info(
     final: pd.DataFrame,
     params: Params = DEFAULT_PARAMS,
     baselines: Baselines | None = None,
@@ -71,7 +78,7 @@ def _get_interaction_info(
     return InteractionsInfo.of(metric, pairs, single, levels, baselines)
 
 
-def _get_interaction_plot(pairs: InteractionsInfo, metric: str) -> Figure:
+def get_interaction_plot(pairs: InteractionsInfo, metric: str) -> Figure:
     """A panel per pair: metric against the x factor, a line and a band per hue level,
     every panel on the same y-range."""
     fig, axes = panel_grid(len(pairs), 3, 4.4, 3.3)
@@ -97,7 +104,7 @@ def _get_interaction_plot(pairs: InteractionsInfo, metric: str) -> Figure:
     return fig
 
 
-def _get_heatmap_plot(pairs: InteractionsInfo, metric: str) -> Figure:
+def get_heatmap_plot(pairs: InteractionsInfo, metric: str) -> Figure:
     """A heatmap of the mean metric per pair of factor levels, one colour scale for all."""
     fig, axes = panel_grid(len(pairs), 3, 4.4, 3.5)
     vmin = min((p.table["mean"].min() for p in pairs), default=None)
@@ -123,6 +130,6 @@ def _get_heatmap_plot(pairs: InteractionsInfo, metric: str) -> Figure:
 
 def plot_interactions(run: RunData, kind: str = "lines") -> Figure:
     """Interaction plots (``kind="lines"``) or heatmaps (``"heatmap"``) for every pair."""
-    pairs = _get_interaction_info(run.final, run.params, run.baselines, run.metric)
-    draw = _get_heatmap_plot if kind == "heatmap" else _get_interaction_plot
+    pairs = get_interaction_info(run.final, run.params, run.baselines, run.metric)
+    draw = get_heatmap_plot if kind == "heatmap" else get_interaction_plot
     return draw(pairs, run.metric)

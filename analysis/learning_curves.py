@@ -27,7 +27,13 @@ from analysis.overfitting import overfitting_table
 from analysis.plateau import plateau_table
 from gridrun.layout import DEFAULT_METRIC
 
-__all__ = ["CurvePanel", "CurvesInfo", "plot_learning_curves"]
+__all__ = [
+    "CurvePanel",
+    "CurvesInfo",
+    "plot_learning_curves",
+    "get_learning_curves_info",
+    "get_learning_curves_plot",
+]
 
 MAX_PANELS = 12
 
@@ -63,7 +69,7 @@ def _longest_per_run(curves: pd.DataFrame) -> pd.Series:
     return run.map(longest.reset_index().set_index("run")["cell_id"])
 
 
-def _get_learning_curves_info(
+def get_learning_curves_info(
     curves: pd.DataFrame,
     plateau: pd.DataFrame,
     overfitting: pd.DataFrame,
@@ -115,7 +121,7 @@ def _get_learning_curves_info(
     return CurvesInfo(metric, panels, len(candidates), lines)
 
 
-def _get_learning_curves_plot(info: CurvesInfo, kind: str = "metric") -> Figure:
+def get_learning_curves_plot(info: CurvesInfo, kind: str = "metric") -> Figure:
     """``kind`` ``metric`` (with plateau marks) or ``loss`` (with onset marks): train
     dashed, validation solid, one colour per seed."""
     base = info.metric.removeprefix("val_").removeprefix("train_")
@@ -167,7 +173,7 @@ def plot_learning_curves(run: RunData, kind: str = "metric", cells: Sequence[str
     """Learning curves of ``run`` (``kind`` ``metric`` or ``loss``); ``cells`` first; the
     trivial predictors' validation scores on the metric panels."""
     metric = run.metric if run.metric in run.curves.columns else DEFAULT_METRIC
-    info = _get_learning_curves_info(
+    info = get_learning_curves_info(
         run.curves,
         plateau_table(run.curves, metric, run.params),
         overfitting_table(run.curves, metric, run.params),
@@ -175,4 +181,4 @@ def plot_learning_curves(run: RunData, kind: str = "metric", cells: Sequence[str
         list(cells),
         baselines=run.baselines,
     )
-    return _get_learning_curves_plot(info, kind)
+    return get_learning_curves_plot(info, kind)

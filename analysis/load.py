@@ -2,18 +2,19 @@
 
 Works on a finished study, one still in progress (only finished trials have a row in
 ``trials.parquet``; running trials have partial curves), and on hand-written tables
-that hold only some of the columns. A study is a local directory or, through
-``gridrun.storage``, a URI such as ``s3://bucket/prefix``.
+that hold only some of the columns. A study is a local directory or a URI such as
+``s3://bucket/prefix``, read through ``gridrun.storage`` either way.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,27 @@ import yaml
 from analysis.baselines import Baselines
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import higher_is_better
-from gridrun.layout import BASELINES_FILE, CURVES_FILE, FACTORS, GRID_FILE, TRIALS_FILE
+from gridrun.layout import (
+    BASELINES_FILE,
+    BEST_EPOCH_COLUMN,
+    CURVES_FILE,
+    DEFAULT_METRIC,
+    FACTORS,
+    FINAL_METRICS,
+    GRID_FILE,
+    TRIAL_FLOAT_COLUMNS,
+    TRIAL_ID,
+    TRIAL_KEY,
+    TRIAL_TEXT_COLUMNS,
+    TRIALS_FILE,
+    Status,
+    best_column,
+    final_column,
+    trial_id,
+)
+
+if TYPE_CHECKING:
+    from gridrun.storage import Storage
 
 __all__ = [
     "FACTORS",
@@ -32,20 +53,10 @@ __all__ = [
     "load",
     "split_runs",
     "split_trials",
+    "study_storage",
     "varying_factors",
 ]
 
-TRIAL_KEY: tuple[str, str] = ("cell_id", "seed")
-
-_FLOAT_COLUMNS = (
-    "final_val_iou", "final_train_iou", "final_val_loss", "final_train_loss", "best_val_iou",
-    "best_epoch", "steps", "train_time_s", "peak_mem_mb",
-)  # fmt: skip
-_TEXT_COLUMNS = (
-    "status", "error", "run_id", "training_run", "checkpoint", "predictions", "node_id",
-    "node_ip",
-)  # fmt: skip
-_CURVE_COLUMNS: tuple[str, ...] = ("train_loss", "train_iou", "val_loss", "val_iou")
 _URI_MANGLED_BY_PATH = re.compile(r"^([A-Za-z][\w+.-]+):/(?!/)")
 
 
@@ -53,46 +64,30 @@ class AnalysisInputError(ValueError):
     """Input a user can fix: a missing or unreadable table, an unknown metric."""
 
 
-class StudyFiles(Protocol):
-    """The part of ``gridrun.storage.Storage`` the analysis reads through."""
-
-    def exists(self, rel: str) -> bool: ...
-    def read_bytes(self, rel: str) -> bytes: ...
-    def join(self, rel: str) -> str: ...
-
-
-@dataclass(frozen=True)
-class _LocalFiles:
-    root: Path
-
-    @property
-    def uri(self) -> str:
-        return str(self.root)
-
-    def exists(self, rel: str) -> bool:
-        return (self.root / rel).is_file()
-
-    def join(self, rel: str) -> str:
-        return str(self.root / rel)
-
-    def read_bytes(self, rel: str) -> bytes:
-        return (self.root / rel).read_bytes()
-
-
-def _open(location: str | Path) -> tuple[StudyFiles, str]:
-    """The study's files and its printable name; URIs go through ``gridrun.storage``."""
-    text = str(location)
-    # note: Path("s3://b/p") collapses the double slash; a caller's Path still means a URI
-    text = _URI_MANGLED_BY_PATH.sub(r"\1://", text) if isinstance(location, Path) else text
-    if "://" not in text:
-        return _LocalFiles(Path(location)), Path(location).resolve().name
+def study_storage(location: str | os.PathLike[str]) -> Storage:
+    """The study (or report folder) at ``location``, a local path or a URI, as a
+    ``gridrun.storage.Storage``."""
+    # note: imported here, so `import analysis` stays free of pyarrow.fs
     from gridrun.storage import Storage
 
-    storage = Storage(text)
-    local = storage.local_path("")  # file:// URIs are local directories
+    text = os.fspath(location)
+    # note: Path("s3://b/p") collapses the double slash; a caller's Path still means a URI
+    return Storage(_URI_MANGLED_BY_PATH.sub(r"\1://", text) if isinstance(location, Path) else text)
+
+
+def _name(storage: Storage) -> str:
+    local = storage.local_path()  # file:// URIs are local directories too
     if local is not None:
-        return _LocalFiles(local), local.name
-    return storage, text.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        return local.resolve().name
+    return storage.uri.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def _read(files: Storage, rel: str) -> bytes | None:
+    """The file's bytes, or None when there is no file `rel` (a folder is none)."""
+    try:
+        return files.read_bytes(rel)
+    except FileNotFoundError:
+        return None
 
 
 @dataclass
@@ -102,7 +97,7 @@ class RunData:
     ``ok`` holds the finished trials with status ``ok``; ``curves`` only their epochs.
     ``excluded`` holds trials that failed, diverged or were infeasible, ``running`` the
     (cell_id, seed) pairs that have curves but no trial row yet. ``grid`` is the parsed
-    ``grid.yaml`` (empty when absent), ``files`` reads the study's other files;
+    ``grid.yaml`` (empty when absent), ``files`` the study's storage;
     ``baselines`` holds what trivial predictors score (``None`` for a study without
     ``baselines.json``).
     """
@@ -115,7 +110,7 @@ class RunData:
     excluded: pd.DataFrame
     curves: pd.DataFrame
     running: pd.DataFrame
-    files: StudyFiles
+    files: Storage
     grid: dict[str, Any] = field(default_factory=dict)
     params: Params = DEFAULT_PARAMS
     notes: list[str] = field(default_factory=list)
@@ -123,8 +118,12 @@ class RunData:
 
     @property
     def local_dir(self) -> Path | None:
-        """The study's directory when it is local; ``None`` on object storage."""
-        return self.files.root if isinstance(self.files, _LocalFiles) else None
+        """The study's directory when it is local (as given, unless given as a URI);
+        ``None`` on object storage."""
+        local = self.files.local_path()
+        if local is None or "://" in self.location:
+            return local
+        return Path(self.location).expanduser()
 
     @cached_property
     def final(self) -> pd.DataFrame:
@@ -165,62 +164,89 @@ def split_runs(
     curves, heads, bounds = split_trials(curves)
     named = curves["training_run"] if "training_run" in curves.columns else None
     runs = pd.Series([None] * len(heads) if named is None else named.to_numpy()[bounds[:-1]])
-    alone = heads["cell_id"].astype(str) + "_s" + heads["seed"].astype(str)
+    alone = [trial_id(c, s) for c, s in zip(heads["cell_id"], heads["seed"], strict=True)]
     heads = heads.assign(training_run=runs.where(runs.notna(), alone).to_numpy())
     length = pd.Series(np.diff(bounds))
     longest = length.groupby(heads["training_run"].to_numpy()).idxmax()
     return curves, heads, bounds, heads["training_run"].map(longest).to_numpy(int)
 
 
-def _read_parquet(files: StudyFiles, rel: str) -> pd.DataFrame:
+def _read_parquet(files: Storage, rel: str) -> pd.DataFrame | None:
+    """The table, or None when there is no such file."""
     try:
-        return pd.read_parquet(io.BytesIO(files.read_bytes(rel)))
+        data = _read(files, rel)
+        return None if data is None else pd.read_parquet(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 - any reader error means the same to the user
         raise AnalysisInputError(f"cannot read {rel}: {exc}") from exc
 
 
-def _read_grid(files: StudyFiles, notes: list[str]) -> dict[str, Any]:
-    if not files.exists(GRID_FILE):
+def _read_grid(files: Storage, notes: list[str]) -> dict[str, Any]:
+    data = _read(files, GRID_FILE)
+    if data is None:
         return {}
     try:
-        grid = yaml.safe_load(files.read_bytes(GRID_FILE))
+        grid = yaml.safe_load(data)
     except yaml.YAMLError as exc:
         notes.append(f"{GRID_FILE} is unreadable ({exc}); the header leaves it out.")
         return {}
     return grid if isinstance(grid, dict) else {}
 
 
-def _read_baselines(files: StudyFiles, notes: list[str]) -> Baselines | None:
-    if not files.exists(BASELINES_FILE):
+def _read_baselines(files: Storage, notes: list[str]) -> Baselines | None:
+    data = _read(files, BASELINES_FILE)
+    if data is None:
         return None  # note: the collapse check says what its absence means
     try:
-        return Baselines.from_json(files.read_bytes(BASELINES_FILE))
+        return Baselines.from_json(data)
     except (ValueError, KeyError, TypeError) as exc:
         notes.append(f"{BASELINES_FILE} is unreadable ({exc}): no collapse check.")
         return None
 
 
-def _normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
+def _parse_status(value: object) -> Status:
+    try:
+        return Status.parse(value)
+    except ValueError:
+        known = ", ".join(Status)
+        raise AnalysisInputError(
+            f"{TRIALS_FILE}: unknown status {value!r}; known: {known}"
+        ) from None
+
+
+def _normalise_trials(trials: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """The trials with every column the analyses read and `status` parsed to `Status`.
+
+    A hand-written table without a status column lists trials that finished well: every
+    row is OK. Where the column exists, a blank status (the runner always writes one) is
+    not known to have finished well: the row is left out as FAILED and a note says so.
+    """
     missing = [c for c in (*TRIAL_KEY, *FACTORS) if c not in trials.columns]
     if missing:
         raise AnalysisInputError(f"{TRIALS_FILE} lacks column(s) {', '.join(missing)}")
     trials = trials.copy()
-    for col in _FLOAT_COLUMNS:
+    if "status" not in trials.columns:
+        trials["status"] = Status.OK
+    for col in TRIAL_FLOAT_COLUMNS:
         if col not in trials.columns:
             trials[col] = np.nan
-    for col in _TEXT_COLUMNS:
+    for col in TRIAL_TEXT_COLUMNS:
         if col not in trials.columns:
             trials[col] = None
-    trials["status"] = trials["status"].fillna("ok").astype(str)
     trials["cell_id"] = trials["cell_id"].astype(str)
     # note: a resumed study may have written a trial twice; the last row wins
-    return trials.drop_duplicates(list(TRIAL_KEY), keep="last").reset_index(drop=True)
+    trials = trials.drop_duplicates(list(TRIAL_KEY), keep="last").reset_index(drop=True)
+    status = trials["status"].astype(object)
+    blank = status.isna()
+    if blank.any():
+        notes.append(f"{blank.sum()} trials have no status: left out as {Status.FAILED}.")
+    trials["status"] = status.where(~blank, Status.FAILED).map(_parse_status)
+    return trials
 
 
 def _normalise_curves(curves: pd.DataFrame) -> pd.DataFrame:
     curves = curves.copy()
     curves["cell_id"] = curves["cell_id"].astype(str)
-    for col in _CURVE_COLUMNS:
+    for col in FINAL_METRICS:
         if col not in curves.columns:
             curves[col] = np.nan
     if "training_run" not in curves.columns:
@@ -230,37 +256,39 @@ def _normalise_curves(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def _check_metric(metric: str, trials: pd.DataFrame, curves: pd.DataFrame) -> None:
-    if metric in curves.columns or f"final_{metric}" in trials.columns:
+    if metric in curves.columns or final_column(metric) in trials.columns:
         return
+    prefix = final_column("")
     known = sorted(c for c in curves.columns if c.startswith(("val_", "train_")))
-    known += sorted(c[len("final_") :] for c in trials.columns if c.startswith("final_"))
+    known += sorted(c[len(prefix) :] for c in trials.columns if c.startswith(prefix))
     raise AnalysisInputError(
         f"unknown metric {metric!r}; known: {', '.join(dict.fromkeys(known)) or 'none'}"
     )
 
 
-def load(location: str | Path, metric: str = "val_iou", params: Params = DEFAULT_PARAMS) -> RunData:
+def load(
+    location: str | Path, metric: str = DEFAULT_METRIC, params: Params = DEFAULT_PARAMS
+) -> RunData:
     """Read ``trials.parquet``, ``curves.parquet`` and ``grid.yaml`` of a study.
 
     ``location`` is a directory or a URI (``s3://...``, read through ``gridrun.storage``).
     Raises :class:`AnalysisInputError` when ``trials.parquet`` is missing or unreadable,
     or when ``metric`` is in neither table.
     """
-    files, name = _open(location)
-    if not files.exists(TRIALS_FILE):
+    files = study_storage(location)
+    table = _read_parquet(files, TRIALS_FILE)
+    if table is None:
         raise AnalysisInputError(f"no trials table at {location}/{TRIALS_FILE}")
-    trials = _normalise_trials(_read_parquet(files, TRIALS_FILE))
     notes: list[str] = []
-    if files.exists(CURVES_FILE):
-        curves = _normalise_curves(_read_parquet(files, CURVES_FILE))
-    else:
-        curves = _normalise_curves(
-            pd.DataFrame(columns=[*TRIAL_KEY, *FACTORS, "epoch", *_CURVE_COLUMNS])
-        )
+    trials = _normalise_trials(table, notes)
+    table = _read_parquet(files, CURVES_FILE)
+    if table is None:
+        table = pd.DataFrame(columns=[*TRIAL_KEY, *FACTORS, "epoch", *FINAL_METRICS])
         notes.append(f"{CURVES_FILE} is missing: curve analyses are skipped.")
+    curves = _normalise_curves(table)
     _check_metric(metric, trials, curves)
 
-    is_ok = trials["status"] == "ok"
+    is_ok = trials["status"] == Status.OK
     ok, excluded = trials[is_ok].reset_index(drop=True), trials[~is_ok].reset_index(drop=True)
     if len(excluded):
         counts = excluded["status"].value_counts()
@@ -276,7 +304,7 @@ def load(location: str | Path, metric: str = "val_iou", params: Params = DEFAULT
 
     return RunData(
         location=str(location),
-        name=name,
+        name=_name(files),
         metric=metric,
         trials=trials,
         ok=ok,
@@ -296,12 +324,12 @@ def final_metrics(data: RunData) -> pd.DataFrame:
 
     ``final`` is the metric at the trial's last epoch and ``best`` its best epoch's
     value, both from the curves; without curves they fall back to the trials table's
-    ``final_<metric>`` (and ``best_val_iou``). Trials whose final metric is null are
-    dropped.
+    ``final_<metric>`` (and ``best_val_iou``, the one best column the runner writes).
+    Trials whose final metric is null are dropped.
     """
     metric, ok = data.metric, data.ok
     cols = [
-        *TRIAL_KEY, *FACTORS, "run_id", "training_run", "predictions", "steps", "train_time_s",
+        *TRIAL_KEY, *FACTORS, TRIAL_ID, "training_run", "predictions", "steps", "train_time_s",
         "peak_mem_mb",
     ]  # fmt: skip
     out = ok[cols].copy()
@@ -314,15 +342,15 @@ def final_metrics(data: RunData) -> pd.DataFrame:
         best = c.loc[pick.to_numpy(), [*TRIAL_KEY, "epoch", metric]]
         best = best.rename(columns={metric: "best", "epoch": "best_epoch"})
         out = out.join(last, on=list(TRIAL_KEY)).merge(best, on=list(TRIAL_KEY), how="left")
-        if f"final_{metric}" in ok.columns:
+        if final_column(metric) in ok.columns:
             # note: a trial whose curve rows are missing still has its summary row
-            fallback = ok.set_index(list(TRIAL_KEY))[f"final_{metric}"].astype(float)
+            fallback = ok.set_index(list(TRIAL_KEY))[final_column(metric)].astype(float)
             keys = pd.MultiIndex.from_frame(out[list(TRIAL_KEY)])
             out["final"] = out["final"].fillna(pd.Series(fallback.reindex(keys).to_numpy()))
     else:
-        out["final"] = ok[f"final_{metric}"].to_numpy(dtype=float)
-        has_best = metric == "val_iou"
-        out["best"] = ok["best_val_iou"].to_numpy(dtype=float) if has_best else np.nan
-        out["best_epoch"] = ok["best_epoch"].to_numpy(dtype=float) if has_best else np.nan
+        out["final"] = ok[final_column(metric)].to_numpy(dtype=float)
+        best = best_column(metric)
+        out["best"] = ok[best].to_numpy(dtype=float) if best else np.nan
+        out["best_epoch"] = ok[BEST_EPOCH_COLUMN].to_numpy(dtype=float) if best else np.nan
     out = out.dropna(subset=["final"])
     return out.sort_values(list(TRIAL_KEY)).reset_index(drop=True)

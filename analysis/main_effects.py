@@ -15,7 +15,14 @@ from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import metric_bounds, seed_mean_intervals
 from gridrun.layout import DEFAULT_METRIC
 
-__all__ = ["EffectInfo", "MainEffectsInfo", "main_effects_table", "plot_main_effects"]
+__all__ = [
+    "EffectInfo",
+    "MainEffectsInfo",
+    "main_effects_table",
+    "plot_main_effects",
+    "get_main_effects_info",
+    "get_main_effects_plot",
+]
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,7 @@ class EffectInfo:
 MainEffectsInfo = PanelsInfo[EffectInfo]
 
 
-def _get_main_effects_info(
+def get_main_effects_info(
     final: pd.DataFrame,
     params: Params = DEFAULT_PARAMS,
     baselines: Baselines | None = None,
@@ -58,13 +65,13 @@ def main_effects_table(
     level, n, mean, std, ci_low, ci_high``."""
     rows = [
         info.table.rename(columns={info.factor: "level"}).assign(factor=info.factor)
-        for info in _get_main_effects_info(final, params, metric=metric)
+        for info in get_main_effects_info(final, params, metric=metric)
     ]
     columns = ["factor", "level", "n", "mean", "std", "ci_low", "ci_high"]
     return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
 
 
-def _get_main_effects_plot(infos: MainEffectsInfo, metric: str) -> Figure:
+def get_main_effects_plot(infos: MainEffectsInfo, metric: str) -> Figure:
     fig, axes = panel_grid(max(len(infos), 1), 4, 3.4, 2.9)
     for ax, info in zip(axes, infos, strict=False):
         levels = sorted(info.table[info.factor])
@@ -82,5 +89,5 @@ def _get_main_effects_plot(infos: MainEffectsInfo, metric: str) -> Figure:
 
 def plot_main_effects(run: RunData) -> Figure:
     """Main-effect plots of ``run``'s final metric for every factor."""
-    info = _get_main_effects_info(run.final, run.params, run.baselines, run.metric)
-    return _get_main_effects_plot(info, run.metric)
+    info = get_main_effects_info(run.final, run.params, run.baselines, run.metric)
+    return get_main_effects_plot(info, run.metric)

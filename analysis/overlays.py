@@ -17,9 +17,9 @@ labelled so: it is not the metric the report ranks cells by.
 
 from __future__ import annotations
 
-import io
 import textwrap
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,9 +27,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from analysis.cells import cells_table
-from analysis.load import FACTORS, RunData, StudyFiles
-from gridrun.layout import DEFAULT_METRIC, EXAMPLES_FILE, OVERLAY_IMAGES
+from analysis.load import FACTORS, RunData
+from gridrun.layout import DEFAULT_METRIC, EXAMPLES_FILE, OVERLAY_IMAGES, TRIAL_ID
 from gridrun.painting import COLORS, overlay_masks, paint_overlay
+
+if TYPE_CHECKING:
+    from gridrun.storage import Storage
 
 __all__ = [
     "COLORS",
@@ -38,6 +41,8 @@ __all__ = [
     "foreground_iou",
     "grid_ignore_index",
     "plot_overlays",
+    "get_overlay_info",
+    "get_overlay_plot",
 ]
 
 
@@ -90,15 +95,15 @@ class OverlayInfo:
     ignore_index: int | None = None
 
 
-def _npz(files: StudyFiles, rel: str) -> dict[str, np.ndarray] | None:
-    if not files.exists(rel):
+def _npz(files: Storage, rel: str) -> dict[str, np.ndarray] | None:
+    try:
+        return files.read_npz(rel)
+    except FileNotFoundError:
         return None
-    with np.load(io.BytesIO(files.read_bytes(rel))) as data:
-        return {k: data[k] for k in data.files}
 
 
 def _row(
-    files: StudyFiles,
+    files: Storage,
     label: str,
     cell_id: str,
     final: pd.DataFrame,
@@ -111,7 +116,7 @@ def _row(
         return OverlayRow(label, cell_id, "", note="no finished trial.")
     trial = trials.iloc[(len(trials) - 1) // 2]
     levels = ", ".join(f"{f}={trial[f]}" for f in FACTORS)
-    run_id, rel = str(trial["run_id"]), trial.get("predictions")
+    run_id, rel = str(trial[TRIAL_ID]), trial.get("predictions")
     epoch = int(trial["epochs"]) if pd.notna(trial.get("epochs")) else None
     partial = OverlayRow(
         label, cell_id, levels, run_id, metric=metric, value=float(trial["final"]), epoch=epoch
@@ -133,8 +138,8 @@ def _row(
     )
 
 
-def _get_overlay_info(
-    files: StudyFiles,
+def get_overlay_info(
+    files: Storage,
     picks: list[tuple[str, str]],
     final: pd.DataFrame,
     max_images: int = OVERLAY_IMAGES,
@@ -154,7 +159,7 @@ def _get_overlay_info(
     return OverlayInfo(list(images), rows, ignore_index=ignore_index)
 
 
-def _get_overlay_plot(info: OverlayInfo) -> Figure:
+def get_overlay_plot(info: OverlayInfo) -> Figure:
     """Inputs in the first row, then a row per cell with overlays: TP, FP (red), FN."""
     rows = [r for r in info.rows if r.overlays]
     n = max(len(info.images), 1)
@@ -193,7 +198,7 @@ def plot_overlays(
         picks = list(dict.fromkeys([("best", ranked[0]), ("worst", ranked[-1])] if ranked else []))
     else:
         picks = [("", c) for c in cells]
-    info = _get_overlay_info(
+    info = get_overlay_info(
         run.files, picks, run.final, max_images, run.metric, grid_ignore_index(run.grid)
     )
-    return _get_overlay_plot(info)
+    return get_overlay_plot(info)

@@ -20,7 +20,7 @@ from analysis.cells import cells_table
 from analysis.load import FACTORS, RunData
 from analysis.stats import higher_is_better
 
-__all__ = ["ParallelInfo", "plot_parallel_coordinates"]
+__all__ = ["ParallelInfo", "plot_parallel_coordinates", "get_parallel_info", "get_parallel_plot"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class ParallelInfo:
     metric: str
 
 
-def _get_parallel_info(cells: pd.DataFrame, metric: str) -> ParallelInfo:
+def get_parallel_info(cells: pd.DataFrame, metric: str) -> ParallelInfo:
     cells = cells.dropna(subset=["final_mean"])
     factors = [f for f in FACTORS if f in cells.columns]
     sign = 1.0 if higher_is_better(metric) else -1.0
@@ -56,7 +56,7 @@ def _get_parallel_info(cells: pd.DataFrame, metric: str) -> ParallelInfo:
     return ParallelInfo([*factors, metric], positions, values, ticks, metric)
 
 
-def _get_parallel_plot(info: ParallelInfo) -> Figure:
+def get_parallel_plot(info: ParallelInfo) -> Figure:
     fig = Figure(figsize=(10, 4.6), layout="constrained")
     ax = fig.subplots()
     xs = np.arange(len(info.axes))
@@ -88,4 +88,4 @@ def _get_parallel_plot(info: ParallelInfo) -> Figure:
 def plot_parallel_coordinates(run: RunData) -> Figure:
     """Parallel-coordinates plot of ``run``'s cells over all factors, coloured by the metric."""
     cells = cells_table(run.final, run.metric, run.params)
-    return _get_parallel_plot(_get_parallel_info(cells, run.metric))
+    return get_parallel_plot(get_parallel_info(cells, run.metric))

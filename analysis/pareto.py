@@ -31,6 +31,8 @@ __all__ = [
     "pareto_mask",
     "pareto_table",
     "plot_pareto",
+    "get_pareto_info",
+    "get_pareto_plot",
 ]
 
 COSTS: dict[str, str] = {"train_time_s": "train time (s)", "peak_mem_mb": "peak memory (MB)"}
@@ -121,7 +123,7 @@ class ParetoInfo:
     note: str = ""
 
 
-def _get_pareto_info(
+def get_pareto_info(
     cells: pd.DataFrame,
     metric: str,
     higher_better: bool = True,
@@ -142,7 +144,7 @@ def _get_pareto_info(
     return ParetoInfo(metric, points, frontiers, baseline_lines(baselines, metric), note)
 
 
-def _get_pareto_plot(info: ParetoInfo) -> Figure:
+def get_pareto_plot(info: ParetoInfo) -> Figure:
     fig = Figure(figsize=(5.5 * max(len(info.points), 1), 4.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, max(len(info.points), 1)))
     for ax, cost in zip(axes, info.points, strict=False):
@@ -174,7 +176,7 @@ def plot_pareto(run: RunData) -> Figure:
     """Mean metric of every cell against train time, and against peak memory when every
     trial ran on a GPU; frontiers and the trivial predictors' scores drawn."""
     cells = cells_table(run.final, run.metric, run.params)
-    info = _get_pareto_info(
+    info = get_pareto_info(
         cells,
         run.metric,
         higher_is_better(run.metric),
@@ -182,4 +184,4 @@ def plot_pareto(run: RunData) -> Figure:
         run.baselines,
         memory_note(run.ok),
     )
-    return _get_pareto_plot(info)
+    return get_pareto_plot(info)

@@ -1,16 +1,14 @@
 """``gridrun report``: a study in, a report with tables, plots and one HTML page out.
 
-Written under ``DIR/report/`` (or the local directory ``to``): ``index.html``
-(self-contained, images embedded), ``tables/*.csv`` and ``plots/*.png``. Local files
-are written atomically (a temporary file renamed into place); a study on object storage
-gets its report through ``gridrun.storage`` unless ``to`` names a local directory.
+Written under ``DIR/report/`` (or ``to``, a local directory or a URI): ``index.html``
+(self-contained, images embedded), ``tables/*.csv`` and ``plots/*.png``. Every file is
+written atomically through ``gridrun.storage`` (a temporary file published in place),
+on a local disk and on object storage alike.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +17,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from analysis.batch import (
-    _get_steps_info,
-    _get_steps_plot,
     batch_rule,
     batch_sentences,
+    get_steps_info,
+    get_steps_plot,
     lr_text,
 )
 from analysis.collapse import collapse_sentences
@@ -38,17 +36,17 @@ from analysis.edges import edge_sentences
 from analysis.findings import ReportTables, compute_tables
 from analysis.header import study_facts
 from analysis.html import Image, Section, Table, render_page
-from analysis.importance import _get_importance_info, _get_importance_plot
-from analysis.interactions import _get_heatmap_plot, _get_interaction_info, _get_interaction_plot
-from analysis.learning_curves import _get_learning_curves_info, _get_learning_curves_plot
-from analysis.load import FACTORS, RunData, load
-from analysis.main_effects import _get_main_effects_info, _get_main_effects_plot
-from analysis.overlays import _get_overlay_info, _get_overlay_plot, grid_ignore_index
-from analysis.parallel import _get_parallel_info, _get_parallel_plot
+from analysis.importance import get_importance_info, get_importance_plot
+from analysis.interactions import get_heatmap_plot, get_interaction_info, get_interaction_plot
+from analysis.learning_curves import get_learning_curves_info, get_learning_curves_plot
+from analysis.load import FACTORS, RunData, load, study_storage
+from analysis.main_effects import get_main_effects_info, get_main_effects_plot
+from analysis.overlays import get_overlay_info, get_overlay_plot, grid_ignore_index
+from analysis.parallel import get_parallel_info, get_parallel_plot
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.pareto import (
-    _get_pareto_info,
-    _get_pareto_plot,
+    get_pareto_info,
+    get_pareto_plot,
     memory_is_device_memory,
     memory_note,
     pareto_costs,
@@ -75,45 +73,30 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class _Sink:
-    """Where the report goes: a local directory, or the study's storage."""
+    """Where the report goes: ``to`` (a directory or a URI), or the study's report/.
+    Local files are named by the path as the user gave it, other files by their URI."""
 
-    def __init__(self, data: RunData, to: Path | None):
-        self.storage = None
-        if to is not None:
-            self.root: Path | None = Path(to)
-        elif data.local_dir is not None:
-            self.root = data.local_dir / REPORT_DIR
+    def __init__(self, data: RunData, to: str | Path | None):
+        self.root: Path | None
+        if to is None:
+            self.storage = data.files.child(REPORT_DIR)
+            self.root = None if data.local_dir is None else data.local_dir / REPORT_DIR
         else:
-            self.root, self.storage = None, data.files
-        self.written: set[Path] = set()
+            self.storage = study_storage(to)
+            local = self.storage.local_path()
+            self.root = Path(to).expanduser() if local and "://" not in str(to) else local
+        self.written: set[str] = set()
 
     def write(self, rel: str, data: bytes) -> Path | str:
-        if self.root is None:
-            self.storage.write_bytes(f"{REPORT_DIR}/{rel}", data)
-            return self.storage.join(f"{REPORT_DIR}/{rel}")
-        path = self.root / rel
-        _atomic_write(path, data)
-        self.written.add(path)
-        return path
+        self.storage.write_bytes(rel, data)
+        self.written.add(rel)
+        return self.storage.join(rel) if self.root is None else self.root / rel
 
     def remove_stale_plots(self) -> None:
-        if self.root is not None:
-            for old in (self.root / "plots").glob("*.png"):
-                if old not in self.written:
-                    old.unlink()
+        for name in self.storage.list("plots"):
+            if name.endswith(".png") and f"plots/{name}" not in self.written:
+                self.storage.delete(f"plots/{name}")
 
 
 def _png(fig: Figure) -> bytes:
@@ -161,62 +144,62 @@ def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, d
 
     trivial = "; dashed: what trivial predictors score" if base is not None else ""
     if len(tables.importance):
-        info = _get_importance_info(tables.importance)
+        info = get_importance_info(tables.importance)
         add(
             "importance",
-            _get_importance_plot(info, metric, len(tables.importance), params),
+            get_importance_plot(info, metric, len(tables.importance), params),
             "Share of the variance of the final metric each factor and interaction explains.",
         )
     if len(tables.final):
         add(
             "main_effects",
-            _get_main_effects_plot(
-                _get_main_effects_info(data.final, params, base, metric), metric
+            get_main_effects_plot(
+                get_main_effects_info(data.final, params, base, metric), metric
             ),
             "Each factor's levels, averaged over the other factors within each seed; one "
             f"y-axis for all panels{trivial}.",
         )
-    pairs = _get_interaction_info(data.final, params, base, metric)
+    pairs = get_interaction_info(data.final, params, base, metric)
     if pairs:
         add(
             "interactions",
-            _get_interaction_plot(pairs, metric),
+            get_interaction_plot(pairs, metric),
             f"Non-parallel lines mean the factors interact{trivial}.",
         )
-        add("heatmaps", _get_heatmap_plot(pairs, metric), "Mean metric per pair of levels.")
+        add("heatmaps", get_heatmap_plot(pairs, metric), "Mean metric per pair of levels.")
     else:
         notes["factors"].append("Interaction plots need two factors with two or more levels.")
     if len(tables.cells) > 1:
         add(
             "parallel",
-            _get_parallel_plot(_get_parallel_info(tables.cells, metric)),
+            get_parallel_plot(get_parallel_info(tables.cells, metric)),
             "Every cell as a line through its factor levels; colour and the last axis: its mean.",
         )
     if len(tables.batch):
         scores = base.scores(curve_metric) if base is not None else {}
-        steps = _get_steps_info(data.curves, curve_metric, params, lr_text(data.grid), scores)
+        steps = get_steps_info(data.curves, curve_metric, params, lr_text(data.grid), scores)
         add(
             "batch_steps",
-            _get_steps_plot(steps),
+            get_steps_plot(steps),
             "The metric against optimizer steps, one line per batch size (band: interval "
             f"over seeds){trivial}.",
         )
     else:
         notes["batch"].append("Batch sizes are compared only when the grid has two or more.")
     if len(data.curves):
-        info = _get_learning_curves_info(
+        info = get_learning_curves_info(
             data.curves, tables.plateau, tables.overfitting, curve_metric, _priority(tables),
             baselines=base,
         )  # fmt: skip
         add(
             "learning_curves_metric",
-            _get_learning_curves_plot(info, "metric"),
+            get_learning_curves_plot(info, "metric"),
             "▼ the run's plateau; dotted: the epochs the run's shorter cells are read at"
             f"{trivial} (validation).",
         )
         add(
             "learning_curves_loss",
-            _get_learning_curves_plot(info, "loss"),
+            get_learning_curves_plot(info, "loss"),
             "✕ confirmed overfitting onsets only, on the validation loss of their seed.",
         )
     else:
@@ -225,13 +208,13 @@ def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, d
     if memory:
         notes["cost"].append(memory)
     healthy = tables.cells[tables.cells["collapsed"] == 0]
-    pareto = _get_pareto_info(
+    pareto = get_pareto_info(
         healthy, metric, higher_is_better(metric), pareto_costs(data.ok), base, memory
     )
     if pareto.points:
         add(
             "pareto",
-            _get_pareto_plot(pareto),
+            get_pareto_plot(pareto),
             "Cells no other cell beats on both cost and metric (collapsed cells left out).",
         )
     else:
@@ -239,7 +222,7 @@ def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, d
     if not overlays:
         notes["predictions"].append("Prediction overlays were not requested.")
         return images, notes
-    info = _get_overlay_info(
+    info = get_overlay_info(
         data.files, _overlay_picks(tables), tables.final, OVERLAY_IMAGES, metric,
         grid_ignore_index(data.grid),
     )  # fmt: skip
@@ -251,7 +234,7 @@ def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, d
     if any(r.overlays for r in info.rows):
         add(
             "overlays",
-            _get_overlay_plot(info),
+            get_overlay_plot(info),
             f"Green: true positive, red: false positive, blue: false negative, over the input; "
             f"row captions: the trial's {metric}; per image: that image's foreground IoU.",
         )
@@ -416,12 +399,12 @@ def write_report(
     run_dir: str | Path,
     metric: str = DEFAULT_METRIC,
     overlays: bool = True,
-    to: Path | None = None,
+    to: str | Path | None = None,
     params: Params = DEFAULT_PARAMS,
 ) -> Report:
     """Analyse the study at ``run_dir`` (a directory or URI) and write its report.
 
-    The report goes to ``run_dir/report/`` or, given ``to``, to that local directory.
+    The report goes to ``run_dir/report/`` or, given ``to``, to that directory or URI.
     Raises :class:`analysis.load.AnalysisInputError` for a missing trials table or an
     unknown metric. ``overlays=False`` skips the prediction overlays.
     """

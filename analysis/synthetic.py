@@ -1,5 +1,8 @@
 """Synthetic study tables with known structure, for tests, benchmarks and the docs.
 
+Ids are the runner's (``gridrun.layout``): a training run is named after the trial of its
+longest cell, so tests built on these tables see the names a real study has.
+
 Validation IoU saturates as ``asymptote · (1 − exp(−epoch / tau))``; the asymptote
 grows with image size and data set size, with a planted image_size × batch_size
 interaction; the smallest data sets overfit (validation loss turns up after a third of
@@ -16,24 +19,35 @@ import sys
 from datetime import UTC, datetime
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 import yaml
 
 from gridrun.layout import (
+    BEST_EPOCH_COLUMN,
+    BEST_METRIC,
     CURVES_FILE,
     EXAMPLES_FILE,
     FACTORS,
+    FINAL_METRICS,
     GRID_FILE,
+    TRIAL_ID,
     TRIALS_FILE,
+    Status,
+    best_column,
+    cell_id,
+    final_column,
     predictions_path,
+    training_run_id,
+    trial_id,
 )
 
 __all__ = ["example_grid", "synthetic_tables", "write_example_run", "write_synthetic_run"]
 
 _RUN_FACTORS = ["image_size", "dataset_size", "batch_size"]
+_Location = TypeVar("_Location", str, Path)
 
 
 def _asymptote(image: np.ndarray, data: np.ndarray, batch: np.ndarray) -> np.ndarray:
@@ -87,32 +101,34 @@ def synthetic_tables(
         list(product(image_sizes, dataset_sizes, batch_sizes, range(seeds))),
         columns=[*_RUN_FACTORS, "seed"],
     )
+    # as the runner names them: after the trial of the run's longest cell
+    longest = runs[_RUN_FACTORS].assign(epochs=max(epochs)).to_dict("records")
     runs["training_run"] = [
-        f"img{i}_n{n}_bs{b}_s{s}" for i, n, b, s in runs[[*_RUN_FACTORS, "seed"]].to_numpy()
+        training_run_id(f, s) for f, s in zip(longest, runs["seed"], strict=True)
     ]
     run_curves = _run_curves(runs, max(epochs), noise, rng)
     trials = runs.merge(pd.DataFrame({"epochs": epochs}), how="cross")
-    trials["cell_id"] = [
-        f"img{i}_n{n}_ep{e}_bs{b}" for i, n, e, b in trials[list(FACTORS)].to_numpy()
+    trials["cell_id"] = [cell_id(f) for f in trials[list(FACTORS)].to_dict("records")]
+    trials[TRIAL_ID] = [
+        trial_id(c, s) for c, s in zip(trials["cell_id"], trials["seed"], strict=True)
     ]
-    trials["run_id"] = [f"{c}_s{s}" for c, s in zip(trials["cell_id"], trials["seed"], strict=True)]
     trials = trials.sort_values(["cell_id", "seed"], ignore_index=True)
-    curves = trials[["cell_id", "seed", "epochs", "run_id", "training_run"]].merge(
+    curves = trials[["cell_id", "seed", "epochs", TRIAL_ID, "training_run"]].merge(
         run_curves.drop(columns="seed"), on="training_run"
     )
     curves = curves[curves["epoch"] <= curves["epochs"]]
     curves = curves.sort_values(["cell_id", "seed", "epoch"], ignore_index=True)
 
-    g = curves.groupby("run_id", sort=False)
-    last = g.tail(1).set_index("run_id")
-    best_at = curves.loc[g["val_iou"].idxmax()].set_index("run_id")
-    trials = trials.set_index("run_id")
-    trials["status"] = "ok"
+    g = curves.groupby(TRIAL_ID, sort=False)
+    last = g.tail(1).set_index(TRIAL_ID)
+    best_at = curves.loc[g[BEST_METRIC].idxmax()].set_index(TRIAL_ID)
+    trials = trials.set_index(TRIAL_ID)
+    trials["status"] = Status.OK
     trials["error"] = None
-    for col in ("val_iou", "train_iou", "val_loss", "train_loss"):
-        trials[f"final_{col}"] = last[col]
-    trials["best_val_iou"] = best_at["val_iou"]
-    trials["best_epoch"] = best_at["epoch"]
+    for col in FINAL_METRICS:
+        trials[final_column(col)] = last[col]
+    trials[best_column(BEST_METRIC)] = best_at[BEST_METRIC]
+    trials[BEST_EPOCH_COLUMN] = best_at["epoch"]
     trials["steps"] = last["step"]
     trials["train_time_s"] = g["epoch_time_s"].sum()
     trials["peak_mem_mb"] = last["peak_mem_mb"]
@@ -152,39 +168,40 @@ def _examples(count: int, size: int, rng) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_synthetic_run(
-    run_dir: Path,
+    run_dir: _Location,
     trials: pd.DataFrame,
     curves: pd.DataFrame,
     grid: dict[str, Any] | None = None,
     examples: int = 0,
     size: int = 32,
-) -> Path:
-    """Write the tables as a study directory; with ``examples``, also the example images
-    and each training run's predictions at every trial's epoch (a worse trial's
-    prediction is shifted further off the truth)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+) -> _Location:
+    """Write the tables as a study at ``run_dir`` (a directory or a URI, through
+    ``gridrun.storage``); with ``examples``, also the example images and each training
+    run's predictions at every trial's epoch (a worse trial's prediction is shifted
+    further off the truth)."""
+    from gridrun.storage import Storage
+
+    study = Storage(run_dir)
     trials = trials.copy()
     if grid is not None:
-        (run_dir / GRID_FILE).write_text(yaml.safe_dump(grid, sort_keys=False))
+        study.write_text(GRID_FILE, yaml.safe_dump(grid, sort_keys=False))
     if examples:
         rng = np.random.default_rng(0)
         images, truth = _examples(examples, size, rng)
-        (run_dir / EXAMPLES_FILE).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(run_dir / EXAMPLES_FILE, image=images, truth=truth)
+        study.write_npz(EXAMPLES_FILE, image=images, truth=truth)
         paths = []
-        for row in trials.itertuples():
-            if np.isnan(row.final_val_iou):
+        finals = trials[final_column(BEST_METRIC)].to_numpy(float)
+        for row, final in zip(trials.itertuples(), finals, strict=True):
+            if np.isnan(final):
                 paths.append(None)  # a trial that failed predicted nothing
                 continue
             rel = predictions_path(row.training_run, int(row.epochs))
-            shift = int(round((1 - row.final_val_iou) * size / 3))
-            pred = np.roll(truth, (shift, shift), axis=(1, 2))
-            (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(run_dir / rel, pred=pred)
+            shift = int(round((1 - final) * size / 3))
+            study.write_npz(rel, pred=np.roll(truth, (shift, shift), axis=(1, 2)))
             paths.append(rel)
         trials["predictions"] = paths
-    trials.to_parquet(run_dir / TRIALS_FILE, index=False)
-    curves.to_parquet(run_dir / CURVES_FILE, index=False)
+    study.write_parquet(TRIALS_FILE, trials)
+    study.write_parquet(CURVES_FILE, curves)
     return run_dir
 
 

@@ -6,12 +6,12 @@ import pytest
 
 from analysis.baselines import Baselines
 from analysis.batch import (
-    _get_steps_info,
-    _get_steps_plot,
     batch_comparison_table,
     batch_difference_table,
     batch_rule,
     batch_sentences,
+    get_steps_info,
+    get_steps_plot,
     lr_text,
 )
 from analysis.critical_batch import (
@@ -245,16 +245,16 @@ def test_bcrit_interval_is_reproducible_and_absent_with_too_few_seeds():
 def test_steps_plot_info_has_the_best_groups_first():
     runs = {(64, 24, b, s): _by_steps(b) - 0.1 for b in (2, 4) for s in range(3)}
     runs |= {(128, 24, b, s): _by_steps(b) + s / 100 for b in (2, 4) for s in range(3)}
-    info = _get_steps_info(_curves(runs), "val_iou", lr=LR, baselines={"all foreground": 0.3})
+    info = get_steps_info(_curves(runs), "val_iou", lr=LR, baselines={"all foreground": 0.3})
     assert [p.title for p in info.panels] == ["image 128, dataset 24", "image 64, dataset 24"]
     lines = info.panels[0].lines.set_index(["batch_size", "epoch"])
     assert lines.loc[(2, 16), "step"] == 192 and lines.loc[(4, 16), "step"] == 96
     assert lines.loc[(2, 16), "mean"] == pytest.approx(_by_steps(2)[-1] + 0.01)
     assert (lines["n"] == 3).all()
     assert info.groups == 2
-    (top,) = _get_steps_info(_curves(runs), "val_iou", limit=1).panels
+    (top,) = get_steps_info(_curves(runs), "val_iou", limit=1).panels
     assert top.title.startswith("image 128")
-    fig = _get_steps_plot(info)
+    fig = get_steps_plot(info)
     assert LR in fig.get_suptitle()
     assert len(fig.axes) == 2
 

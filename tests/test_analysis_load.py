@@ -4,8 +4,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.load import AnalysisInputError, final_metrics, load, split_trials, varying_factors
+from analysis.load import (
+    AnalysisInputError,
+    final_metrics,
+    load,
+    split_runs,
+    split_trials,
+    varying_factors,
+)
 from analysis.synthetic import example_grid, synthetic_tables, write_synthetic_run
+from gridrun.layout import TRIAL_ID, Status, cell_id, training_run_id, trial_id
+from gridrun.runs import training_runs
+from gridrun.spec import parse_grid
 
 
 @pytest.fixture
@@ -81,16 +91,52 @@ def test_hand_written_trials_without_new_columns_or_curves(tmp_path: Path):
         load(tmp_path, "val_miou")
 
 
+def test_status_is_parsed_a_table_without_one_is_ok_and_a_blank_one_is_left_out(tmp_path):
+    rows = {"cell_id": ["a", "a", "b"], "seed": [0, 1, 0], "image_size": 64,
+            "dataset_size": [100, 100, 200], "epochs": 5, "batch_size": 4,
+            "final_val_iou": [0.5, 0.6, 0.7]}  # fmt: skip
+    pd.DataFrame(rows).to_parquet(tmp_path / "trials.parquet")
+    data = load(tmp_path)  # hand-written, no status column: every trial finished well
+    assert list(data.ok["status"]) == [Status.OK] * 3 and data.excluded.empty
+
+    pd.DataFrame({**rows, "status": ["ok", None, "diverged"]}).to_parquet(
+        tmp_path / "trials.parquet"
+    )
+    data = load(tmp_path)
+    assert data.ok[["cell_id", "seed"]].values.tolist() == [["a", 0]]
+    assert list(data.excluded["status"]) == [Status.FAILED, Status.DIVERGED]
+    assert "1 trials have no status: left out as failed." in data.notes
+    assert "2 trials left out of the fits (1 failed, 1 diverged)." in data.notes
+
+    pd.DataFrame({**rows, "status": ["ok", "done", "ok"]}).to_parquet(tmp_path / "trials.parquet")
+    with pytest.raises(AnalysisInputError, match="unknown status 'done'; known: ok, diverged"):
+        load(tmp_path)
+
+
 def test_grid_file_and_training_runs_are_read(tmp_path: Path):
-    trials, curves = synthetic_tables(epochs=(10, 20), seeds=1)
+    trials, curves = synthetic_tables(epochs=(10, 20), seeds=2)
     data = load(write_synthetic_run(tmp_path, trials, curves, example_grid(trials)))
     assert data.grid["factors"]["epochs"] == [10, 20]
-    # cells that differ only in epochs share a training run, and its first epochs
-    shared = data.curves[data.curves["training_run"] == "img64_n100_bs8_s0"]
-    assert set(shared["cell_id"]) == {"img64_n100_ep10_bs8", "img64_n100_ep20_bs8"}
-    short = shared[shared["cell_id"] == "img64_n100_ep10_bs8"].set_index("epoch")["val_iou"]
-    long = shared[shared["cell_id"] == "img64_n100_ep20_bs8"].set_index("epoch")["val_iou"]
-    pd.testing.assert_series_equal(short, long.loc[:10])
+    assert data.grid["seeds"] == [0, 1]
+    # trials are grouped into the training runs the runner plans for this grid, each named
+    # after the trial of its longest cell, and read off that trial's curve
+    grid = parse_grid(data.grid)
+    runs = training_runs(grid, grid.trials())
+    planned = {t.run_id: run.run_id for run in runs for t in run.trials}
+    _, heads, _, longest = split_runs(data.curves)
+    ids = [trial_id(c, s) for c, s in zip(heads["cell_id"], heads["seed"], strict=True)]
+    assert dict(zip(ids, heads["training_run"], strict=True)) == planned
+    assert {ids[i]: ids[j] for i, j in enumerate(longest)} == planned
+    assert dict(zip(data.trials[TRIAL_ID], data.trials["training_run"], strict=True)) == planned
+    factors = {"image_size": 64, "dataset_size": 100, "batch_size": 8}
+    short, long = cell_id({**factors, "epochs": 10}), cell_id({**factors, "epochs": 20})
+    run = training_run_id({**factors, "epochs": 20}, 1)
+    assert planned[trial_id(short, 1)] == planned[trial_id(long, 1)] == run
+    # a shorter cell's curve is the first epochs of its run's
+    shared = data.curves[data.curves["training_run"] == run]
+    curve = {c: g.set_index("epoch")["val_iou"] for c, g in shared.groupby("cell_id")}
+    assert list(curve[long].index) == list(range(1, 21))
+    pd.testing.assert_series_equal(curve[short], curve[long].loc[:10])
 
 
 def test_split_trials_bounds():

@@ -1,10 +1,14 @@
-"""docs/notebook.ipynb runs headless against the study committed in docs/example-run."""
+"""docs/notebook.ipynb runs headless against the study committed in docs/example-run, and
+shows the numbers the report of that study holds."""
 
+import re
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+import analysis
 
 # note: nbclient, nbformat and ipykernel come with the test extra; without them the
 # skip is reported (pytest -ra) rather than hidden
@@ -24,26 +28,60 @@ def _text(outputs: list) -> str:
     return "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
 
 
-def test_notebook_executes_and_shows_the_example_study(tmp_path: Path):
+def _rows(outputs: list) -> list[list[str]]:
+    """The body cells of the one DataFrame a notebook cell displays, as shown."""
+    (table,) = [o for o in outputs if o.output_type == "execute_result"]
+    body = table.data["text/html"].split("<tbody>")[1].split("</tbody>")[0]
+    return [re.findall(r"<td>(.*?)</td>", row) for row in body.split("</tr>") if "<td>" in row]
+
+
+def test_notebook_shows_the_numbers_of_the_example_studys_report(tmp_path: Path):
     shutil.copy(DOCS / "notebook.ipynb", tmp_path)
     shutil.copytree(DOCS / "example-run", tmp_path / "example-run")
     nb = nbformat.read(tmp_path / "notebook.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("print(report.html_path.parent)"))
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
     client.execute()
 
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    trials = pd.read_parquet(DOCS / "example-run" / "trials.parquet")
-    cells = _outputs(nb, "cells")
-    assert _text(cells) == f"{trials['cell_id'].nunique()} cells\n"
-    (table,) = [o for o in cells if o.output_type == "execute_result"]
-    assert table.data["text/html"].split("<tbody>")[1].count("<tr>") == 8  # head(8)
-    sizes = sorted(trials["image_size"].unique())
-    assert _text(_outputs(nb, "recommendations")).startswith(f"Image size {sizes[0]}: ")
-    assert "image_size" in _outputs(nb, "importance")[0].data["text/plain"]
-    pictures = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(pictures) >= 5
-    assert _text(_outputs(nb, "report")).startswith("index.html ")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    report = Path(_text(code[-1].outputs).strip())
+    table = {
+        name: pd.read_csv(report / "tables" / f"{name}.csv")
+        for name in ("cells", "recommendations", "importance")
+    }
+    cells, recommendations = table["cells"], table["recommendations"]
+
+    # the cells, best first, with the means and intervals the report's table holds
+    assert _text(_outputs(nb, "cells")) == f"{len(cells)} cells\n"
+    shown = _rows(_outputs(nb, "cells"))
+    assert [r[0] for r in shown] == list(cells["cell_id"].head(8))
+    for i, col in ((2, "final_mean"), (3, "final_ci_low"), (4, "final_ci_high")):
+        assert [float(r[i]) for r in shown] == pytest.approx(list(cells[col].head(8)), abs=1e-6)
+    # the report's recommended cells, and the sentences the library writes for them
+    assert [r[2] for r in _rows(_outputs(nb, "recommendations"))] == list(
+        recommendations["cell_id"]
+    )
+    run = analysis.load(tmp_path / "example-run")
+    computed = analysis.recommendations_table(
+        analysis.cells_table(run.final, run.metric), run.metric
+    )
+    sentences = analysis.recommendation_sentences(computed, run.metric)
+    assert sentences[0].startswith("Image size 48: ")
+    assert _text(_outputs(nb, "recommendations")) == "".join(f"{s}\n" for s in sentences)
+    # factor importance: the report's terms and shares, in its order
+    importance = _rows(_outputs(nb, "importance"))
+    assert [r[0] for r in importance] == list(table["importance"]["term"])
+    assert [float(r[1]) for r in importance] == pytest.approx(
+        list(table["importance"]["omega_sq"]), abs=1e-6
+    )
+    # every plot_* cell draws one picture; the report cell names what it wrote
+    plots = [c for c in code if c.source.startswith("analysis.plot_")]
+    assert len(plots) == 5
+    assert all(sum("image/png" in o.get("data", {}) for o in c.outputs) == 1 for c in plots)
+    written = len(list((report / "plots").glob("*.png")))
+    assert _text(_outputs(nb, "report")) == f"index.html {written} plots\n"
+    assert written == 9
     assert not (DOCS / "example-run" / "report").exists()

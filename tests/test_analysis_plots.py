@@ -13,16 +13,16 @@ import analysis
 from analysis.baselines import Baselines
 from analysis.cells import cells_table
 from analysis.figures import BaselineLine, baseline_lines, log_axis
-from analysis.importance import _get_importance_info, importance_table
-from analysis.interactions import _get_interaction_info
-from analysis.learning_curves import _get_learning_curves_info
+from analysis.importance import get_importance_info, importance_table
+from analysis.interactions import get_interaction_info
+from analysis.learning_curves import get_learning_curves_info
 from analysis.load import FACTORS, load
-from analysis.main_effects import _get_main_effects_info
+from analysis.main_effects import get_main_effects_info
 from analysis.overfitting import overfitting_table
-from analysis.overlays import _get_overlay_info, foreground_iou
-from analysis.parallel import _get_parallel_info
+from analysis.overlays import foreground_iou, get_overlay_info
+from analysis.parallel import get_parallel_info
 from analysis.pareto import (
-    _get_pareto_info,
+    get_pareto_info,
     memory_is_device_memory,
     memory_note,
     pareto_costs,
@@ -78,7 +78,7 @@ def _baselines_drawn(ax, lines) -> None:
 def test_importance_bars_are_the_info_omega_squares_coloured_by_significance(study):
     run = load(study)
     table = importance_table(run.final, run.params)
-    info = _get_importance_info(table)
+    info = get_importance_info(table)
     (ax,) = _drawn(analysis.plot_factor_importance(run))
     bars = ax.patches
     assert [b.get_width() for b in bars] == pytest.approx(list(info["omega_sq"]))
@@ -91,7 +91,7 @@ def test_importance_bars_are_the_info_omega_squares_coloured_by_significance(stu
 
 def test_main_effect_panels_draw_each_levels_mean(study):
     run = load(study)
-    info = _get_main_effects_info(run.final, run.params, run.baselines, run.metric)
+    info = get_main_effects_info(run.final, run.params, run.baselines, run.metric)
     axes = _drawn(analysis.plot_main_effects(run))
     assert [ax.get_title() for ax in axes] == [e.factor for e in info]
     assert [e.factor for e in info] == ["image_size", "dataset_size", "epochs", "batch_size"]
@@ -107,7 +107,7 @@ def test_main_effect_panels_draw_each_levels_mean(study):
 
 def test_interaction_panels_draw_a_line_per_hue_level(study):
     run = load(study)
-    info = _get_interaction_info(run.final, run.params, run.baselines, run.metric)
+    info = get_interaction_info(run.final, run.params, run.baselines, run.metric)
     axes = _drawn(analysis.plot_interactions(run))
     assert [ax.get_title() for ax in axes] == [f"{p.x} × {p.hue}" for p in info]
     assert len(axes) == 6  # every pair of four factors
@@ -123,7 +123,7 @@ def test_interaction_panels_draw_a_line_per_hue_level(study):
 
 def test_heatmaps_show_the_pairs_means(study):
     run = load(study)
-    info = _get_interaction_info(run.final, run.params, run.baselines, run.metric)
+    info = get_interaction_info(run.final, run.params, run.baselines, run.metric)
     axes = [a for a in _drawn(analysis.plot_interactions(run, kind="heatmap")) if a.collections]
     assert [ax.get_title() for ax in axes] == [f"mean val_iou: {p.hue} × {p.x}" for p in info]
     for ax, pair in zip(axes, info, strict=True):
@@ -133,7 +133,7 @@ def test_heatmaps_show_the_pairs_means(study):
 
 def test_parallel_coordinates_draw_each_cell_at_its_info_positions(study):
     run = load(study)
-    info = _get_parallel_info(cells_table(run.final, run.metric, run.params), run.metric)
+    info = get_parallel_info(cells_table(run.final, run.metric, run.params), run.metric)
     (ax,) = _drawn(analysis.plot_parallel_coordinates(run))
     (lines,) = ax.collections
     ys = np.array([segment[:, 1] for segment in lines.get_segments()])
@@ -145,7 +145,7 @@ def test_parallel_coordinates_draw_each_cell_at_its_info_positions(study):
 @pytest.mark.parametrize(("kind", "name"), [("metric", "iou"), ("loss", "loss")])
 def test_learning_curve_panels_draw_every_seeds_train_and_validation_curve(study, kind, name):
     run = load(study)
-    info = _get_learning_curves_info(
+    info = get_learning_curves_info(
         run.curves, plateau_table(run.curves), overfitting_table(run.curves), "val_iou",
         baselines=run.baselines,
     )  # fmt: skip
@@ -166,7 +166,7 @@ def test_learning_curve_panels_draw_every_seeds_train_and_validation_curve(study
 def test_pareto_panels_draw_every_cell_and_the_frontier(study):
     run = load(study)
     cells = cells_table(run.final, run.metric, run.params)
-    info = _get_pareto_info(cells, "val_iou", True, pareto_costs(run.ok), run.baselines)
+    info = get_pareto_info(cells, "val_iou", True, pareto_costs(run.ok), run.baselines)
     axes = _drawn(analysis.plot_pareto(run))
     assert len(axes) == len(info.points) >= 1
     for ax, cost in zip(axes, info.points, strict=True):
@@ -184,7 +184,7 @@ def test_overlay_figure_shows_the_inputs_then_each_picks_overlays(study):
     run = load(study)
     ranked = cells_table(run.final, run.metric, run.params)["cell_id"].tolist()
     picks = [("best", ranked[0]), ("worst", ranked[-1])]
-    info = _get_overlay_info(run.files, picks, run.final)
+    info = get_overlay_info(run.files, picks, run.final)
     fig = analysis.plot_overlays(run)
     FigureCanvasAgg(fig).draw()
     grid = np.array(fig.axes).reshape(3, 2)  # the inputs, then best and worst
@@ -199,7 +199,7 @@ def test_overlay_figure_shows_the_inputs_then_each_picks_overlays(study):
 def test_learning_curves_show_one_panel_per_training_run_marks_on_their_curves(study):
     run = load(study)
     plateau, over = plateau_table(run.curves), overfitting_table(run.curves)
-    info = _get_learning_curves_info(
+    info = get_learning_curves_info(
         run.curves, plateau, over, "val_iou", ["img64_n100_ep10_bs8"], limit=3
     )
     # 2 image sizes × 3 data set sizes × 2 batch sizes; epochs 10 and 20 share a run
@@ -234,7 +234,7 @@ def test_overlay_info_reads_examples_and_each_trials_predictions(study):
     run = load(study)
     final = run.final
     cell = final["cell_id"].iloc[0]
-    info = _get_overlay_info(run.files, [("best", cell)], final)
+    info = get_overlay_info(run.files, [("best", cell)], final)
     (row,) = info.rows
     assert len(info.images) == 2 and len(row.overlays) == 2
     trials = final[final["cell_id"] == cell].sort_values("final")
@@ -253,18 +253,18 @@ def test_overlay_info_explains_what_is_missing(study, tmp_path):
     cells = final["cell_id"].unique()
     final.loc[final["cell_id"] == cells[0], "predictions"] = None
     final.loc[final["cell_id"] == cells[1], "predictions"] = "predictions/gone.npz"
-    info = _get_overlay_info(run.files, [("a", cells[0]), ("b", cells[1])], final)
+    info = get_overlay_info(run.files, [("a", cells[0]), ("b", cells[1])], final)
     assert "has no predictions" in info.rows[0].note
     assert "predictions/gone.npz is missing" in info.rows[1].note
     assert not any(r.overlays for r in info.rows)
     bare = write_synthetic_run(tmp_path / "bare", *synthetic_tables(seeds=1))
-    none = _get_overlay_info(load(bare).files, [("a", "x")], final)
+    none = get_overlay_info(load(bare).files, [("a", "x")], final)
     assert none.rows == [] and "predictions/examples.npz" in none.note
 
 
 def test_importance_info_keeps_the_largest_terms_bottom_up():
     table = pd.DataFrame({"term": list("abcde"), "omega_sq": [0.5, 0.3, 0.1, 0.05, 0.0]})
-    info = _get_importance_info(table, limit=3)
+    info = get_importance_info(table, limit=3)
     assert info["term"].tolist() == ["c", "b", "a"]
 
 
@@ -288,7 +288,7 @@ def test_main_effect_panels_share_one_y_range_and_skip_single_level_factors():
          (64, 200): [0.4, 0.5, 0.45], (128, 200): [0.6, 0.7, 0.65]},
         batch=4,
     )  # fmt: skip
-    info = _get_main_effects_info(final, baselines=Baselines.from_dict(BASELINES))
+    info = get_main_effects_info(final, baselines=Baselines.from_dict(BASELINES))
     assert [e.factor for e in info] == ["image_size", "dataset_size"]
     assert info.single_level == {"epochs": 10, "batch_size": 4}
     # the range holds every mean, interval bound and trivial score (0 and 0.21875), padded
@@ -299,7 +299,7 @@ def test_main_effect_panels_share_one_y_range_and_skip_single_level_factors():
     assert [(b.name, b.value) for b in info.baselines] == [
         ("all background", 0.0), ("all foreground", 0.21875),
     ]  # fmt: skip
-    fig = analysis.main_effects._get_main_effects_plot(info, "val_iou")
+    fig = analysis.main_effects.get_main_effects_plot(info, "val_iou")
     FigureCanvasAgg(fig).draw()
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert len(visible) == 2
@@ -316,7 +316,7 @@ def test_interaction_panels_share_one_y_range_and_name_single_level_factors():
          (128, 200): [0.6, 0.9]},
     )  # fmt: skip
     final = pd.concat([final, final.assign(epochs=20, final=final["final"] + 0.05)])
-    info = _get_interaction_info(final)
+    info = get_interaction_info(final)
     assert [(p.x, p.hue) for p in info] == [
         ("image_size", "dataset_size"), ("image_size", "epochs"), ("dataset_size", "epochs"),
     ]  # fmt: skip
@@ -325,7 +325,7 @@ def test_interaction_panels_share_one_y_range_and_name_single_level_factors():
     # two seeds: no interval, so the range spans the seed points averaged over the third
     # factor, 0.425 (64 px, 200 images, seed 0) to 0.925 (128, 200, seed 1), padded by 0.025
     assert info.ylim == pytest.approx((0.4, 0.95))
-    fig = analysis.interactions._get_interaction_plot(info, "val_iou")
+    fig = analysis.interactions.get_interaction_plot(info, "val_iou")
     FigureCanvasAgg(fig).draw()
     for ax in fig.axes:
         assert ax.get_ylim() == pytest.approx(info.ylim)
@@ -357,14 +357,14 @@ def test_no_memory_frontier_on_cpu():
     assert table["on_time_frontier"].to_dict() == {"b": True, "c": True, "a": True}
     both = pareto_table(cells).set_index("cell_id")
     assert both["on_memory_frontier"].to_dict() == {"b": True, "c": False, "a": False}
-    info = _get_pareto_info(
+    info = get_pareto_info(
         cells, "val_iou", costs=pareto_costs(cpu), baselines=Baselines.from_dict(BASELINES),
         note=memory_note(cpu),
     )  # fmt: skip
     assert list(info.points) == ["train_time_s"]
     assert info.frontiers["train_time_s"]["cell_id"].tolist() == ["a", "c", "b"]
     assert [b.value for b in info.baselines] == [0.0, 0.21875]
-    fig = analysis.pareto._get_pareto_plot(info)
+    fig = analysis.pareto.get_pareto_plot(info)
     FigureCanvasAgg(fig).draw()
     assert "3 of 3 trials ran on CPU" in fig.get_suptitle().replace("\n", " ")
 
@@ -397,7 +397,7 @@ def test_learning_curve_panels_mark_cell_epochs_run_plateau_and_confirmed_onsets
         {"cell_id": [cell, cell], "seed": [0, 1], "overfit_epoch": [15, None],
          "unconfirmed_onset_epoch": [None, 19]}
     ).astype({"overfit_epoch": "Int64", "unconfirmed_onset_epoch": "Int64"})  # fmt: skip
-    info = _get_learning_curves_info(
+    info = get_learning_curves_info(
         run.curves, plateau, over, "val_iou", [cell], limit=1,
         baselines=Baselines.from_dict(BASELINES),
     )  # fmt: skip
@@ -408,7 +408,7 @@ def test_learning_curve_panels_mark_cell_epochs_run_plateau_and_confirmed_onsets
     assert [(b.name, b.value, b.metric) for b in info.baselines] == [
         ("all background", 0.0, "val_iou"), ("all foreground", 0.21875, "val_iou"),
     ]  # fmt: skip
-    fig = analysis.learning_curves._get_learning_curves_plot(info, "metric")
+    fig = analysis.learning_curves.get_learning_curves_plot(info, "metric")
     FigureCanvasAgg(fig).draw()
     texts = {t.get_text() for t in fig.axes[0].texts}
     assert texts == {"ep10 cell", "all background 0.000 (val)", "all foreground 0.219 (val)"}
@@ -418,12 +418,12 @@ def test_overlay_rows_are_captioned_with_the_reports_metric(study):
     run = load(study, metric="val_dice")
     final = run.final
     cell = "img128_n400_ep20_bs8"
-    info = _get_overlay_info(run.files, [("best", cell)], final, metric="val_dice")
+    info = get_overlay_info(run.files, [("best", cell)], final, metric="val_dice")
     (row,) = info.rows
     trial = final[final["run_id"] == row.run_id].iloc[0]
     assert row.value == trial["final"] and row.epoch == 20
     assert row.caption == f"val_dice {trial['final']:.3f} at epoch 20"
-    fig = analysis.overlays._get_overlay_plot(info)
+    fig = analysis.overlays.get_overlay_plot(info)
     FigureCanvasAgg(fig).draw()
     assert fig.axes[len(info.images)].get_ylabel().endswith(row.caption)
     assert all(

@@ -1,8 +1,8 @@
 import base64
+import io
 import re
 import subprocess
 import sys
-import types
 from html import escape
 from pathlib import Path
 
@@ -12,13 +12,14 @@ import pytest
 from scipy import stats
 
 from analysis.findings import compute_tables
-from analysis.interactions import _get_interaction_info
+from analysis.interactions import get_interaction_info
 from analysis.load import load
-from analysis.main_effects import _get_main_effects_info
+from analysis.main_effects import get_main_effects_info
 from analysis.params import Params
 from analysis.report import write_report
 from analysis.summary import lead_count, summarize
 from analysis.synthetic import example_grid, synthetic_tables, write_synthetic_run
+from gridrun.storage import Storage
 
 TABLES = [
     "recommendations", "claims", "cells", "collapse", "anova", "importance", "main_effects",
@@ -146,7 +147,7 @@ def test_no_interval_in_any_table_or_plot_leaves_the_unit_range(tmp_path: Path):
                 checked += len(values)
     assert checked > 0
     final = load(tmp_path).final
-    for info in [*_get_interaction_info(final), *_get_main_effects_info(final)]:
+    for info in [*get_interaction_info(final), *get_main_effects_info(final)]:
         assert info.table["ci_low"].min() >= 0 and info.table["ci_high"].max() <= 1
 
 
@@ -170,48 +171,33 @@ def test_report_goes_to_a_local_directory_when_asked(run_dir, tmp_path):
     assert any("not requested" in n for n in report.notes)
 
 
-class _FakeStorage:
-    """gridrun.storage.Storage's interface over a local folder, as a test double."""
+def test_study_on_s3_is_read_and_reported_through_storage(s3_uri, tmp_path):
+    trials, curves = synthetic_tables(
+        image_sizes=(32, 64), dataset_sizes=(100, 200), epochs=(6,), batch_sizes=(8,), seeds=2
+    )
+    for where in (s3_uri, tmp_path / "run"):
+        write_synthetic_run(where, trials, curves, example_grid(trials), examples=2, size=16)
+    study = Storage(s3_uri)
+    study.write_bytes("report/plots/stale.png", b"old")
+    assert load(s3_uri).name == s3_uri.rsplit("/", 1)[-1]
+    assert len(load(Path(s3_uri)).trials) == 8  # a Path that swallowed the "//" still works
 
-    def __init__(self, location: str):
-        self.uri = location
-        self.root = Path("/") / location.split("://", 1)[1]
-
-    def exists(self, rel: str) -> bool:
-        return (self.root / rel).is_file()
-
-    def read_bytes(self, rel: str) -> bytes:
-        return (self.root / rel).read_bytes()
-
-    def local_path(self, rel: str = "") -> None:
-        return None  # object storage: nothing on this machine
-
-    def join(self, rel: str) -> str:
-        return f"{self.uri}/{rel}"
-
-    def write_bytes(self, rel: str, data: bytes) -> None:
-        (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (self.root / rel).write_bytes(data)
-
-
-@pytest.fixture
-def fake_storage(monkeypatch):
-    module = types.ModuleType("gridrun.storage")
-    module.Storage = _FakeStorage
-    monkeypatch.setitem(sys.modules, "gridrun.storage", module)
+    report = write_report(s3_uri)
+    assert report.html_path == f"{s3_uri}/report/index.html"
+    assert report.tables["cells"] == f"{s3_uri}/report/tables/cells.csv"
+    assert study.read_text("report/index.html").startswith("<!DOCTYPE html>")
+    assert "overlays" in report.plots  # the prediction files were read from S3 too
+    assert not study.exists("report/plots/stale.png")
+    # the same study, local, reported to a URI: the same table
+    there = write_report(tmp_path / "run", overlays=False, to=f"{s3_uri}/elsewhere")
+    assert there.tables["cells"] == f"{s3_uri}/elsewhere/tables/cells.csv"
+    cells = study.read_bytes("report/tables/cells.csv")
+    assert study.read_bytes("elsewhere/tables/cells.csv") == cells
+    assert len(pd.read_csv(io.BytesIO(cells))) == 4
+    assert not (tmp_path / "run" / "report").exists()
 
 
-def test_study_behind_a_uri_is_read_and_reported_through_storage(run_dir, fake_storage):
-    uri = f"mem:/{run_dir}"  # mem://tmp/.../run
-    assert load(uri).name == "run"
-    assert len(load(Path(uri)).trials) == 35  # a Path that swallowed the "//" still works
-    report = write_report(uri)
-    assert report.html_path == f"{uri}/report/index.html"
-    assert (run_dir / "report" / "index.html").read_text().startswith("<!DOCTYPE html>")
-    assert report.tables["cells"] == f"{uri}/report/tables/cells.csv"
-
-
-def test_report_on_trials_table_alone(tmp_path: Path):
+def test_report_on_trials_table_alone(tmp_path: Path, monkeypatch):
     trials = pd.DataFrame(
         {
             "cell_id": ["a", "a", "b", "b"],
@@ -225,7 +211,10 @@ def test_report_on_trials_table_alone(tmp_path: Path):
         }
     )
     trials.to_parquet(tmp_path / "trials.parquet")
-    report = write_report(tmp_path)
+    monkeypatch.chdir(tmp_path.parent)
+    report = write_report(tmp_path.name)
+    # the paths printed are spelled as the study was given
+    assert report.html_path == Path(tmp_path.name, "report", "index.html")
     for name in TABLES:
         assert (tmp_path / "report" / "tables" / f"{name}.csv").is_file()
     html = report.html_path.read_text()

@@ -4,9 +4,9 @@ import pytest
 
 from analysis.cells import cells_table
 from analysis.findings import curves_by_cell
-from analysis.interactions import _get_interaction_info
-from analysis.main_effects import _get_main_effects_info, main_effects_table
-from analysis.parallel import _get_parallel_info
+from analysis.interactions import get_interaction_info
+from analysis.main_effects import get_main_effects_info, main_effects_table
+from analysis.parallel import get_parallel_info
 from analysis.params import Params
 from analysis.pareto import pareto_mask, pareto_table
 from analysis.scaling import PowerLaw, doubling_threshold, fit_power_law, scaling_table
@@ -131,7 +131,7 @@ def test_interaction_info_means_and_intervals_over_seeds():
             (128, 200): [0.9, 0.8, 0.85],
         }
     )
-    (pair,) = _get_interaction_info(final)
+    (pair,) = get_interaction_info(final)
     assert (pair.x, pair.hue) == ("image_size", "dataset_size")
     t = pair.table.set_index(["image_size", "dataset_size"])
     assert t.loc[(128, 200), "mean"] == pytest.approx(0.85)
@@ -144,7 +144,7 @@ def test_interaction_info_means_and_intervals_over_seeds():
 
 def test_main_effects_cover_varying_factors_and_show_seeds_without_intervals():
     final = _final({(64, 100): [0.5, 0.6], (128, 100): [0.7, 0.8]})
-    info = _get_main_effects_info(final)
+    info = get_main_effects_info(final)
     infos = {i.factor: i for i in info}
     # a factor with one level gets no panel; it is named with its level instead
     assert list(infos) == ["image_size"]
@@ -162,7 +162,7 @@ def test_main_effects_cover_varying_factors_and_show_seeds_without_intervals():
 
 def test_parallel_info_positions_levels_and_metric():
     final = _final({(64, 100): [0.5], (128, 100): [0.7], (128, 200): [0.9]})
-    info = _get_parallel_info(cells_table(final), "val_iou")
+    info = get_parallel_info(cells_table(final), "val_iou")
     assert info.axes == ["image_size", "dataset_size", "epochs", "batch_size", "val_iou"]
     # drawn worst first: c0 (0.5), c1 (0.7), c2 (0.9)
     np.testing.assert_allclose(
