@@ -22,18 +22,18 @@ are built on the worker.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
 import importlib.util
 import re
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from gridrun.targets import module_file, resolve_target
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +44,6 @@ __all__ = [
     "Augmentation",
     "Augmenter",
     "augmentation",
-    "load_callable",
     "validate_augment",
     "with_folder",
 ]
@@ -214,14 +213,6 @@ def validate_augment(raw: Any) -> str | list[Any] | dict[str, Any] | None:
     return [_item(item, (i,)) for i, item in enumerate(raw)]
 
 
-def _module_file(module: str, folder: Path) -> Path | None:
-    base = folder.joinpath(*module.split("."))
-    for path in (base.with_name(base.name + ".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
 def with_folder(value: Any, base: Path) -> Any:
     """`value` (validated) with a builder's folder made absolute, relative to `base` (the
     grid file's folder). Raises ValueError, naming the key, when the module is neither
@@ -231,7 +222,7 @@ def with_folder(value: Any, base: Path) -> Any:
     folder = (base / (value["folder"] or ".")).resolve()
     module = value["target"].split(":")[0]
     top = module.split(".")[0]
-    if _module_file(module, folder) is None and importlib.util.find_spec(top) is None:
+    if module_file(module, folder) is None and importlib.util.find_spec(top) is None:
         raise ValueError(
             f"augment.target: no module {module!r} in {folder} or on the Python path"
         )
@@ -272,42 +263,6 @@ def augmentation(value: Any) -> Augmentation:
     return Augmentation(tuple(transforms))
 
 
-_LOADED: dict[Path, Any] = {}
-
-
-def _load_file(path: Path, folder: Path) -> Any:
-    if path not in _LOADED:
-        # note: a name of its own per file, so two grids' my_aug.py never meet in
-        # sys.modules; the folder is on the path while it runs, for its own imports
-        name = f"_gridrun_target_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        sys.path.insert(0, str(folder))
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            sys.path.remove(str(folder))
-        _LOADED[path] = module
-    return _LOADED[path]
-
-
-def load_callable(target: str, folder: str | None = None) -> Callable[..., Any]:
-    """The object `target` ("module:attribute") names: the module from `folder` when it
-    holds it, else imported from the Python path."""
-    module_name, _, attr = target.partition(":")
-    file = _module_file(module_name, Path(folder)) if folder is not None else None
-    if file is not None:
-        module = _load_file(file, Path(folder))  # type: ignore[arg-type]
-    else:
-        module = importlib.import_module(module_name)
-    obj: Any = module
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def _build(name: str, args: dict[str, Any], image_size: int):
     from torchvision.transforms import v2
 
@@ -337,7 +292,7 @@ class Augmenter:
 
         self.seed = seed
         if aug.target is not None:
-            self.transform = load_callable(aug.target, aug.folder)(**aug.kwargs)
+            self.transform = resolve_target(aug.target, aug.folder, "augment.target")(**aug.kwargs)
         else:
             self.transform = v2.Compose([_build(n, a, image_size) for n, a in aug.transforms])
 

@@ -9,9 +9,7 @@ each distinct model of a grid once on the CPU before Ray starts."""
 from __future__ import annotations
 
 import difflib
-import importlib
 import json
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +29,7 @@ from gridrun.model_specs import (
     describe,
 )
 from gridrun.spec import GridError
+from gridrun.targets import TargetError, resolve_target
 
 if TYPE_CHECKING:
     from gridrun.runs import RunPlan
@@ -221,40 +220,13 @@ def _smp(
         ) from None
 
 
-def _import_target(target: str, path: str | None) -> Callable[..., Any]:
-    """`module:function` (or `module.function`), imported from `path` if that folder
-    exists here, else from the Python path (a Ray job's working_dir is on it)."""
-    module_name, _, attr = target.partition(":") if ":" in target else target.rpartition(".")
-    if path is not None and Path(path).is_dir() and path not in sys.path:
-        sys.path.insert(0, path)
-        importlib.invalidate_caches()
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
-        if missing is not None and module_name.split(".")[0] == missing.split(".")[0]:
-            where = f"{path} or " if path else ""
-            failed = f"no module {missing!r} in {where}the Python path"
-        else:
-            failed = f"importing {module_name} failed: {_one_line(exc)}"
-        raise ModelError(f"model.target: {failed}") from None
-    found: Any = module
-    for part in attr.split("."):
-        if not hasattr(found, part):
-            names = [n for n in dir(found) if not n.startswith("_")]
-            raise ModelError(
-                f"model.target: {module_name} has no {attr!r}{_did_you_mean(part, names)}"
-            )
-        found = getattr(found, part)
-    if not callable(found):
-        raise ModelError(f"model.target: {target} is a {type(found).__name__}, not a function")
-    return found
-
-
 def _target(
     in_channels: int, out_channels: int, target: str, path: str | None, kwargs: dict[str, Any]
 ) -> nn.Module:
-    build = _import_target(target, path)
+    try:
+        build = resolve_target(target, path, "model.target")
+    except TargetError as exc:
+        raise ModelError(str(exc)) from None
     model = build(in_channels=in_channels, num_classes=out_channels, **kwargs)
     if not isinstance(model, nn.Module):
         raise ModelError(

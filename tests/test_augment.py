@@ -10,10 +10,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gridrun.augment import Augmentation, Augmenter, load_callable
+from gridrun.augment import Augmentation, Augmenter
 from gridrun.cli import app
 from gridrun.runs import plan_run, training_runs
 from gridrun.spec import GridError, load_grid, parse_grid
+from gridrun.targets import resolve_target
 
 FACTORS = {"image_size": [16], "dataset_size": [8], "epochs": [1], "batch_size": [4]}
 IGNORE = 255
@@ -199,7 +200,8 @@ def test_a_builder_by_import_path_is_found_beside_the_grid_file(tmp_path: Path) 
     assert torch.equal(flipped["Horizontal"][1], mask.flip(-1))
     assert torch.equal(flipped["Vertical"][0], image.flip(-2))
     assert torch.equal(flipped["Vertical"][1], mask.flip(-2))
-    assert load_callable("my_aug:seen", str((tmp_path / "Vertical").resolve())) == [(1, 16, 16)] * 2
+    build = resolve_target("my_aug:build", str((tmp_path / "Vertical").resolve()), "augment.target")
+    assert build.__globals__["seen"] == [(1, 16, 16)] * 2
 
 
 def test_a_builder_that_is_nowhere_is_refused_when_the_grid_is_read(tmp_path: Path) -> None:

@@ -17,13 +17,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from gridrun.augment import Augmentation, augmentation, load_callable
+from gridrun.augment import Augmentation, augmentation
 from gridrun.data import SizedArrays, prepare, truth_counts
 from gridrun.losses import per_sample_loss
 from gridrun.models import build_model, count_params
 from gridrun.runs import RunPlan
 from gridrun.spec import parse_grid
 from gridrun.store import baselines_record
+from gridrun.targets import resolve_target
 from gridrun.train import run_epochs
 
 torch.set_num_threads(1)
@@ -351,7 +352,7 @@ def test_augmentation_changes_the_training_curve(tmp_path: Path) -> None:
     )
     counting = Augmentation(target="count_aug:build", folder=str(tmp_path))
     unchanged = _collect(_plan(epochs=2, augment=counting), arrays, val_y)
-    seen = load_callable("count_aug:seen", str(tmp_path))
+    seen = resolve_target("count_aug:build", str(tmp_path), "augment.target").__globals__["seen"]
     train_sums = sorted(float(x.sum()) / 255 for x in arrays.train_x[:10].astype(np.float64))
     assert len(seen) == 20
     assert sorted(seen[:10]) == pytest.approx(train_sums) and sorted(seen[10:]) == pytest.approx(
