@@ -25,7 +25,7 @@ import difflib
 import importlib
 import importlib.util
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -38,11 +38,15 @@ from gridrun.targets import module_file, resolve_target
 if TYPE_CHECKING:
     import torch
 
+    from gridrun.runs import RunPlan
+
 __all__ = [
     "PRESETS",
     "TRANSFORMS",
     "Augmentation",
+    "AugmentError",
     "Augmenter",
+    "check_augmentations",
     "augmentation",
     "validate_augment",
     "with_folder",
@@ -334,3 +338,31 @@ class Augmenter:
         if x.is_contiguous(memory_format=torch.channels_last):
             out = out.contiguous(memory_format=torch.channels_last)
         return out, torch.stack(masks)
+
+
+class AugmentError(ValueError):
+    """An augmentation that fails on a sample before Ray starts (one line)."""
+
+
+def check_augmentations(plans: Iterable[RunPlan]) -> None:
+    """Run every distinct augmentation of `plans` once on a blank sample of each image
+    size, before Ray starts: a builder that raises, returns no transform or changes a
+    sample's shape is refused with one line instead of failing every trial."""
+    import torch
+
+    seen: set[tuple[str, int, int]] = set()
+    for plan in plans:
+        key = (repr(plan.augment), plan.image_size, plan.in_channels)
+        if not plan.augment or key in seen:
+            continue
+        seen.add(key)
+        size, channels = plan.image_size, plan.in_channels
+        x = torch.zeros(1, channels, size, size)
+        y = torch.zeros(1, size, size, dtype=torch.uint8)
+        try:
+            Augmenter(plan.augment, plan.seed, size)(x, y, 1, [0])
+        except Exception as exc:
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            text = lines[-1] if lines else type(exc).__name__
+            prefix = "" if text.startswith("augment") else f"augment: {type(exc).__name__}: "
+            raise AugmentError(f"{prefix}{text}"[:500]) from None

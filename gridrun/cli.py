@@ -39,13 +39,16 @@ T = TypeVar("T")
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from gridrun.augment import AugmentError
     from gridrun.data import DataError
     from gridrun.spec import GridError
     from gridrun.storage import StorageError
     from gridrun.store import RunDirError
     from gridrun.tune import ClusterError
 
-    errors: list[type[Exception]] = [GridError, DataError, ClusterError, RunDirError, StorageError]
+    errors: list[type[Exception]] = [
+        GridError, AugmentError, DataError, ClusterError, RunDirError, StorageError,
+    ]  # fmt: skip
     try:
         from analysis.load import AnalysisInputError
 
@@ -218,7 +221,9 @@ def _run(grid, study, address, mlflow_uri, started, extended) -> None:
 
 
 def _check_models(grid) -> None:
-    """Each distinct model built once on the CPU with a tiny batch through it, before Ray."""
+    """Each distinct model built once on the CPU with a tiny batch through it, and each
+    distinct augmentation run on a blank sample, before Ray."""
+    from gridrun.augment import check_augmentations
     from gridrun.data import validation_examples
     from gridrun.models import check_models
     from gridrun.runs import plan_run, training_runs
@@ -227,7 +232,9 @@ def _check_models(grid) -> None:
     # images trains on three)
     channels = validation_examples(grid, 1)[0][0].shape[2]
     runs = training_runs(grid, grid.trials())
-    check_models(plan_run(grid, run, channels, grid.eval_size) for run in runs)
+    plans = [plan_run(grid, run, channels, grid.eval_size) for run in runs]
+    check_models(plans)
+    check_augmentations(plans)
 
 
 def _tracker(grid, study, mlflow_uri, tensorboard_dir):

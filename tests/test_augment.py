@@ -216,3 +216,30 @@ def test_a_builder_that_is_nowhere_is_refused_when_the_grid_is_read(tmp_path: Pa
         f"{grid}: augment.target: no module 'no_such_aug' in {tmp_path.resolve()} or on "
         "the Python path"
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("def build():\n    raise RuntimeError('no such file: aug.cfg')\n",
+         "augment: RuntimeError: no such file: aug.cfg"),
+        ("def build():\n    return lambda image, mask: (image[..., :4, :4], mask[..., :4, :4])\n",
+         "augment: the transform turned an image (3, 16, 16) and mask (16, 16) into (3, 4, 4)"),
+    ],
+)  # fmt: skip
+def test_a_builder_that_fails_on_a_sample_is_refused_before_ray(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    (tmp_path / "bad_aug.py").write_text(body)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "data: {source: synthetic}\n"
+        "factors: {image_size: [16], dataset_size: [8], epochs: [1], batch_size: [4]}\n"
+        "augment: {target: 'bad_aug:build'}\n"
+    )
+    for command in (["plan", str(grid)], ["run", str(grid), "--out", str(tmp_path / "s")]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split())
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
