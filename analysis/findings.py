@@ -19,6 +19,7 @@ from analysis.claims import claims_table
 from analysis.collapse import collapse_table
 from analysis.critical_batch import critical_batch_table
 from analysis.edges import edges_table
+from analysis.isolation import get_isolation_info, grid_nuisance
 from analysis.load import TRIAL_KEY, RunData
 from analysis.main_effects import main_effects_table
 from analysis.overfitting import overfitting_table
@@ -62,8 +63,11 @@ class ReportTables:
     pareto: pd.DataFrame
     scaling: pd.DataFrame
     detectable: DetectableDifference
+    # note: None when the grid declares no nuisance factors; then neither a section nor a CSV
+    isolation: pd.DataFrame | None = None
 
     def csv_tables(self) -> dict[str, pd.DataFrame]:
+        isolation = {} if self.isolation is None else {"isolation": self.isolation}
         return {
             "recommendations": self.recommendations,
             "claims": self.claims,
@@ -81,7 +85,7 @@ class ReportTables:
             "edges": self.edges,
             "pareto": self.pareto,
             "scaling": self.scaling,
-        }
+        } | isolation
 
 
 def curves_by_cell(plateau: pd.DataFrame, overfitting: pd.DataFrame) -> pd.DataFrame:
@@ -226,5 +230,6 @@ def compute_tables(data: RunData) -> ReportTables:
         pareto=pareto_table(healthy, higher_is_better(metric), costs=pareto_costs(data.ok)),
         scaling=scaling_table(healthy if unit else cells.iloc[0:0], params),
         detectable=detectable_difference(data.final, bounds, params),
+        isolation=get_isolation_info(data) if grid_nuisance(data.grid) else None,
     )
 

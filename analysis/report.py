@@ -38,6 +38,7 @@ from analysis.header import study_facts
 from analysis.html import Image, Section, Table, render_page
 from analysis.importance import get_importance_info, get_importance_plot
 from analysis.interactions import get_heatmap_plot, get_interaction_info, get_interaction_plot
+from analysis.isolation import get_isolation_plot, isolation_rule, isolation_sentences
 from analysis.learning_curves import get_learning_curves_info, get_learning_curves_plot
 from analysis.load import FACTORS, RunData, load, study_storage
 from analysis.main_effects import get_main_effects_info, get_main_effects_plot
@@ -169,6 +170,18 @@ def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, d
         add("heatmaps", get_heatmap_plot(pairs, metric), "Mean metric per pair of levels.")
     else:
         notes["factors"].append("Interaction plots need two factors with two or more levels.")
+    if tables.isolation is not None and len(tables.isolation):
+        add(
+            "isolation",
+            get_isolation_plot(tables.isolation, metric),
+            "Each scientific factor at its best nuisance setting (label: the setting that won) "
+            "and averaged over the nuisance settings.",
+        )
+    elif tables.isolation is not None:
+        notes["isolation"] = [
+            "No scientific factor has two levels next to two nuisance settings: nothing to "
+            "isolate."
+        ]
     if len(tables.cells) > 1:
         add(
             "parallel",
@@ -258,6 +271,7 @@ def _sections(data: RunData, tables: ReportTables, images: dict, notes: dict) ->
     excluded = data.excluded[["cell_id", "seed", *FACTORS, "status", "error"]]
     collapse_rule = params.collapse_rule(metric) if data.baselines is not None else None
     detectable = tables.detectable.sentence(metric) if len(tables.cells) else ""
+    isolation = [] if tables.isolation is None else [_isolation_section(tables, params, img, notes)]
     return [
         Section(
             "recommendations",
@@ -303,6 +317,7 @@ def _sections(data: RunData, tables: ReportTables, images: dict, notes: dict) ->
             ),
             notes=tuple(notes["factors"]),
         ),
+        *isolation,
         Section(
             "batch",
             "Batch size: equal epochs and equal steps",
@@ -393,6 +408,22 @@ def _sections(data: RunData, tables: ReportTables, images: dict, notes: dict) ->
             notes=tuple(data.notes),
         ),
     ]
+
+
+def _isolation_section(tables: ReportTables, params: Params, img, notes: dict) -> Section:
+    """The isolation plots and their table, for a grid that declares nuisance factors."""
+    metric, table = tables.metric, tables.isolation
+    return Section(
+        "isolation",
+        "Isolation over nuisance settings",
+        paragraphs=tuple(isolation_sentences(table, metric)),
+        rules=(isolation_rule(metric, params),),
+        images=img("isolation"),
+        tables=(
+            Table("per scientific factor and level", table, "tables/isolation.csv"),
+        ),
+        notes=tuple(notes.get("isolation", ())),
+    )
 
 
 def write_report(
