@@ -36,6 +36,7 @@ orthogonal grid), so that with one stratum ω² = (SS_T − df_T·MS_res)/(SS_to
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -43,7 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.load import varying_factors
+from analysis.load import FACTORS, varying_factors
 from analysis.params import DEFAULT_PARAMS, Params
 
 __all__ = ["anova_formula", "anova_table", "choose_terms", "omega_sq_bootstrap"]
@@ -147,11 +148,13 @@ class _Runs:
 
 
 def _term(factors: Term) -> str:
-    return ":".join(f"C({f})" for f in factors)
+    # note: a setting's dotted path (train.lr) is no Python name; patsy reads it quoted
+    return ":".join(f"C({f})" if f.isidentifier() else f"C(Q({f!r}))" for f in factors)
 
 
 def anova_formula(response: str, terms: list[Term]) -> str:
-    """``response ~ C(a) + C(b) + C(a):C(b)`` for the given factor tuples."""
+    """``response ~ C(a) + C(b) + C(a):C(b)`` for the given factor tuples; a dotted
+    name such as ``train.lr`` is quoted (``C(Q('train.lr'))``), as statsmodels reads it."""
     return f"{response} ~ " + " + ".join(_term(t) for t in terms)
 
 
@@ -342,9 +345,12 @@ def _unit_sentence(
     )
 
 
-def anova_table(df: pd.DataFrame, response: str = "final") -> pd.DataFrame:
-    """Type II ANOVA of ``response`` on the factors that vary in ``df``, with the training
-    run as the unit where runs are shared (see module doc).
+def anova_table(
+    df: pd.DataFrame, response: str = "final", factors: Sequence[str] = FACTORS
+) -> pd.DataFrame:
+    """Type II ANOVA of ``response`` on the ``factors`` (a study's
+    :attr:`analysis.load.RunData.factors`) that vary in ``df``, each categorical (text
+    levels too), with the training run as the unit where runs are shared (see module doc).
 
     Columns ``term, df, sum_sq, F, p_value, partial_eta_sq, omega_sq, stratum``: ``term``
     a factor or factors joined by ``:``; ``stratum`` "between runs" or "within runs", the
@@ -354,13 +360,14 @@ def anova_table(df: pd.DataFrame, response: str = "final") -> pd.DataFrame:
     ``terms`` (factor tuples), ``pooled`` (interactions left in the residual), ``unit``
     (a sentence saying what the observations are and what each term is tested against),
     ``strata`` ({stratum: term names}) and ``runs`` (training runs; the trials without
-    sharing). F and p are NaN for a term whose stratum has no error df. Empty when no
-    factor varies or there are too few observations.
+    sharing) and ``factors`` (the varying factors). F and p are NaN for a term whose
+    stratum has no error df. Empty when no factor varies or there are too few
+    observations.
     """
     df = df.dropna(subset=[response])
-    factors = varying_factors(df)
+    factors = varying_factors(df, factors)
     empty = pd.DataFrame(columns=ANOVA_COLUMNS)
-    empty.attrs.update(formula="", terms=[], pooled=[], unit="", strata={}, runs=0)
+    empty.attrs.update(formula="", terms=[], pooled=[], unit="", strata={}, runs=0, factors=[])
     if not factors or not _estimable(_Design.of(df, factors), [(f,) for f in factors]):
         return empty
     terms = choose_terms(df, response, factors)
@@ -402,6 +409,7 @@ def anova_table(df: pd.DataFrame, response: str = "final") -> pd.DataFrame:
             for i, label in enumerate(labels[: len(errors)])
         },
         runs=len(y) if runs is None else runs.count,
+        factors=factors,
     )
     return table
 
@@ -467,7 +475,7 @@ def omega_sq_bootstrap(
     if not terms:
         return pd.DataFrame(columns=columns)
     df = df.dropna(subset=[response])
-    factors = varying_factors(df)
+    factors = list(anova.attrs.get("factors") or varying_factors(df))
     design, runs = _Design.of(df, factors), _Runs.of(df, factors)
     y = df[response].to_numpy(dtype=float)
     effects = anova.iloc[: len(terms)]

@@ -12,6 +12,7 @@ from the same runs is in :mod:`analysis.critical_batch`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +50,19 @@ MAX_PANELS = 6
 _RUN = "_run"
 
 
-def group_keys(df: pd.DataFrame) -> list[str]:
-    """The factors a group of runs shares: all but ``epochs`` and ``batch_size``."""
-    return [f for f in FACTORS if f not in ("epochs", "batch_size") and f in df.columns]
+def group_keys(df: pd.DataFrame, factors: Sequence[str] = FACTORS) -> list[str]:
+    """The ``factors`` (a study's :attr:`RunData.factors`) a group of runs shares: all
+    but ``epochs``, ``batch_size`` and a setting tied to the batch size (levels grouped
+    with it, such as ``{batch_size: 8, train.lr: 0.001}``), which the comparison reads
+    at each batch size's own level."""
+    keys = [f for f in factors if f not in ("epochs", "batch_size") and f in df.columns]
+    return [f for f in keys if f in FACTORS or not _tied_to_batch(df, f)]
+
+
+def _tied_to_batch(df: pd.DataFrame, factor: str) -> bool:
+    if "batch_size" not in df.columns or df[factor].nunique() < 2:
+        return False
+    return bool(df.groupby("batch_size")[factor].nunique().max() == 1)
 
 
 def group_label(keys: list[str], values: tuple) -> str:
@@ -59,13 +70,15 @@ def group_label(keys: list[str], values: tuple) -> str:
     return ", ".join(f"{k.removesuffix('_size')} {v}" for k, v in zip(keys, values, strict=True))
 
 
-def run_curves(curves: pd.DataFrame, metric: str) -> pd.DataFrame:
+def run_curves(
+    curves: pd.DataFrame, metric: str, factors: Sequence[str] = FACTORS
+) -> pd.DataFrame:
     """One curve per (group, batch_size, seed) with ``epoch``, ``step`` and ``metric``.
 
     Without a ``step`` column steps are epoch × ⌈dataset_size / batch_size⌉, as the
     runner counts them (the last partial batch kept).
     """
-    keys = group_keys(curves)
+    keys = group_keys(curves, factors)
     columns = [*keys, "batch_size", "seed", "epoch", "step", metric]
     if curves.empty or metric not in curves.columns:
         return pd.DataFrame(columns=columns)
@@ -86,11 +99,11 @@ def run_curves(curves: pd.DataFrame, metric: str) -> pd.DataFrame:
     return c.sort_values([*keys, "batch_size", "seed", "epoch"], ignore_index=True)[columns]
 
 
-def _readings(curves: pd.DataFrame, metric: str) -> pd.DataFrame:
+def _readings(curves: pd.DataFrame, metric: str, factors: Sequence[str]) -> pd.DataFrame:
     """Per group with two or more batch sizes, comparison, batch size and seed: the
     metric at the comparison's budget, with the ``epoch`` and ``step`` read at."""
-    runs = run_curves(curves, metric)
-    keys = group_keys(runs)
+    runs = run_curves(curves, metric, factors)
+    keys = group_keys(runs, factors)
     columns = [*keys, "comparison", "budget", "batch_size", "seed", "epoch", "step", metric]
     parts = []
     for _, g in runs.groupby(keys, sort=True):
@@ -111,8 +124,10 @@ def batch_comparison_table(
     metric: str = DEFAULT_METRIC,
     params: Params = DEFAULT_PARAMS,
     bounds: tuple[float, float] | None = None,
+    factors: Sequence[str] = FACTORS,
 ) -> pd.DataFrame:
-    """Per group of runs that differ only in batch size, per comparison and batch size:
+    """Per group of runs that differ only in batch size (:func:`group_keys` of
+    ``factors``), per comparison and batch size:
     the metric over seeds at an equal budget.
 
     ``equal epochs``: at ``budget``, the largest epoch every run of the group reached.
@@ -125,8 +140,8 @@ def batch_comparison_table(
     within ``bounds``, the metric's range by default). Only groups with two or more
     batch sizes appear.
     """
-    readings = _readings(curves, metric)
-    keys = group_keys(readings)
+    readings = _readings(curves, metric, factors)
+    keys = group_keys(readings, factors)
     by = [*keys, "comparison", "budget", "batch_size"]
     columns = [*by, "epoch", "step", "n", "mean", "std", "ci_low", "ci_high"]
     if readings.empty:
@@ -160,7 +175,10 @@ def _paired(diffs: pd.Series, params: Params) -> tuple[float, float, float, floa
 
 
 def batch_difference_table(
-    curves: pd.DataFrame, metric: str = DEFAULT_METRIC, params: Params = DEFAULT_PARAMS
+    curves: pd.DataFrame,
+    metric: str = DEFAULT_METRIC,
+    params: Params = DEFAULT_PARAMS,
+    factors: Sequence[str] = FACTORS,
 ) -> pd.DataFrame:
     """Per comparison, how much the best batch size beats each other one.
 
@@ -173,8 +191,8 @@ def batch_difference_table(
     ``other_step``, ``best_epoch`` and ``other_epoch`` the median over groups of where
     they were read; ``budget_low``/``budget_high`` the range of the groups' budgets.
     """
-    readings = _readings(curves, metric)
-    keys = group_keys(readings)
+    readings = _readings(curves, metric, factors)
+    keys = group_keys(readings, factors)
     sign = 1.0 if higher_is_better(metric) else -1.0
     rows = []
     for comparison in COMPARISONS:
@@ -314,11 +332,12 @@ def get_steps_info(
     lr: str = "",
     baselines: dict[str, float] | None = None,
     limit: int = MAX_PANELS,
+    factors: Sequence[str] = FACTORS,
 ) -> StepsInfo:
     """Panels for up to ``limit`` groups with two or more batch sizes, those whose best
     mean (over batch sizes and epochs) is highest first: the groups of the best cells."""
-    runs = run_curves(curves, metric)
-    keys = group_keys(runs)
+    runs = run_curves(curves, metric, factors)
+    keys = group_keys(runs, factors)
     sign = 1.0 if higher_is_better(metric) else -1.0
     scored = []
     for key, g in runs.groupby(keys, sort=True):
@@ -368,7 +387,9 @@ def plot_batch_steps(run: RunData) -> Figure:
     """The metric against optimizer steps, one line per batch size, one panel per group."""
     metric = run.metric if run.metric in run.curves.columns else DEFAULT_METRIC
     scores = run.baselines.scores(metric) if run.baselines is not None else {}
-    info = get_steps_info(run.curves, metric, run.params, lr_text(run.grid), scores)
+    info = get_steps_info(
+        run.curves, metric, run.params, lr_text(run.grid), scores, factors=run.factors
+    )
     return get_steps_plot(info)
 
 

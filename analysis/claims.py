@@ -369,6 +369,9 @@ def _judge(claim: Claim, final: pd.DataFrame, curves: pd.DataFrame, ctx: _Contex
     levels = sorted(final[factor].dropna().unique()) if factor in final.columns else []
     if not levels:
         return _Verdict("not testable", needed=f"the trials table has no {factor}")
+    if claim.kind == "trend" and not pd.api.types.is_numeric_dtype(final[factor]):
+        # note: a text setting (model.encoder) has no smallest and largest level
+        return _Verdict("not testable", needed=f"a trend needs numeric levels; {factor} is text")
     if claim.kind == "trend" and len(levels) < 2:
         return _Verdict(
             "not testable",

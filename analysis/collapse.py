@@ -10,7 +10,7 @@ and not a plateau. A loss has no trivial score, so nothing is flagged on a loss.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -68,8 +68,11 @@ def collapse_table(
     baselines: Baselines | None,
     metric: str = DEFAULT_METRIC,
     params: Params = DEFAULT_PARAMS,
+    factors: Sequence[str] = FACTORS,
 ) -> pd.DataFrame:
-    """One row per (cell, seed) of :func:`analysis.load.final_metrics` rows.
+    """One row per (cell, seed) of :func:`analysis.load.final_metrics` rows; the
+    ``factors`` beyond the four (a study's :attr:`RunData.factors`) follow ``batch_size``
+    where ``final`` has them.
 
     Columns: ``collapsed`` (the rule of :func:`collapsed_curve` on ``final``),
     ``nearest_trivial`` (the trivial predictor whose score is closest to ``final``),
@@ -77,7 +80,9 @@ def collapse_table(
     score, signed so that better is positive). Without scores for ``metric`` (no
     baselines, or a loss) nothing is collapsed and ``attrs["note"]`` says why.
     """
-    out = final.reindex(columns=COLLAPSE_COLUMNS).copy()
+    extra = [f for f in factors if f not in FACTORS and f in final.columns]
+    at = COLLAPSE_COLUMNS.index("training_run")
+    out = final.reindex(columns=[*COLLAPSE_COLUMNS[:at], *extra, *COLLAPSE_COLUMNS[at:]]).copy()
     out["final"] = out["final"].astype(float)
     scores = baselines.scores(metric) if baselines is not None else {}
     out["collapsed"] = False

@@ -8,6 +8,7 @@ it mostly doubles the examples. Fitted per group of runs that differ only in bat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ import statsmodels.api as sm
 
 from analysis.baselines import Baselines
 from analysis.batch import MIN_BATCH_LEVELS, group_keys, group_label, run_curves
+from analysis.load import FACTORS
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.plateau import smooth_centred
 from analysis.stats import higher_is_better
@@ -54,8 +56,10 @@ def steps_to_target_table(
     metric: str = DEFAULT_METRIC,
     baselines: Baselines | None = None,
     params: Params = DEFAULT_PARAMS,
+    factors: Sequence[str] = FACTORS,
 ) -> pd.DataFrame:
-    """Per group with ≥ 3 batch sizes, per (batch size, seed): the optimizer ``steps``
+    """Per group with ≥ 3 batch sizes (:func:`analysis.batch.group_keys` of ``factors``),
+    per (batch size, seed): the optimizer ``steps``
     and ``examples`` (batch size × steps) to reach the group's ``target``.
 
     Each run's curve is smoothed by the plateau rule's centred ``params.window``-epoch
@@ -68,8 +72,8 @@ def steps_to_target_table(
     lowest first-epoch mean. A group whose weakest batch size never beats the floor has
     no target (NaN).
     """
-    runs = run_curves(curves, metric)
-    keys = group_keys(runs)
+    runs = run_curves(curves, metric, factors)
+    keys = group_keys(runs, factors)
     sign = 1.0 if higher_is_better(metric) else -1.0
     trivial = baselines.best(metric) if baselines is not None else None
     rows = []
@@ -186,8 +190,10 @@ def critical_batch_table(
     metric: str = DEFAULT_METRIC,
     baselines: Baselines | None = None,
     params: Params = DEFAULT_PARAMS,
+    factors: Sequence[str] = FACTORS,
 ) -> pd.DataFrame:
-    """One row per group with two or more batch sizes: McCandlish et al.'s fit of the
+    """One row per group with two or more batch sizes (:func:`analysis.batch.group_keys`
+    of ``factors``): McCandlish et al.'s fit of the
     steps to the target (:func:`steps_to_target_table`) against the batch size.
 
     Columns: the group's factors, ``batch_sizes`` (text) and ``levels``, ``floor``,
@@ -198,9 +204,9 @@ def critical_batch_table(
     is no fit: fewer than 3 batch sizes, no target, a batch size that never reaches the
     target, or a non-positive S_min or E_min.
     """
-    runs = run_curves(curves, metric)
-    keys = group_keys(runs)
-    points = steps_to_target_table(curves, metric, baselines, params).set_index(keys)
+    runs = run_curves(curves, metric, factors)
+    keys = group_keys(runs, factors)
+    points = steps_to_target_table(curves, metric, baselines, params, factors).set_index(keys)
     rows = []
     for key, g in runs.groupby(keys, sort=True):
         batches = sorted(int(b) for b in g["batch_size"].unique())
@@ -246,9 +252,10 @@ def _count(v: float) -> str:
 def critical_batch_sentences(table: pd.DataFrame, metric: str) -> list[str]:
     """One sentence per group of :func:`critical_batch_table` with ≥ 3 batch sizes."""
     out = []
-    keys = group_keys(table)
-    for r in table[table["levels"] >= MIN_BATCH_LEVELS].itertuples(index=False):
-        where = group_label(keys, tuple(getattr(r, k) for k in keys))
+    keys = list(table.columns[: table.columns.get_loc(CRITICAL_COLUMNS_TAIL[0])])
+    # note: rows as Series, as a setting's dotted path is no tuple field name
+    for _, r in table[table["levels"] >= MIN_BATCH_LEVELS].iterrows():
+        where = group_label(keys, tuple(r[k] for k in keys))
         head = f"Critical batch size ({where}; batches {r.batch_sizes}"
         if r.why:
             out.append(f"{head}): cannot be fitted — {r.why}.")

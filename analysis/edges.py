@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from analysis.cells import extra_factors
 from analysis.load import FACTORS
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import higher_is_better
@@ -55,7 +56,7 @@ def _improving(plateau: pd.DataFrame, cell_id: str, params: Params) -> dict[str,
 def _neighbour(cells: pd.DataFrame, cell: pd.Series, factor: str, level: object) -> float:
     """The mean of the cell that differs from ``cell`` only in ``factor`` (at ``level``)."""
     same = np.ones(len(cells), dtype=bool)
-    for f in FACTORS:
+    for f in [*FACTORS, *extra_factors(cells)]:
         if f in cells.columns:
             same &= (cells[f] == (level if f == factor else cell[f])).to_numpy()
     hit = cells.loc[same, "final_mean"]
@@ -107,7 +108,10 @@ def edges_table(
     """
     if cells.empty:
         return pd.DataFrame(columns=EDGE_COLUMNS)
-    factors = [f for f in FACTORS if f in cells.columns]
+    # note: only a numeric factor has levels beyond the grid's; a text one (model.encoder)
+    # has no "larger" level to extend to
+    numeric = [f for f in extra_factors(cells) if pd.api.types.is_numeric_dtype(cells[f])]
+    factors = [*(f for f in FACTORS if f in cells.columns), *numeric]
     levels = {
         f: sorted(set(grid_levels[f]) if grid_levels and f in grid_levels else set(cells[f]))
         for f in factors

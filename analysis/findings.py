@@ -8,6 +8,7 @@ Pareto frontiers and the recommendations. The sentences that sum the tables up a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -164,11 +165,16 @@ def class_scores(curves: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def _cells_with_extras(
-    final: pd.DataFrame, collapse: pd.DataFrame, extras: pd.DataFrame, metric: str, params
+    final: pd.DataFrame,
+    collapse: pd.DataFrame,
+    extras: pd.DataFrame,
+    metric: str,
+    params,
+    factors: Sequence[str],
 ) -> pd.DataFrame:
     """The cells table with ``collapsed`` (collapsed seeds), per-class IoU means and, with
     a test split, the test score at the best validation epoch with its interval."""
-    cells = cells_table(final, metric, params)
+    cells = cells_table(final, metric, params, factors)
     flags = final.merge(collapse[[*TRIAL_KEY, "collapsed"]], on=list(TRIAL_KEY), how="left")
     count = flags.groupby("cell_id")["collapsed"].sum().astype(int)
     cells["collapsed"] = cells["cell_id"].map(count).fillna(0).astype(int)
@@ -197,16 +203,19 @@ def compute_tables(data: RunData) -> ReportTables:
     """All tables from the ``ok`` trials; plateau and overfitting need curves."""
     metric, params = data.metric, data.params
     curve_metric = metric if metric in data.curves.columns else DEFAULT_METRIC
-    collapse = collapse_table(data.final, data.baselines, metric, params)
+    collapse = collapse_table(data.final, data.baselines, metric, params, data.factors)
     final = data.final.merge(collapse[[*TRIAL_KEY, "collapsed"]], on=list(TRIAL_KEY), how="left")
     final["collapsed"] = final["collapsed"].fillna(False).astype(bool)
     cells = _cells_with_extras(
-        data.final, collapse, class_scores(data.curves, curve_metric), metric, params
+        data.final, collapse, class_scores(data.curves, curve_metric), metric, params,
+        data.factors,
     )
     healthy = cells[cells["collapsed"] == 0]
-    plateau = plateau_table(data.curves, curve_metric, params, baselines=data.baselines)
-    overfitting = overfitting_table(data.curves, curve_metric, params)
-    anova = anova_table(data.final, "final")
+    plateau = plateau_table(
+        data.curves, curve_metric, params, baselines=data.baselines, factors=data.factors
+    )
+    overfitting = overfitting_table(data.curves, curve_metric, params, data.factors)
+    anova = anova_table(data.final, "final", data.factors)
     bounds = metric_bounds(metric)
     # note: a power law of 1 − metric only means something for scores in [0, 1]
     unit = higher_is_better(metric) and bounds == (0.0, 1.0)
@@ -218,14 +227,16 @@ def compute_tables(data: RunData) -> ReportTables:
         recommendations=recommendations_table(cells, metric, params),
         anova=anova,
         importance=omega_sq_bootstrap(data.final, anova, "final", params),
-        main_effects=main_effects_table(data.final, params, metric),
+        main_effects=main_effects_table(data.final, params, metric, data.factors),
         plateau=plateau,
         overfitting=overfitting,
         curves_by_cell=curves_by_cell(plateau, overfitting),
         edges=edges_table(healthy, plateau, _grid_levels(data), metric, params=params),
-        batch=batch_comparison_table(data.curves, curve_metric, params),
-        batch_differences=batch_difference_table(data.curves, curve_metric, params),
-        critical_batch=critical_batch_table(data.curves, curve_metric, data.baselines, params),
+        batch=batch_comparison_table(data.curves, curve_metric, params, factors=data.factors),
+        batch_differences=batch_difference_table(data.curves, curve_metric, params, data.factors),
+        critical_batch=critical_batch_table(
+            data.curves, curve_metric, data.baselines, params, data.factors
+        ),
         claims=claims_table(data),
         pareto=pareto_table(healthy, higher_is_better(metric), costs=pareto_costs(data.ok)),
         scaling=scaling_table(healthy if unit else cells.iloc[0:0], params),

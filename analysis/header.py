@@ -10,13 +10,22 @@ import pandas as pd
 
 from analysis.batch import lr_text
 from analysis.load import FACTORS, RunData
+from gridrun.layout import GROUPED_KEY, factor_names
 
 __all__ = ["devices", "study_facts"]
 
 
 def _levels(grid: dict[str, Any], trials: pd.DataFrame) -> str:
     factors = grid.get("factors") or {f: sorted(trials[f].dropna().unique()) for f in FACTORS}
-    return "; ".join(f"{f} {', '.join(str(v) for v in factors.get(f, []))}" for f in FACTORS)
+    levels = {k: list(v) for k, v in factors.items() if k != GROUPED_KEY}
+    # note: levels set together ({batch_size: 8, train.lr: 0.001}) are listed per factor
+    for group in factors.get(GROUPED_KEY) or []:
+        for k, v in group.items():
+            known = levels.setdefault(k, [])
+            if v not in known:
+                known.append(v)
+    names = factor_names(factors)
+    return "; ".join(f"{f} {', '.join(str(v) for v in levels.get(f, []))}" for f in names)
 
 
 def _data(grid: dict[str, Any]) -> str | None:

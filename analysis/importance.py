@@ -4,12 +4,14 @@ trials together, so trials read off one run are not counted as independent)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.anova import anova_table, omega_sq_bootstrap
-from analysis.load import RunData
+from analysis.load import FACTORS, RunData
 from analysis.params import DEFAULT_PARAMS, Params
 
 __all__ = [
@@ -22,11 +24,13 @@ __all__ = [
 MAX_TERMS = 12
 
 
-def importance_table(final: pd.DataFrame, params: Params = DEFAULT_PARAMS) -> pd.DataFrame:
-    """``term, omega_sq, ci_low, ci_high, p_value`` for every ANOVA term, largest first;
-    ``p_value`` from the term's stratum (between or within training runs, see
-    :func:`analysis.anova.anova_table`)."""
-    return omega_sq_bootstrap(final, anova_table(final), "final", params)
+def importance_table(
+    final: pd.DataFrame, params: Params = DEFAULT_PARAMS, factors: Sequence[str] = FACTORS
+) -> pd.DataFrame:
+    """``term, omega_sq, ci_low, ci_high, p_value`` for every ANOVA term of ``factors``
+    (a study's :attr:`RunData.factors`), largest first; ``p_value`` from the term's
+    stratum (between or within training runs, see :func:`analysis.anova.anova_table`)."""
+    return omega_sq_bootstrap(final, anova_table(final, "final", factors), "final", params)
 
 
 def get_importance_info(importance: pd.DataFrame, limit: int = MAX_TERMS) -> pd.DataFrame:
@@ -63,7 +67,7 @@ def get_importance_plot(info: pd.DataFrame, metric: str, total: int, params: Par
 
 def plot_factor_importance(run: RunData) -> Figure:
     """Bar chart of the ω² of every ANOVA term of ``run``, with intervals."""
-    table = importance_table(run.final, run.params)
+    table = importance_table(run.final, run.params, run.factors)
     return get_importance_plot(
         get_importance_info(table), run.metric, len(table), run.params
     )

@@ -6,6 +6,7 @@ each seed, then over seeds, with the interval of :mod:`analysis.stats`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -55,21 +56,23 @@ def get_interaction_info(
     params: Params = DEFAULT_PARAMS,
     baselines: Baselines | None = None,
     metric: str = DEFAULT_METRIC,
+    factors: Sequence[str] = FACTORS,
 ) -> InteractionsInfo:
-    """One :class:`PairInfo` per pair of factors with at least two levels.
+    """One :class:`PairInfo` per pair of ``factors`` (a study's :attr:`RunData.factors`)
+    with at least two levels in ``final``.
 
     The factor with more levels goes on the x axis; the other draws the lines.
     """
     pairs = []
-    for a, b in combinations(varying_factors(final), 2):
+    varying = varying_factors(final, factors)
+    for a, b in combinations(varying, 2):
         x, hue = (b, a) if final[b].nunique() > final[a].nunique() else (a, b)
         bounds = metric_bounds(metric)
         table, seeds = seed_mean_intervals(final, [x, hue], params, bounds=bounds)
         pairs.append(PairInfo(x, hue, table, seeds))
-    varying = varying_factors(final)
     single = {
         f: final[f].dropna().iloc[0]
-        for f in FACTORS
+        for f in factors
         if f in final.columns and f not in varying and final[f].notna().any()
     }
     levels = [
@@ -130,6 +133,6 @@ def get_heatmap_plot(pairs: InteractionsInfo, metric: str) -> Figure:
 
 def plot_interactions(run: RunData, kind: str = "lines") -> Figure:
     """Interaction plots (``kind="lines"``) or heatmaps (``"heatmap"``) for every pair."""
-    pairs = get_interaction_info(run.final, run.params, run.baselines, run.metric)
+    pairs = get_interaction_info(run.final, run.params, run.baselines, run.metric, run.factors)
     draw = get_heatmap_plot if kind == "heatmap" else get_interaction_plot
     return draw(pairs, run.metric)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -38,6 +39,7 @@ from gridrun.layout import (
     TRIALS_FILE,
     Status,
     best_column,
+    factor_names,
     final_column,
     trial_id,
 )
@@ -125,6 +127,14 @@ class RunData:
             return local
         return Path(self.location).expanduser()
 
+    @property
+    def factors(self) -> tuple[str, ...]:
+        """The study's factors: the four, then the settings its grid file names under
+        ``factors:`` (dotted paths such as ``train.lr``) in name order; the four alone
+        without a grid file."""
+        factors = self.grid.get("factors")
+        return factor_names(factors if isinstance(factors, dict) else None)
+
     @cached_property
     def final(self) -> pd.DataFrame:
         """:func:`final_metrics` of this study, computed once."""
@@ -137,31 +147,35 @@ class RunData:
         )
 
 
-def varying_factors(df: pd.DataFrame) -> list[str]:
-    """The factors with at least two levels in ``df``, in canonical order."""
-    return [f for f in FACTORS if f in df.columns and df[f].nunique(dropna=True) >= 2]
+def varying_factors(df: pd.DataFrame, factors: Sequence[str] = FACTORS) -> list[str]:
+    """The ``factors`` (a study's :attr:`RunData.factors`) with at least two levels in
+    ``df``, in that order."""
+    return [f for f in factors if f in df.columns and df[f].nunique(dropna=True) >= 2]
 
 
-def split_trials(curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """Curves sorted by trial and epoch, one row per trial (key and factors), and the
+def split_trials(
+    curves: pd.DataFrame, factors: Sequence[str] = FACTORS
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Curves sorted by trial and epoch, one row per trial (key and ``factors``), and the
     bounds: trial ``i``'s epochs are rows ``bounds[i]:bounds[i + 1]`` of the sorted curves.
     """
     curves = curves.sort_values([*TRIAL_KEY, "epoch"], kind="stable").reset_index(drop=True)
     codes = curves.groupby(list(TRIAL_KEY), sort=False).ngroup().to_numpy()
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else codes
-    heads = curves.iloc[starts][[*TRIAL_KEY, *FACTORS]].reset_index(drop=True)
+    present = [f for f in factors if f in FACTORS or f in curves.columns]
+    heads = curves.iloc[starts][[*TRIAL_KEY, *present]].reset_index(drop=True)
     return curves, heads, np.r_[starts, len(curves)].astype(int)
 
 
 def split_runs(
-    curves: pd.DataFrame,
+    curves: pd.DataFrame, factors: Sequence[str] = FACTORS
 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
     """:func:`split_trials` plus each trial's training run: ``heads`` gains a
     ``training_run`` column (``<cell_id>_s<seed>``, the trial alone, where the curves
     name none) and ``longest[i]`` is the trial that holds trial ``i``'s whole run curve
     (the run's trial with the most epochs; shorter trials' curves are its first epochs).
     """
-    curves, heads, bounds = split_trials(curves)
+    curves, heads, bounds = split_trials(curves, factors)
     named = curves["training_run"] if "training_run" in curves.columns else None
     runs = pd.Series([None] * len(heads) if named is None else named.to_numpy()[bounds[:-1]])
     alone = [trial_id(c, s) for c, s in zip(heads["cell_id"], heads["seed"], strict=True)]
@@ -328,9 +342,10 @@ def final_metrics(data: RunData) -> pd.DataFrame:
     Trials whose final metric is null are dropped.
     """
     metric, ok = data.metric, data.ok
+    extra = [f for f in data.factors[len(FACTORS) :] if f in ok.columns]
     cols = [
-        *TRIAL_KEY, *FACTORS, TRIAL_ID, "training_run", "predictions", "steps", "train_time_s",
-        "peak_mem_mb",
+        *TRIAL_KEY, *FACTORS, *extra, TRIAL_ID, "training_run", "predictions", "steps",
+        "train_time_s", "peak_mem_mb",
     ]  # fmt: skip
     out = ok[cols].copy()
     curves = data.curves

@@ -3,6 +3,7 @@ other factors within each seed, with the interval over seeds."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -43,11 +44,13 @@ def get_main_effects_info(
     params: Params = DEFAULT_PARAMS,
     baselines: Baselines | None = None,
     metric: str = DEFAULT_METRIC,
+    factors: Sequence[str] = FACTORS,
 ) -> MainEffectsInfo:
-    """An :class:`EffectInfo` per factor of ``final`` with two or more levels, one shared
-    y-range and the trivial predictors' scores on ``metric``."""
+    """An :class:`EffectInfo` per factor of ``factors`` (a study's
+    :attr:`RunData.factors`) with two or more levels in ``final``, one shared y-range and
+    the trivial predictors' scores on ``metric``."""
     infos = []
-    for factor in FACTORS:
+    for factor in factors:
         if factor in final.columns and final[factor].notna().any():
             bounds = metric_bounds(metric)
             table, seeds = seed_mean_intervals(final, [factor], params, bounds=bounds)
@@ -59,13 +62,16 @@ def get_main_effects_info(
 
 
 def main_effects_table(
-    final: pd.DataFrame, params: Params = DEFAULT_PARAMS, metric: str = DEFAULT_METRIC
+    final: pd.DataFrame,
+    params: Params = DEFAULT_PARAMS,
+    metric: str = DEFAULT_METRIC,
+    factors: Sequence[str] = FACTORS,
 ) -> pd.DataFrame:
     """Long table of the level means of every factor with two or more levels: ``factor,
     level, n, mean, std, ci_low, ci_high``."""
     rows = [
         info.table.rename(columns={info.factor: "level"}).assign(factor=info.factor)
-        for info in get_main_effects_info(final, params, metric=metric)
+        for info in get_main_effects_info(final, params, metric=metric, factors=factors)
     ]
     columns = ["factor", "level", "n", "mean", "std", "ci_low", "ci_high"]
     return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
@@ -89,5 +95,5 @@ def get_main_effects_plot(infos: MainEffectsInfo, metric: str) -> Figure:
 
 def plot_main_effects(run: RunData) -> Figure:
     """Main-effect plots of ``run``'s final metric for every factor."""
-    info = get_main_effects_info(run.final, run.params, run.baselines, run.metric)
+    info = get_main_effects_info(run.final, run.params, run.baselines, run.metric, run.factors)
     return get_main_effects_plot(info, run.metric)

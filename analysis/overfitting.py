@@ -19,6 +19,7 @@ an onset, since a rise in the last epoch or two may be noise.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,9 +105,14 @@ def overfit_onset(
 
 
 def overfitting_table(
-    curves: pd.DataFrame, metric: str = DEFAULT_METRIC, params: Params = DEFAULT_PARAMS
+    curves: pd.DataFrame,
+    metric: str = DEFAULT_METRIC,
+    params: Params = DEFAULT_PARAMS,
+    factors: Sequence[str] = FACTORS,
 ) -> pd.DataFrame:
     """One row per (cell, seed) with both losses; onsets from its training run's curve.
+    The ``factors`` beyond the four (a study's :attr:`RunData.factors`) follow
+    ``batch_size`` where the curves have them.
 
     Run columns: ``training_run`` and ``run_overfit_epoch`` (the run's confirmed onset,
     whatever the trial's epoch). At the trial's own epoch ``trial_epoch``:
@@ -124,7 +130,7 @@ def overfitting_table(
     curves = curves.dropna(subset=["val_loss", "train_loss"])
     if curves.empty:
         return empty
-    curves, heads, bounds, longest = split_runs(curves)
+    curves, heads, bounds, longest = split_runs(curves, factors)
     epochs = curves["epoch"].to_numpy(float)
     train, val = curves["train_loss"].to_numpy(float), curves["val_loss"].to_numpy(float)
     nan = np.full(len(curves), np.nan)
@@ -157,6 +163,9 @@ def overfitting_table(
             abs(best - s[-1]),
         )
     out = pd.concat([heads, pd.DataFrame(rows, columns=_NUMBERS)], axis=1)
-    return out[OVERFITTING_COLUMNS].astype(
+    extra = [f for f in heads.columns if f not in OVERFITTING_COLUMNS]
+    at = OVERFITTING_COLUMNS.index("seed")
+    columns = [*OVERFITTING_COLUMNS[:at], *extra, *OVERFITTING_COLUMNS[at:]]
+    return out[columns].astype(
         {**dict.fromkeys(_INT_COLUMNS, "Int64"), "transient_rises": int}
     )

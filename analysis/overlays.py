@@ -18,6 +18,7 @@ labelled so: it is not the metric the report ranks cells by.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -110,12 +111,13 @@ def _row(
     examples: tuple[np.ndarray, np.ndarray],
     metric: str,
     ignore_index: int | None,
+    factors: Sequence[str],
 ) -> OverlayRow:
     trials = final[final["cell_id"] == cell_id].sort_values("final", kind="stable")
     if trials.empty:
         return OverlayRow(label, cell_id, "", note="no finished trial.")
     trial = trials.iloc[(len(trials) - 1) // 2]
-    levels = ", ".join(f"{f}={trial[f]}" for f in FACTORS)
+    levels = ", ".join(f"{f}={trial[f]}" for f in factors if f in FACTORS or f in trial.index)
     run_id, rel = str(trial[TRIAL_ID]), trial.get("predictions")
     epoch = int(trial["epochs"]) if pd.notna(trial.get("epochs")) else None
     partial = OverlayRow(
@@ -145,15 +147,17 @@ def get_overlay_info(
     max_images: int = OVERLAY_IMAGES,
     metric: str = DEFAULT_METRIC,
     ignore_index: int | None = None,
+    factors: Sequence[str] = FACTORS,
 ) -> OverlayInfo:
     """Overlays of the first ``max_images`` examples for each (label, cell_id) pick, each
-    row captioned with its trial's ``metric``; ``ignore_index`` pixels left unpainted."""
+    row captioned with its trial's ``factors`` and ``metric``; ``ignore_index`` pixels
+    left unpainted."""
     examples = _npz(files, EXAMPLES_FILE)
     if examples is None:
         return OverlayInfo([], [], f"no {EXAMPLES_FILE}: the study saved no example images.")
     images, truth = examples["image"][:max_images], examples["truth"][:max_images]
     rows = [
-        _row(files, label, cell, final, (images, truth), metric, ignore_index)
+        _row(files, label, cell, final, (images, truth), metric, ignore_index, factors)
         for label, cell in picks
     ]
     return OverlayInfo(list(images), rows, ignore_index=ignore_index)
@@ -194,11 +198,12 @@ def plot_overlays(
 ) -> Figure:
     """Overlays of ``cells`` (default: the best and the worst cell) on the example images."""
     if cells is None:
-        ranked = cells_table(run.final, run.metric, run.params)["cell_id"].tolist()
+        ranked = cells_table(run.final, run.metric, run.params, run.factors)["cell_id"].tolist()
         picks = list(dict.fromkeys([("best", ranked[0]), ("worst", ranked[-1])] if ranked else []))
     else:
         picks = [("", c) for c in cells]
     info = get_overlay_info(
-        run.files, picks, run.final, max_images, run.metric, grid_ignore_index(run.grid)
-    )
+        run.files, picks, run.final, max_images, run.metric, grid_ignore_index(run.grid),
+        run.factors,
+    )  # fmt: skip
     return get_overlay_plot(info)

@@ -16,7 +16,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from analysis.cells import cells_table
+from analysis.cells import cells_table, extra_factors
 from analysis.load import FACTORS, RunData
 from analysis.stats import higher_is_better
 
@@ -37,7 +37,7 @@ class ParallelInfo:
 
 def get_parallel_info(cells: pd.DataFrame, metric: str) -> ParallelInfo:
     cells = cells.dropna(subset=["final_mean"])
-    factors = [f for f in FACTORS if f in cells.columns]
+    factors = [*(f for f in FACTORS if f in cells.columns), *extra_factors(cells)]
     sign = 1.0 if higher_is_better(metric) else -1.0
     cells = cells.iloc[np.argsort(sign * cells["final_mean"].to_numpy(), kind="stable")]
     columns, ticks = [], []
@@ -87,5 +87,5 @@ def get_parallel_plot(info: ParallelInfo) -> Figure:
 
 def plot_parallel_coordinates(run: RunData) -> Figure:
     """Parallel-coordinates plot of ``run``'s cells over all factors, coloured by the metric."""
-    cells = cells_table(run.final, run.metric, run.params)
+    cells = cells_table(run.final, run.metric, run.params, run.factors)
     return get_parallel_plot(get_parallel_info(cells, run.metric))

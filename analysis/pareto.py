@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.baselines import Baselines
-from analysis.cells import cells_table
+from analysis.cells import cells_table, extra_factors
 from analysis.figures import BaselineLine, baseline_lines, draw_baselines, log_axis
 from analysis.load import FACTORS, RunData
 from analysis.stats import higher_is_better
@@ -103,7 +103,7 @@ def pareto_table(
     (``on_time_frontier``, ``on_memory_frontier``). A cost left out of ``costs`` (peak
     memory on CPU: :func:`pareto_costs`) has neither its column nor its frontier."""
     costs = [c for c in COSTS if c in costs]
-    out = cells[[*FACTORS, "cell_id", "n", "final_mean", *costs]].copy()
+    out = cells[[*FACTORS, *extra_factors(cells), "cell_id", "n", "final_mean", *costs]].copy()
     score = out["final_mean"].to_numpy()
     for cost in costs:
         out[FRONTIER_COLUMNS[cost]] = pareto_mask(out[cost].to_numpy(), score, higher_better)
@@ -175,7 +175,7 @@ def get_pareto_plot(info: ParetoInfo) -> Figure:
 def plot_pareto(run: RunData) -> Figure:
     """Mean metric of every cell against train time, and against peak memory when every
     trial ran on a GPU; frontiers and the trivial predictors' scores drawn."""
-    cells = cells_table(run.final, run.metric, run.params)
+    cells = cells_table(run.final, run.metric, run.params, run.factors)
     info = get_pareto_info(
         cells,
         run.metric,

@@ -126,8 +126,11 @@ def plateau_table(
     metric: str = DEFAULT_METRIC,
     params: Params = DEFAULT_PARAMS,
     baselines: Baselines | None = None,
+    factors: Sequence[str] = FACTORS,
 ) -> pd.DataFrame:
-    """One row per (cell, seed), the plateau found on its training run's whole curve.
+    """One row per (cell, seed), the plateau found on its training run's whole curve;
+    the ``factors`` beyond the four (a study's :attr:`RunData.factors`) follow
+    ``batch_size`` where the curves have them.
 
     Run columns: ``training_run``, ``run_epochs`` (its last recorded epoch),
     ``run_plateau_epoch``, ``plateau_value`` (smoothed metric there) and
@@ -143,7 +146,7 @@ def plateau_table(
     if curves.empty or metric not in curves.columns:
         empty = pd.DataFrame(columns=PLATEAU_COLUMNS)
         return empty.astype(dict.fromkeys(_INT_COLUMNS, "Int64"))
-    curves, heads, bounds, longest = split_runs(curves)
+    curves, heads, bounds, longest = split_runs(curves, factors)
     values, epochs = curves[metric].to_numpy(float), curves["epoch"].to_numpy(float)
     higher = higher_is_better(metric)
     sign = 1.0 if higher else -1.0
@@ -158,4 +161,7 @@ def plateau_table(
         for i, j in enumerate(longest)
     ]
     out = pd.concat([heads, pd.DataFrame(rows, columns=_NUMBERS, dtype=float)], axis=1)
-    return out[PLATEAU_COLUMNS].astype(dict.fromkeys(_INT_COLUMNS, "Int64"))
+    extra = [f for f in heads.columns if f not in PLATEAU_COLUMNS]
+    at = PLATEAU_COLUMNS.index("seed")
+    columns = [*PLATEAU_COLUMNS[:at], *extra, *PLATEAU_COLUMNS[at:]]
+    return out[columns].astype(dict.fromkeys(_INT_COLUMNS, "Int64"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.cells import extra_factors
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import format_interval, format_p, higher_is_better, welch_worse_p
 from gridrun.layout import DEFAULT_METRIC
@@ -47,7 +48,7 @@ def _candidates(
     return g[keep]
 
 
-def _group(g: pd.DataFrame, metric: str, params: Params) -> list[dict]:
+def _group(g: pd.DataFrame, metric: str, params: Params, extra: list[str]) -> list[dict]:
     sign = 1.0 if higher_is_better(metric) else -1.0
     if "collapsed" in g.columns:
         g = g[~(g["collapsed"].fillna(0) > 0)]
@@ -76,7 +77,7 @@ def _group(g: pd.DataFrame, metric: str, params: Params) -> list[dict]:
                 "image_size": best["image_size"],
                 "by": cost,
                 "cell_id": pick["cell_id"],
-                **{f: pick[f] for f in ("dataset_size", "epochs", "batch_size")},
+                **{f: pick[f] for f in ("dataset_size", "epochs", "batch_size", *extra)},
                 "n": pick["n"],
                 "mean": pick["final_mean"],
                 "ci_low": pick["final_ci_low"],
@@ -101,13 +102,17 @@ def recommendations_table(
     cells: pd.DataFrame, metric: str = DEFAULT_METRIC, params: Params = DEFAULT_PARAMS
 ) -> pd.DataFrame:
     """Two rows per image size (``by`` = ``train_time_s`` and ``steps``) from
-    :func:`analysis.cells.cells_table`; columns are documented in the README."""
+    :func:`analysis.cells.cells_table`; columns are documented in the README (a study's
+    factors beyond the four follow ``batch_size``)."""
+    extra = extra_factors(cells)
     rows = [
         row
         for _, g in cells.groupby("image_size", sort=True)
-        for row in _group(g.reset_index(drop=True), metric, params)
+        for row in _group(g.reset_index(drop=True), metric, params, extra)
     ]
-    return pd.DataFrame(rows, columns=RECOMMENDATION_COLUMNS)
+    at = RECOMMENDATION_COLUMNS.index("batch_size") + 1
+    columns = [*RECOMMENDATION_COLUMNS[:at], *extra, *RECOMMENDATION_COLUMNS[at:]]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _picks(g: pd.DataFrame) -> str:

@@ -155,12 +155,12 @@ def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, d
         add(
             "main_effects",
             get_main_effects_plot(
-                get_main_effects_info(data.final, params, base, metric), metric
+                get_main_effects_info(data.final, params, base, metric, data.factors), metric
             ),
             "Each factor's levels, averaged over the other factors within each seed; one "
             f"y-axis for all panels{trivial}.",
         )
-    pairs = get_interaction_info(data.final, params, base, metric)
+    pairs = get_interaction_info(data.final, params, base, metric, data.factors)
     if pairs:
         add(
             "interactions",
@@ -190,7 +190,9 @@ def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, d
         )
     if len(tables.batch):
         scores = base.scores(curve_metric) if base is not None else {}
-        steps = get_steps_info(data.curves, curve_metric, params, lr_text(data.grid), scores)
+        steps = get_steps_info(
+            data.curves, curve_metric, params, lr_text(data.grid), scores, factors=data.factors
+        )
         add(
             "batch_steps",
             get_steps_plot(steps),
@@ -237,7 +239,7 @@ def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, d
         return images, notes
     info = get_overlay_info(
         data.files, _overlay_picks(tables), tables.final, OVERLAY_IMAGES, metric,
-        grid_ignore_index(data.grid),
+        grid_ignore_index(data.grid), data.factors,
     )  # fmt: skip
     if info.note:
         notes["predictions"].append(info.note)
@@ -268,7 +270,8 @@ def _sections(data: RunData, tables: ReportTables, images: dict, notes: dict) ->
             model += f" Pooled into the residual: {', '.join(anova.attrs['pooled'])}."
     order = tables.cells["cell_id"].tolist()
     by_cell = tables.curves_by_cell.set_index("cell_id").reindex(order).dropna(how="all")
-    excluded = data.excluded[["cell_id", "seed", *FACTORS, "status", "error"]]
+    extra = [f for f in data.factors if f not in FACTORS and f in data.excluded.columns]
+    excluded = data.excluded[["cell_id", "seed", *FACTORS, *extra, "status", "error"]]
     collapse_rule = params.collapse_rule(metric) if data.baselines is not None else None
     detectable = tables.detectable.sentence(metric) if len(tables.cells) else ""
     isolation = [] if tables.isolation is None else [_isolation_section(tables, params, img, notes)]

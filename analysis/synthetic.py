@@ -5,7 +5,9 @@ longest cell, so tests built on these tables see the names a real study has.
 
 Validation IoU saturates as ``asymptote · (1 − exp(−epoch / tau))``; the asymptote
 grows with image size and data set size, with a planted image_size × batch_size
-interaction; the smallest data sets overfit (validation loss turns up after a third of
+interaction, and a gain for each extra factor given an effect (a setting by its dotted
+path, e.g. ``train.lr``, alone and with the larger batch sizes); the smallest data sets
+overfit (validation loss turns up after a third of
 training while training loss keeps falling), and some runs have a transient bump in
 validation loss early on. Cells that differ only in ``epochs`` share one training run,
 as the runner's do: their curves are the same run cut at their own epoch.
@@ -16,6 +18,7 @@ as the runner's do: their curves are the same run cut at their own epoch.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import product
 from pathlib import Path
@@ -58,15 +61,34 @@ def _asymptote(image: np.ndarray, data: np.ndarray, batch: np.ndarray) -> np.nda
     )
 
 
-def _run_curves(runs: pd.DataFrame, n_epochs: int, noise: float, rng) -> pd.DataFrame:
-    """Every training run's curve to ``n_epochs``."""
+def _extra_gain(
+    runs: pd.DataFrame,
+    extra: Mapping[str, Sequence[object]],
+    effects: Mapping[str, tuple[float, float]],
+) -> np.ndarray:
+    """Per run, the asymptote's gain from the extra factors: ``effects[f] = (main,
+    with_batch)`` at ``f``'s last level over its first (linear in the level's place),
+    ``with_batch`` only with a batch size above the smallest."""
+    gain = np.zeros(len(runs))
+    big_batch = (runs["batch_size"] > runs["batch_size"].min()).to_numpy(float)
+    for f, (main, with_batch) in effects.items():
+        levels = list(extra[f])
+        place = runs[f].map({v: i / max(len(levels) - 1, 1) for i, v in enumerate(levels)})
+        gain += place.to_numpy(float) * (main + with_batch * big_batch)
+    return gain
+
+
+def _run_curves(
+    runs: pd.DataFrame, n_epochs: int, noise: float, rng, gain: np.ndarray
+) -> pd.DataFrame:
+    """Every training run's curve to ``n_epochs``; ``gain``: each run's asymptote gain."""
     curves = runs.loc[runs.index.repeat(n_epochs)].reset_index(drop=True)
     curves["epoch"] = np.tile(np.arange(1, n_epochs + 1), len(runs))
     t = curves["epoch"].to_numpy(float)
     image, data = curves["image_size"].to_numpy(float), curves["dataset_size"].to_numpy(float)
     batch = curves["batch_size"].to_numpy(float)
     per_run = np.repeat(np.arange(len(runs)), n_epochs)
-    asym = _asymptote(image, data, batch) + rng.normal(0, 2 * noise, len(runs))[per_run]
+    asym = _asymptote(image, data, batch) + (gain + rng.normal(0, 2 * noise, len(runs)))[per_run]
     tau = n_epochs / 8
     rise = 1 - np.exp(-t / tau)
     overfit = np.where(data <= np.min(data), np.clip(t - n_epochs / 3, 0, None) / n_epochs, 0.0)
@@ -94,21 +116,33 @@ def synthetic_tables(
     seeds: int = 3,
     noise: float = 0.004,
     rng_seed: int = 0,
+    extra: Mapping[str, Sequence[object]] | None = None,
+    effects: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(trials, curves)`` shaped like the runner's tables, every trial ``ok``."""
+    """``(trials, curves)`` shaped like the runner's tables, every trial ``ok``.
+
+    ``extra``: settings crossed with the four as factors, by dotted path and levels
+    (``{"train.lr": (3e-4, 1e-3)}``), one column each; ``effects``: per extra factor
+    ``(main, with_batch)``, what its last level adds to the asymptote over its first,
+    and adds again with the larger batch sizes (an interaction with ``batch_size``). An
+    extra factor without an effect is null."""
     rng = np.random.default_rng(rng_seed)
+    extra = dict(sorted((extra or {}).items()))
+    run_factors = [*_RUN_FACTORS, *extra]
     runs = pd.DataFrame(
-        list(product(image_sizes, dataset_sizes, batch_sizes, range(seeds))),
-        columns=[*_RUN_FACTORS, "seed"],
+        list(product(image_sizes, dataset_sizes, batch_sizes, *extra.values(), range(seeds))),
+        columns=[*run_factors, "seed"],
     )
     # as the runner names them: after the trial of the run's longest cell
-    longest = runs[_RUN_FACTORS].assign(epochs=max(epochs)).to_dict("records")
+    longest = runs[run_factors].assign(epochs=max(epochs)).to_dict("records")
     runs["training_run"] = [
         training_run_id(f, s) for f, s in zip(longest, runs["seed"], strict=True)
     ]
-    run_curves = _run_curves(runs, max(epochs), noise, rng)
+    gain = _extra_gain(runs, extra, effects or {})
+    run_curves = _run_curves(runs, max(epochs), noise, rng, gain)
     trials = runs.merge(pd.DataFrame({"epochs": epochs}), how="cross")
-    trials["cell_id"] = [cell_id(f) for f in trials[list(FACTORS)].to_dict("records")]
+    factors = [*FACTORS, *extra]
+    trials["cell_id"] = [cell_id(f) for f in trials[factors].to_dict("records")]
     trials[TRIAL_ID] = [
         trial_id(c, s) for c, s in zip(trials["cell_id"], trials["seed"], strict=True)
     ]
@@ -140,14 +174,20 @@ def synthetic_tables(
     return trials.reset_index(), curves
 
 
-def example_grid(trials: pd.DataFrame, name: str = "example") -> dict[str, Any]:
-    """A ``grid.yaml`` for synthetic tables: their factor levels and seeds."""
+def example_grid(
+    trials: pd.DataFrame, name: str = "example", extra: Sequence[str] = ()
+) -> dict[str, Any]:
+    """A ``grid.yaml`` for synthetic tables: their factor levels (with the ``extra``
+    factors' columns, by dotted path) and seeds."""
+    levels = {f: sorted(int(v) for v in trials[f].unique()) for f in FACTORS}
+    for f in sorted(extra):
+        levels[f] = sorted(v.item() if hasattr(v, "item") else v for v in trials[f].unique())
     return {
         "name": name,
         "data": {"source": "synthetic", "num_classes": 1, "eval_size": None},
         "model": {"name": "unet", "base_channels": 16, "depth": 4},
         "train": {"optimizer": "adam", "lr": 0.001, "loss": "bce_dice"},
-        "factors": {f: sorted(int(v) for v in trials[f].unique()) for f in FACTORS},
+        "factors": levels,
         "seeds": sorted(int(s) for s in trials["seed"].unique()),
         "resources": {"workers_per_trial": 1, "use_gpu": "auto"},
     }

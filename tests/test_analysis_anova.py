@@ -17,6 +17,7 @@ from analysis.anova import (
     omega_sq_bootstrap,
 )
 from analysis.params import Params
+from analysis.synthetic import synthetic_tables
 
 
 def _design(seeds: int, rng_seed: int = 0, noise: float = 0.02) -> pd.DataFrame:
@@ -253,3 +254,65 @@ def test_bootstrap_resamples_whole_training_runs():
         pairs = {tuple(np.round(p, 12)) for p in y[g]}
         drawn = {tuple(np.round(source[r, :, b], 12)) for r in range(3) for b in range(50)}
         assert drawn <= pairs
+
+
+def _five_factor(rng_seed: int, effects: dict, epochs=(10, 20)) -> pd.DataFrame:
+    """A synthetic study's ok trials with train.lr as a fifth factor (as analysis.load
+    gives them: `final` and the training run of each trial)."""
+    trials, _ = synthetic_tables(
+        image_sizes=(64, 128), dataset_sizes=(100, 400), epochs=epochs, batch_sizes=(8, 16),
+        seeds=3, noise=0.004, rng_seed=rng_seed, extra={"train.lr": (3e-4, 1e-3)},
+        effects=effects,
+    )  # fmt: skip
+    return trials.assign(final=trials["final_val_iou"])
+
+
+FIVE = ("image_size", "dataset_size", "epochs", "batch_size", "train.lr")
+
+
+def test_five_factor_anova_lists_lr_and_recovers_its_interaction_with_batch_size():
+    final = _five_factor(0, {"train.lr": (0.03, 0.04)})
+    table = anova_table(final, "final", FIVE).set_index("term")
+    assert table.loc["train.lr", "p_value"] < 1e-6
+    assert table.loc["batch_size:train.lr", "p_value"] < 1e-6
+    assert table.loc["batch_size:train.lr", "stratum"] == "between runs"
+    # planted: +0.04 at the larger batch and lr only, an interaction effect of ±0.04 / 4
+    # in each of the 96 trials (16 cells × 2 epochs × 3 seeds)
+    assert table.loc["batch_size:train.lr", "sum_sq"] == pytest.approx(
+        96 * (0.04 / 4) ** 2, rel=0.25
+    )
+    assert table.loc["image_size:train.lr", "p_value"] > 0.01
+    importance = omega_sq_bootstrap(final, anova_table(final, "final", FIVE), "final")
+    omega = importance.set_index("term")
+    assert omega.loc["train.lr", "omega_sq"] > omega.loc["batch_size:train.lr", "omega_sq"] > 0.005
+    assert omega.loc["batch_size:train.lr", "ci_low"] > 0
+    # without the factors named, the setting is not analysed
+    assert "train.lr" not in set(anova_table(final)["term"])
+
+
+def test_a_dotted_factor_name_is_quoted_in_a_formula_statsmodels_reads():
+    final = _five_factor(1, {"train.lr": (0.03, 0.04)}, epochs=(20,))
+    table = anova_table(final, "final", FIVE)
+    assert "C(Q('train.lr'))" in table.attrs["formula"]
+    direct = anova_lm(ols(table.attrs["formula"], final).fit(), typ=2)
+    np.testing.assert_allclose(table["sum_sq"], direct["sum_sq"], rtol=1e-9, atol=1e-15)
+
+
+def test_a_null_setting_is_called_significant_about_as_often_as_alpha():
+    hits = [
+        anova_table(_five_factor(seed, {}), "final", FIVE).set_index("term").loc[
+            "train.lr", "p_value"
+        ] < 0.05
+        for seed in range(60)
+    ]
+    # binomial(60, 0.05): 8 or more has probability ~0.01
+    assert sum(hits) <= 7
+
+
+def test_text_levels_are_categories():
+    df = _design(seeds=3)
+    df["model.encoder"] = np.where(df["seed"] == 0, "resnet18", "resnet34")
+    df["final"] += 0.1 * (df["model.encoder"] == "resnet34")
+    table = anova_table(df, "final", (*FIVE[:4], "model.encoder")).set_index("term")
+    assert table.loc["model.encoder", "df"] == 1
+    assert table.loc["model.encoder", "p_value"] < 1e-6

@@ -12,6 +12,7 @@ from analysis.batch import (
     batch_sentences,
     get_steps_info,
     get_steps_plot,
+    group_keys,
     lr_text,
 )
 from analysis.critical_batch import (
@@ -273,3 +274,20 @@ def test_without_training_runs_the_longest_trial_per_seed_is_the_run():
     assert table.loc[("equal epochs", 2), "budget"] == 16
     assert table.loc[("equal steps", 2), "budget"] == 96  # steps counted from the factors
     assert table.loc[("equal steps", 2), "epoch"] == 8
+
+
+def test_batch_groups_hold_a_crossed_setting_but_not_one_tied_to_the_batch_size():
+    curves = _curves({(64, 24, b, s): np.linspace(0.3, 0.6, 4) for b in (4, 8) for s in (0, 1)})
+    factors = ("image_size", "dataset_size", "epochs", "batch_size", "train.lr")
+    crossed = pd.concat([curves.assign(**{"train.lr": lr}) for lr in (3e-4, 1e-3)])
+    for col in ("cell_id", "training_run"):
+        crossed[col] += "_train.lr=" + crossed["train.lr"].astype(str)
+    assert group_keys(crossed, factors) == ["image_size", "dataset_size", "train.lr"]
+    table = batch_comparison_table(crossed, "val_iou", factors=factors)
+    assert sorted(table["train.lr"].unique()) == [3e-4, 1e-3]
+    # levels set together ({batch_size: 4, train.lr: 3e-4}, {8, 1e-3}): each batch size is
+    # read at its own lr, so lr does not split the groups
+    tied = curves.assign(**{"train.lr": curves["batch_size"].map({4: 3e-4, 8: 1e-3})})
+    assert group_keys(tied, factors) == ["image_size", "dataset_size"]
+    table = batch_comparison_table(tied, "val_iou", factors=factors)
+    assert set(table["batch_size"]) == {4, 8} and "train.lr" not in table.columns

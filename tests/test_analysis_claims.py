@@ -13,6 +13,7 @@ import pytest
 
 from analysis.claims import CLAIM_COLUMNS, claim_sentence, judge_claims, study_claims
 from analysis.params import Params
+from analysis.synthetic import synthetic_tables
 from gridrun.claims import RULES_OF_THUMB, Claim
 from gridrun.layout import FACTORS
 
@@ -355,3 +356,19 @@ def test_a_null_factor_over_shared_runs_is_supported_in_about_alpha_of_studies()
         final["final"] += rng.normal(0, 0.05, runs.max() + 1)[runs]
         supported += _judge(IMAGE, (final, curves))["verdict"] == "supported"
     assert 0.02 <= supported / 200 <= 0.085
+
+
+def test_a_trend_over_a_text_setting_is_not_testable():
+    trials, curves = synthetic_tables(
+        image_sizes=(64,), dataset_sizes=(100,), epochs=(10,), batch_sizes=(8,), seeds=3,
+        extra={"model.encoder": ("resnet18", "resnet34")},
+    )  # fmt: skip
+    final = trials.assign(final=trials["final_val_iou"])
+    # note: built unvalidated, as gridrun.claims names only the four factors so far
+    claim = Claim.model_construct(
+        name="deeper encoders help", factor="model.encoder", kind="trend", levels=None,
+        range=None, response="metric", direction="increases",
+    )  # fmt: skip
+    row = _judge(claim, (final, curves))
+    assert row["verdict"] == "not testable"
+    assert row["needed"] == "a trend needs numeric levels; model.encoder is text"

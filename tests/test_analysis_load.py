@@ -155,3 +155,28 @@ def test_split_trials_bounds():
     assert heads["cell_id"].tolist() == ["a", "b"]
     assert bounds.tolist() == [0, 2, 4]
     assert ordered["epoch"].tolist() == [1, 2, 1, 2]
+
+
+def test_a_setting_named_under_factors_is_a_factor_of_the_study(tmp_path: Path):
+    extra = {"train.lr": (3e-4, 1e-3)}
+    trials, curves = synthetic_tables(epochs=(10, 20), seeds=2, extra=extra)
+    data = load(write_synthetic_run(tmp_path, trials, curves, example_grid(trials, extra=extra)))
+    assert data.grid["factors"]["train.lr"] == [0.0003, 0.001]
+    assert data.factors == ("image_size", "dataset_size", "epochs", "batch_size", "train.lr")
+    assert sorted(data.final["train.lr"].unique()) == [0.0003, 0.001]
+    assert varying_factors(data.final, data.factors)[-1] == "train.lr"
+    # ids as the runner writes them: the setting's `_<path>=<level>` piece, and one training
+    # run per level of every factor but epochs
+    levels = {"image_size": 64, "dataset_size": 100, "batch_size": 8, "train.lr": 0.0003}
+    short, long = cell_id({**levels, "epochs": 10}), cell_id({**levels, "epochs": 20})
+    assert short == "img64_n100_ep10_bs8_train.lr=0.0003"
+    run = data.trials.set_index(TRIAL_ID)["training_run"]
+    assert run[trial_id(short, 1)] == run[trial_id(long, 1)] == training_run_id(
+        {**levels, "epochs": 20}, 1
+    )
+    assert data.trials["training_run"].nunique() == 2 * 2 * 2 * 2 * 2
+
+
+def test_a_study_without_grid_file_has_the_four_factors(tmp_path: Path, tables):
+    data = load(write_synthetic_run(tmp_path, *tables))
+    assert data.factors == ("image_size", "dataset_size", "epochs", "batch_size")

@@ -259,3 +259,40 @@ def test_file_uri_through_the_real_storage_is_a_local_study(run_dir):
     report = write_report(run_dir.as_uri(), overlays=False)
     assert report.html_path == run_dir / "report" / "index.html"
     assert report.html_path.is_file()
+
+
+def test_a_text_setting_as_a_factor_is_analysed_and_reported(tmp_path: Path):
+    extra = {"model.encoder": ("resnet18", "resnet34"), "train.lr": (3e-4, 1e-3, 3e-3)}
+    trials, curves = synthetic_tables(
+        image_sizes=(64, 128), dataset_sizes=(100,), epochs=(10, 20), batch_sizes=(8, 16),
+        seeds=3, extra=extra, effects={"model.encoder": (0.05, 0.0), "train.lr": (0.0, 0.04)},
+    )  # fmt: skip
+    grid = example_grid(trials, name="recipe", extra=extra)
+    run = write_synthetic_run(tmp_path / "run", trials, curves, grid, examples=2, size=16)
+    data = load(run)
+    tables = compute_tables(data)
+
+    anova = tables.anova.set_index("term")
+    assert anova.loc["model.encoder", "p_value"] < 1e-6
+    assert anova.loc["batch_size:train.lr", "p_value"] < 1e-6
+    assert anova.loc["batch_size:train.lr", "df"] == 2
+    assert set(tables.cells["model.encoder"]) == {"resnet18", "resnet34"}
+    assert list(tables.cells.columns[4:7]) == ["model.encoder", "train.lr", "cell_id"]
+    effects = tables.main_effects[tables.main_effects["factor"] == "model.encoder"]
+    means = effects.set_index("level")["mean"]
+    assert means["resnet34"] - means["resnet18"] == pytest.approx(0.05, abs=0.01)
+    pairs = {(p.x, p.hue) for p in get_interaction_info(data.final, factors=data.factors)}
+    assert ("train.lr", "batch_size") in pairs and len(pairs) == 10  # 5 varying factors
+    # an edge of a text factor is no place to extend the grid; lr's is
+    assert set(tables.edges["factor"]) == {*data.factors} - {"model.encoder"}
+    for name in ("plateau", "overfitting", "collapse", "recommendations"):
+        assert {"model.encoder", "train.lr"} <= set(getattr(tables, name).columns), name
+
+    report = write_report(run)
+    cells = pd.read_csv(report.tables["cells"])
+    assert sorted(cells["model.encoder"].unique()) == ["resnet18", "resnet34"]
+    html = report.html_path.read_text()
+    assert "model.encoder" in html and "batch_size:train.lr" in html
+    assert "model.encoder resnet18, resnet34; train.lr 0.0003, 0.001, 0.003" in html  # header
+    assert set(tables.batch["model.encoder"]) == {"resnet18", "resnet34"}  # batch groups
+    assert set(PLOTS) <= set(report.plots)
