@@ -45,6 +45,7 @@ from scipy import stats
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import decimals, format_interval, format_p, higher_is_better, metric_bounds
 from gridrun.claims import RULES_OF_THUMB, Claim, parse_claims
+from gridrun.layout import trial_id
 
 if TYPE_CHECKING:
     from analysis.load import RunData
@@ -181,11 +182,11 @@ def _response(
     # best_epoch: once per training run, over its whole curve (the run's longest trial)
     runs = final.dropna(subset=["best_epoch"])
     if factor != "epochs":
-        run_key = (
-            runs["training_run"].fillna(runs["cell_id"] + "_s" + runs["seed"].astype(str))
-            if "training_run" in runs.columns
-            else runs["cell_id"] + "_s" + runs["seed"].astype(str)
+        alone = pd.Series(
+            [trial_id(c, s) for c, s in zip(runs["cell_id"], runs["seed"], strict=True)],
+            index=runs.index,
         )
+        run_key = runs["training_run"].fillna(alone) if "training_run" in runs.columns else alone
         runs = runs.assign(_run=run_key).sort_values("epochs").groupby("_run").tail(1)
     if runs.empty:
         return None, "no trial has a best epoch"
