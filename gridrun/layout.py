@@ -219,7 +219,8 @@ def latest_checkpoint_path(training_run: str) -> str:
 
 
 def run_end_path(training_run: str) -> str:
-    """{"status", "error", "epoch"} of a training run that has ended."""
+    """{"history": [report, ...]} of a training run that has ended: every report it sent
+    (`gridrun.records.RunEnd`)."""
     return f"{LATEST_DIR}/{training_run}.json"
 
 
