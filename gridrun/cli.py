@@ -22,7 +22,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from gridrun.layout import DEFAULT_METRIC
+from gridrun.layout import DEFAULT_METRIC, Status
+from gridrun.records import EpochReport
 from gridrun.runs import TrialInfo
 
 __all__ = ["app", "main"]
@@ -89,18 +90,18 @@ class _LiveProgress:
         )
         self._update()
 
-    def trial_epoch(self, trial: TrialInfo, epoch: int, metrics: dict[str, Any]) -> None:
+    def trial_epoch(self, trial: TrialInfo, report: EpochReport) -> None:
         task = self.running.get(trial.run_id)
         if task is not None:
-            value = metrics.get(self.metric)
+            value = report.metrics.get(self.metric)
             shown = f"{value:.3f}" if isinstance(value, float) else "-"
-            self.progress.update(task, completed=epoch, info=f"{self.metric} {shown}")
+            self.progress.update(task, completed=report.epoch, info=f"{self.metric} {shown}")
 
-    def trial_finished(self, trial: TrialInfo, status: str) -> None:
+    def trial_finished(self, trial: TrialInfo, status: Status) -> None:
         task = self.running.pop(trial.run_id, None)
         if task is not None:
             self.progress.remove_task(task)
-        self.failed += status != "ok"
+        self.failed += status != Status.OK
         self._update(advance=1)
 
 

@@ -7,29 +7,22 @@ at that epoch is finished then: its row holds the metrics at its own epoch."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from gridrun.layout import PROGRESS_FILE, Status, checkpoint_path
+from gridrun.layout import PROGRESS_FILE, Progress, Status, checkpoint_path
+from gridrun.records import EpochReport, Report, RunFailed
 from gridrun.runs import TrialInfo
 from gridrun.store import Results
 
 __all__ = ["Collector", "Listener"]
 
-# Tune's and the trainer's own bookkeeping keys: not metrics
-_BOOKKEEPING = {
-    "done", "trial_id", "experiment_tag", "checkpoint_path", "training_iteration",
-    "time_this_iter_s", "time_total_s", "timestamp", "date", "pid", "hostname", "node_ip",
-    "time_since_restore", "iterations_since_restore", "config", "training_run",
-}  # fmt: skip
-
 
 class Listener(Protocol):
     def trial_started(self, trial: TrialInfo) -> None: ...
-    def trial_epoch(self, trial: TrialInfo, epoch: int, metrics: dict[str, Any]) -> None: ...
-    def trial_finished(self, trial: TrialInfo, status: str) -> None: ...
+    def trial_epoch(self, trial: TrialInfo, report: EpochReport) -> None: ...
+    def trial_finished(self, trial: TrialInfo, status: Status) -> None: ...
 
 
 class Collector:
@@ -58,8 +51,8 @@ class Collector:
         if force or now - self._written >= self.PROGRESS_EVERY_S:
             self._written = now
             running = {r: e for r, e in self._epochs.items() if r not in self._closed}
-            payload = {"updated": time.time(), "running": running}
-            self.results.study.write_text(PROGRESS_FILE, json.dumps(payload))
+            progress = Progress(time.time(), running)
+            self.results.study.write_text(PROGRESS_FILE, progress.to_json())
 
     def _open(self, training_run: str) -> list[TrialInfo]:
         return [t for t in self.runs[training_run] if t.run_id not in self._closed]
@@ -72,35 +65,33 @@ class Collector:
                     if self.listener:
                         self.listener.trial_started(trial)
 
-    def report(self, result: dict[str, Any]) -> None:
+    def report(self, report: Report) -> None:
         """One report of a training run: an epoch, or how the run ended early."""
-        run = result.get("training_run")
+        run = report.training_run
         if run not in self.runs:
             return
         self.start([run])
-        epoch, status = result.get("epoch"), result.get("status", Status.OK.value)
-        if epoch is None:  # the run raised before finishing: every open trial ends so
+        if isinstance(report, RunFailed):  # every open trial of the run ends so
             for trial in self._open(run):
-                self._finish(trial, status, result.get("error"))
+                self._finish(trial, report.status, report.error)
             self._progress(force=True)
             return
-        epoch = int(epoch)
-        metrics = {k: v for k, v in result.items() if k not in _BOOKKEEPING}
-        overlay = self._overlay(epoch, metrics.get("predictions"))
+        epoch, status = report.epoch, report.status
+        overlay = self._overlay(epoch, report.predictions)
         finished = False
         for trial in self._open(run):
             if trial.factors["epochs"] < epoch:
                 continue
-            self.results.add_epoch(trial, metrics)
+            self.results.add_epoch(trial, report)
             self._epochs[trial.run_id] = epoch
             if self.tracker is not None:
-                self.tracker.epoch(trial, metrics, overlay)
+                self.tracker.epoch(trial, report, overlay)
             if self.listener:
-                self.listener.trial_epoch(trial, epoch, metrics)
+                self.listener.trial_epoch(trial, report)
             if trial.factors["epochs"] == epoch:
                 self._finish(trial, status, None, checkpoint_path(trial.run_id))
                 finished = True
-            elif status != Status.OK.value:  # diverged: the run stops here
+            elif status != Status.OK:  # diverged: the run stops here
                 self._finish(trial, status, None)
                 finished = True
         self._progress(force=finished)
@@ -110,16 +101,13 @@ class Collector:
         for run in training_runs:
             if run in self.runs:
                 for trial in self._open(run):
-                    self._finish(trial, Status.FAILED.value, error)
+                    self._finish(trial, Status.FAILED, error)
         self._progress(force=True)
 
     def final(self, training_run: str) -> bool:
         """Whether every trial of the run has a row with a final status (nothing to retry)."""
-        rows = self.results.trials
-        return all(
-            t.run_id in rows and Status(rows[t.run_id]["status"]).final
-            for t in self.runs.get(training_run, [])
-        )
+        statuses = [self.results.status(t.run_id) for t in self.runs.get(training_run, [])]
+        return all(s is not None and s.final for s in statuses)
 
     def _overlay(self, epoch: int, predictions: str | None):
         if self.tracker is None or predictions is None or self.examples is None:
@@ -130,11 +118,11 @@ class Collector:
         return Overlay(epoch, image, truth, self.read_predictions(predictions))
 
     def _finish(
-        self, trial: TrialInfo, status: str, error: str | None, checkpoint: str | None = None
+        self, trial: TrialInfo, status: Status, error: str | None, checkpoint: str | None = None
     ) -> None:
         self._closed.add(trial.run_id)
         row = self.results.finish(trial, status, error, checkpoint)
         if self.tracker is not None:
-            self.tracker.end(trial, row["status"], row)
+            self.tracker.end(trial, row.status, row)
         if self.listener:
-            self.listener.trial_finished(trial, row["status"])
+            self.listener.trial_finished(trial, row.status)

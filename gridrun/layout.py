@@ -128,15 +128,13 @@ REPORT_DIR = "report"
 RAY_DIR = "ray"
 
 TRIAL_COLUMNS = [
-    "cell_id",
-    "level_text", "seed", *FACTORS, "status", "error", "final_val_iou", "final_train_iou",
+    "cell_id", "seed", *FACTORS, "status", "error", "final_val_iou", "final_train_iou",
     "final_val_loss", "final_train_loss", "best_val_iou", "best_epoch", "steps",
     "train_time_s", "peak_mem_mb", "device", "params", "lr", "run_id", "training_run",
     "checkpoint", "predictions", "node_ip", "node_id", "started_at", "finished_at",
 ]  # fmt: skip
 CURVE_COLUMNS = [
-    "cell_id",
-    "level_text", "seed", *FACTORS, "run_id", "training_run", "epoch", "train_loss",
+    "cell_id", "seed", *FACTORS, "run_id", "training_run", "epoch", "train_loss",
     "train_iou", "val_loss", "val_iou", "val_dice", "val_precision", "val_recall",
     "val_pixel_acc", "val_iou_c0", "val_iou_c1", "lr", "step", "epoch_time_s",
     "train_samples_per_s", "peak_mem_mb",
@@ -257,7 +255,8 @@ def latest_checkpoint_path(training_run: str) -> str:
 
 
 def run_end_path(training_run: str) -> str:
-    """{"status", "error", "epoch"} of a training run that has ended."""
+    """{"history": [report, ...]} of a training run that has ended: every report it sent
+    (`gridrun.records.RunEnd`)."""
     return f"{LATEST_DIR}/{training_run}.json"
 
 

@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -19,16 +20,24 @@ import yaml
 
 from gridrun.layout import (
     BASELINES_FILE,
+    BEST_EPOCH_COLUMN,
+    BEST_METRIC,
     CURVE_COLUMNS,
     CURVES_FILE,
+    FINAL_METRICS,
     GRID_FILE,
     LOCK_FILE,
     PROGRESS_FILE,
     TRIAL_COLUMNS,
+    TRIAL_ID,
     TRIALS_FILE,
+    Progress,
     Status,
+    best_column,
+    final_column,
     num_labels,
 )
+from gridrun.records import EpochReport, TrialRow
 from gridrun.runs import TrialInfo, training_runs
 from gridrun.storage import Storage
 
@@ -47,15 +56,15 @@ __all__ = [
     "write_baselines",
 ]
 
-# reported by the worker but not curve columns
-_NOT_CURVE = {"status", "params", "worker_ip", "predictions", "error", "device"}
+# a row as pandas gets it: column -> value
+_Row = dict[str, Any]
 
 
 class RunDirError(ValueError):
     """The study directory cannot be used as asked (the message names it)."""
 
 
-def _ordered(rows: list[dict[str, Any]], leading: list[str]) -> pd.DataFrame:
+def _ordered(rows: list[_Row], leading: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     for column in leading:
         if column not in frame:
@@ -68,29 +77,37 @@ def _nan_low(value: Any) -> float:
     return float("-inf") if value is None or value != value else float(value)
 
 
+def _curve_row(trial: TrialInfo, report: EpochReport) -> _Row:
+    """The report's curves.parquet row: the trial's identity, then the epoch's values
+    (an identity column wins over a reported value of the same name: `lr` is the trial's)."""
+    identity = trial.row()
+    reported = {
+        "epoch": report.epoch, **report.metrics, "world_size": report.world_size,
+        "node_id": report.worker.node_id, "worker_pid": report.worker.worker_pid,
+    }  # fmt: skip
+    return {**identity, **{k: v for k, v in reported.items() if k not in identity}}
+
+
 def summarize_trial(
-    identity: dict[str, Any], epochs: list[dict[str, Any]], status: str, error: str | None
-) -> dict[str, Any]:
-    """One trials.parquet row from a trial's per-epoch rows (up to its own epoch)."""
-    row: dict[str, Any] = {**identity, "status": status, "error": error}
+    trial: TrialInfo, epochs: Sequence[EpochReport], status: Status, error: str | None
+) -> _Row:
+    """One trials.parquet row from a trial's epoch reports (up to its own epoch)."""
+    row: _Row = {**trial.row(), "status": status.value, "error": error}
     if epochs:
         last = epochs[-1]
-        best = max(epochs, key=lambda r: _nan_low(r.get("val_iou")))
+        best = max(epochs, key=lambda r: _nan_low(r.metrics.get(BEST_METRIC)))
+        row.update({final_column(m): last.metrics.get(m) for m in FINAL_METRICS})
+        row[best_column(BEST_METRIC)] = best.metrics.get(BEST_METRIC)
+        row[BEST_EPOCH_COLUMN] = best.epoch
         row.update(
-            final_val_iou=last.get("val_iou"),
-            final_train_iou=last.get("train_iou"),
-            final_val_loss=last.get("val_loss"),
-            final_train_loss=last.get("train_loss"),
-            best_val_iou=best.get("val_iou"),
-            best_epoch=best.get("epoch"),
-            steps=last.get("step"),
-            train_time_s=last.get("train_time_s"),
-            peak_mem_mb=max(r.get("peak_mem_mb") or 0.0 for r in epochs),
-            params=last.get("params"),
-            node_ip=last.get("worker_ip"),
-            node_id=last.get("node_id"),
-            device=last.get("device"),
-            predictions=last.get("predictions"),
+            steps=last.metrics.get("step"),
+            train_time_s=last.metrics.get("train_time_s"),
+            peak_mem_mb=max(r.metrics.get("peak_mem_mb") or 0.0 for r in epochs),
+            params=last.params,
+            node_ip=last.worker.worker_ip,
+            node_id=last.worker.node_id,
+            device=last.device,
+            predictions=last.predictions,
         )
     return row
 
@@ -101,44 +118,49 @@ class Results:
     def __init__(self, study: Storage):
         self.study = study
         trials, curves = study.read_parquet(TRIALS_FILE), study.read_parquet(CURVES_FILE)
-        self.trials: dict[str, dict[str, Any]] = {r["run_id"]: r for r in trials.to_dict("records")}
-        self.curves: dict[str, list[dict[str, Any]]] = {}
+        self.trials: dict[str, _Row] = {r[TRIAL_ID]: r for r in trials.to_dict("records")}
+        self.curves: dict[str, list[_Row]] = {}
         for record in curves.to_dict("records"):
-            self.curves.setdefault(record["run_id"], []).append(record)
-        self._pending: dict[str, dict[int, dict[str, Any]]] = {}
+            self.curves.setdefault(record[TRIAL_ID], []).append(record)
+        self._pending: dict[str, dict[int, EpochReport]] = {}
         self._started: dict[str, datetime] = {}
 
     def done(self) -> set[str]:
         """Trials with a final answer: a resumed run skips them and runs only the rest."""
-        return {r for r, row in self.trials.items() if Status(row["status"]).final}
+        return {r for r, row in self.trials.items() if Status.parse(row["status"]).final}
+
+    def status(self, run_id: str) -> Status | None:
+        """How trial `run_id` ended; None while it has no row."""
+        row = self.trials.get(run_id)
+        return None if row is None else Status.parse(row["status"])
 
     def start(self, run_id: str) -> None:
         self._started.setdefault(run_id, datetime.now(UTC))
         self._pending.setdefault(run_id, {})
 
-    def add_epoch(self, trial: TrialInfo, metrics: dict[str, Any]) -> None:
-        identity = trial.row()
-        row = {**identity, **{k: v for k, v in metrics.items() if k not in identity}}
+    def add_epoch(self, trial: TrialInfo, report: EpochReport) -> None:
         # note: keyed by epoch, so an epoch reported again after a restart is kept once
-        self._pending.setdefault(trial.run_id, {})[int(metrics["epoch"])] = row
+        self._pending.setdefault(trial.run_id, {})[report.epoch] = report
 
     def pending(self, run_id: str) -> bool:
         return run_id in self._pending
 
     def finish(
-        self, trial: TrialInfo, status: str, error: str | None = None, checkpoint: str | None = None
-    ) -> dict[str, Any]:
-        epochs = [row for _, row in sorted(self._pending.pop(trial.run_id, {}).items())]
-        row = summarize_trial(trial.row(), epochs, status, error)
+        self,
+        trial: TrialInfo,
+        status: Status,
+        error: str | None = None,
+        checkpoint: str | None = None,
+    ) -> TrialRow:
+        epochs = [r for _, r in sorted(self._pending.pop(trial.run_id, {}).items())]
+        row = summarize_trial(trial, epochs, status, error)
         row["checkpoint"] = checkpoint
         row["started_at"] = self._started.pop(trial.run_id, None) or datetime.now(UTC)
         row["finished_at"] = datetime.now(UTC)
         self.trials[trial.run_id] = row
-        self.curves[trial.run_id] = [
-            {k: v for k, v in r.items() if k not in _NOT_CURVE} for r in epochs
-        ]
+        self.curves[trial.run_id] = [_curve_row(trial, r) for r in epochs]
         self.flush()
-        return row
+        return TrialRow(status, error, dict(row))
 
     def flush(self) -> None:
         trials = _ordered(list(self.trials.values()), TRIAL_COLUMNS)
@@ -353,8 +375,8 @@ def study_state(study: Storage) -> StudyState:
     lock = StudyLock(study).holder()
     running: dict[str, int] = {}
     if lock is not None and study.exists(PROGRESS_FILE):
-        progress = json.loads(study.read_text(PROGRESS_FILE))
-        running = {r: e for r, e in progress.get("running", {}).items() if r not in rows}
+        progress = Progress.from_json(study.read_text(PROGRESS_FILE))
+        running = {r: e for r, e in progress.running.items() if r not in rows}
     # note: what is left to train, with cells differing only in epochs sharing a run
     steps_left = sum(r.steps for r in training_runs(grid, missing))
     rate = None

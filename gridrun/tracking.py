@@ -45,6 +45,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
 from gridrun.layout import Status
 from gridrun.painting import as_rgb, paint_overlay
+from gridrun.records import EpochReport, TrialRow
 from gridrun.runs import TrialInfo
 
 __all__ = [
@@ -70,11 +71,11 @@ class Overlay:
 
 
 class Tracker(Protocol):
-    def epoch(self, trial: TrialInfo, metrics: dict[str, Any], overlay: Overlay | None) -> None:
-        """One epoch's metrics; `metrics["epoch"]` is the step."""
+    def epoch(self, trial: TrialInfo, report: EpochReport, overlay: Overlay | None) -> None:
+        """One epoch's metrics; `report.epoch` is the step."""
 
-    def end(self, trial: TrialInfo, status: str, final: dict[str, Any]) -> None:
-        """The trial is over with `status` (a `layout.Status` value); `final` is its row."""
+    def end(self, trial: TrialInfo, status: Status, final: TrialRow) -> None:
+        """The trial is over with `status`; `final` is its row."""
 
     def close(self) -> None: ...
 
@@ -118,24 +119,20 @@ def _is_metric(key: str, value: Any) -> bool:
     return key in _COUNTS_KEPT or not isinstance(value, Integral)
 
 
-def _metrics_of(values: Mapping[str, Any], skip: Collection[str]) -> dict[str, float]:
+def _metrics_of(values: Mapping[str, object], skip: Collection[str]) -> dict[str, float]:
     """The metrics among `values`, the headline ones first."""
     keys = [k for k in _HEADLINE if k in values] + [k for k in values if k not in _HEADLINE]
     return {k: float(values[k]) for k in keys if k not in skip and _is_metric(k, values[k])}
 
 
-def _epoch_scalars(trial: TrialInfo, metrics: Mapping[str, Any]) -> dict[str, float]:
+def _epoch_scalars(trial: TrialInfo, metrics: Mapping[str, float | int]) -> dict[str, float]:
     skip = {*trial.factors, "seed"}  # note: `lr` is an hparam and a per-epoch metric
     return {metric_tag(k): v for k, v in _metrics_of(metrics, skip).items()}
 
 
-def _final_scalars(trial: TrialInfo, final: Mapping[str, Any]) -> dict[str, float]:
+def _final_scalars(trial: TrialInfo, final: Mapping[str, object]) -> dict[str, float]:
     """`trial/<key>` of the row's metrics, the headline first; settings are not repeated."""
     return {f"trial/{metric_tag(k)}": v for k, v in _metrics_of(final, trial.params).items()}
-
-
-def _status_text(status: str) -> str:
-    return status.value if isinstance(status, Status) else status
 
 
 @dataclass
@@ -181,14 +178,14 @@ class TensorBoardTracker:
         self._open: dict[str, _Open] = {}
         self._experiment: Path | None = None
 
-    def epoch(self, trial: TrialInfo, metrics: dict[str, Any], overlay: Overlay | None) -> None:
-        step = int(metrics["epoch"])
+    def epoch(self, trial: TrialInfo, report: EpochReport, overlay: Overlay | None) -> None:
+        step = report.epoch
         run = self._run(trial, step)
         run.step = step
         if trial.run_id != trial.training_run:
             return  # note: a shorter trial of a shared run; its longest trial logs the curve
         writer = run.handle
-        for tag, value in _epoch_scalars(trial, metrics).items():
+        for tag, value in _epoch_scalars(trial, report.metrics).items():
             writer.add_scalar(tag, value, step)
         if overlay is not None:
             for i, (image, truth, pred) in enumerate(
@@ -198,9 +195,9 @@ class TensorBoardTracker:
                 writer.add_image(f"overlay/{i}", picture, overlay.epoch, dataformats="HWC")
         writer.flush()  # note: live dashboards; one small write per epoch
 
-    def end(self, trial: TrialInfo, status: str, final: dict[str, Any]) -> None:
+    def end(self, trial: TrialInfo, status: Status, final: TrialRow) -> None:
         run = self._run(trial, None)
-        scalars = _final_scalars(trial, final)
+        scalars = _final_scalars(trial, final.columns)
         for tag, value in scalars.items():
             run.handle.add_scalar(tag, value, run.step)
         run.handle.file_writer.add_summary(_session_end(status), run.step)
@@ -286,7 +283,7 @@ def _session_start(trial: TrialInfo) -> Summary:
     return _hparams_summary(metadata.SESSION_START_INFO_TAG, data)
 
 
-def _session_end(status: str) -> Summary:
+def _session_end(status: Status) -> Summary:
     outcome = api_pb2.STATUS_SUCCESS if status == Status.OK else api_pb2.STATUS_FAILURE
     info = plugin_data_pb2.SessionEndInfo(status=outcome, end_time_secs=time.time())
     data = plugin_data_pb2.HParamsPluginData(session_end_info=info)
@@ -329,18 +326,19 @@ class MlflowTracker:
         )
         self._open: dict[str, _Open] = {}
 
-    def epoch(self, trial: TrialInfo, metrics: dict[str, Any], overlay: Overlay | None) -> None:
+    def epoch(self, trial: TrialInfo, report: EpochReport, overlay: Overlay | None) -> None:
         run = self._run(trial)
-        run.step = int(metrics["epoch"])
-        self._log(run, _epoch_scalars(trial, metrics))
+        run.step = report.epoch
+        self._log(run, _epoch_scalars(trial, report.metrics))
 
-    def end(self, trial: TrialInfo, status: str, final: dict[str, Any]) -> None:
+    def end(self, trial: TrialInfo, status: Status, final: TrialRow) -> None:
         from mlflow.entities import RunTag
 
         run = self._run(trial)
-        self._log(run, _final_scalars(trial, final))
-        text = {_INVALID_NAME.sub("_", k): v for k, v in final.items() if isinstance(v, str) and v}
-        tags = {**text, "status": _status_text(status)}
+        self._log(run, _final_scalars(trial, final.columns))
+        row = final.columns
+        text = {_INVALID_NAME.sub("_", k): v for k, v in row.items() if isinstance(v, str) and v}
+        tags = {**text, "status": status.value}
         # note: MLflow refuses a tag value over 8000 characters; a long error is cut
         self._client.log_batch(run.handle, tags=[RunTag(k, v[:8000]) for k, v in tags.items()])
         self._client.set_terminated(run.handle, "FINISHED" if status == Status.OK else "FAILED")
@@ -377,10 +375,10 @@ class Trackers:
         self.trackers = list(trackers)
         self._errors = [0] * len(self.trackers)
 
-    def epoch(self, trial: TrialInfo, metrics: dict[str, Any], overlay: Overlay | None) -> None:
-        self._each("epoch", trial, metrics, overlay)
+    def epoch(self, trial: TrialInfo, report: EpochReport, overlay: Overlay | None) -> None:
+        self._each("epoch", trial, report, overlay)
 
-    def end(self, trial: TrialInfo, status: str, final: dict[str, Any]) -> None:
+    def end(self, trial: TrialInfo, status: Status, final: TrialRow) -> None:
         self._each("end", trial, status, final)
 
     def close(self) -> None:

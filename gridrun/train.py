@@ -9,8 +9,7 @@ import math
 import resource
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ from gridrun.layout import (
 from gridrun.losses import per_sample_loss
 from gridrun.metrics import confusion_matrix, predict_labels, scores
 from gridrun.models import build_model, count_params
+from gridrun.records import RunCheckpoint, TrainState
 from gridrun.runs import RunPlan, lr_at
 
 __all__ = ["EpochEnd", "device_name", "overlay_epochs", "run_epochs", "rank_and_world"]
@@ -38,14 +38,19 @@ DIVERGED_FACTOR = 100.0
 
 @dataclass
 class EpochEnd:
-    """One finished epoch: its metrics (equal on every rank) and, on rank 0, the
-    predictions of the overlay images when this epoch shows them."""
+    """One finished epoch: its metrics (the curve values, equal on every rank) and, on
+    rank 0, the predictions of the overlay images when this epoch shows them."""
 
-    metrics: dict[str, Any]
+    epoch: int
+    status: Status  # OK, or DIVERGED: the run stops after this epoch
+    metrics: dict[str, float | int]
+    params: int
+    world_size: int
+    device: str
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    predictions: np.ndarray | None = None
-    state: dict[str, Any] = field(default_factory=dict)  # what a restart needs besides weights
+    predictions: np.ndarray | None
+    state: TrainState  # what a restart needs besides the weights and the optimizer
 
 
 def _optimizer(plan: RunPlan, params, fused: bool = False) -> torch.optim.Optimizer:
@@ -262,11 +267,11 @@ def run_epochs(
     val_y: np.ndarray,
     device: torch.device | None = None,
     wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
-    resume: dict[str, Any] | None = None,
+    resume: RunCheckpoint | None = None,
     test_y: np.ndarray | None = None,
 ) -> Iterator[EpochEnd]:
     """Train `plan`, yielding after each epoch; stops after a diverged epoch. `resume` is
-    a checkpoint written from an earlier EpochEnd: training goes on after its epoch.
+    a checkpoint made from an earlier EpochEnd: training goes on after its epoch.
     With `test_y` (and `arrays.test_x`), every epoch also reports `test_*` metrics,
     scored like validation; nothing in training reads them."""
     dev = _Device.for_plan(plan, device or torch.device("cpu"))
@@ -275,7 +280,7 @@ def run_epochs(
     model = build_model(plan.model_name, plan.in_channels, plan.num_classes, **plan.model_options)
     params = count_params(model)
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        model.load_state_dict(resume.model)
     model = model.to(dev.device)
     if dev.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -287,10 +292,11 @@ def run_epochs(
     if plan.compile and dev.device.type == "cuda":
         forward = torch.compile(model, mode="reduce-overhead")
     scaler = torch.amp.GradScaler(enabled=dev.amp_dtype == torch.float16)
-    state = {"step": 0, "train_time": 0.0, "first_loss": math.inf, "epoch": 0}
+    state = TrainState()
     if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        state = {k: resume[k] for k in state}
+        optimizer.load_state_dict(resume.optimizer)
+        state = resume.state
+    step, train_time, first_loss = state.step, state.train_time, state.first_loss
     train_x = dev.resident(arrays.train_x[: plan.dataset_size])
     train_y = dev.resident(arrays.train_y[: plan.dataset_size])
     val_x, val_y_dev = dev.resident(arrays.val_x), dev.resident(val_y)
@@ -299,18 +305,18 @@ def run_epochs(
         test = dev.resident(arrays.test_x), dev.resident(test_y)
     where = device_name(dev.device)
     shown = overlay_epochs(plan)
-    for epoch in range(state["epoch"] + 1, plan.epochs + 1):
+    for epoch in range(state.epoch + 1, plan.epochs + 1):
         _sync(dev.device)
         t0 = time.perf_counter()
-        train_counts, state["step"] = _train_epoch(
-            plan, model, forward, optimizer, scaler, dev, train_x, train_y, epoch, state["step"]
+        train_counts, step = _train_epoch(
+            plan, model, forward, optimizer, scaler, dev, train_x, train_y, epoch, step
         )
         _sync(dev.device)
         t1 = time.perf_counter()
         val_counts = _validate(plan, model, forward, dev, val_x, val_y_dev)
         _sync(dev.device)
         t2 = time.perf_counter()
-        state["train_time"] += t1 - t0
+        train_time += t1 - t0
         counts = [train_counts, val_counts]
         if test is not None:
             counts.append(_validate(plan, model, forward, dev, *test))
@@ -320,29 +326,27 @@ def run_epochs(
             torch.tensor([_peak_mem_mb(dev.device)], device=dev.device), dist.ReduceOp.MAX
         )
         k = len(train_counts)
-        metrics: dict[str, Any] = {
-            "epoch": epoch,
+        metrics: dict[str, float | int] = {
             **_unpack(reduced[:k], plan.num_labels, "train_"),
             **_unpack(reduced[k : 2 * k], plan.num_labels, "val_"),
             **(_unpack(reduced[2 * k :], plan.num_labels, "test_") if test is not None else {}),
             "lr": optimizer.param_groups[0]["lr"],
-            "step": state["step"],
+            "step": step,
             "epoch_time_s": t2 - t0,
-            "train_time_s": state["train_time"],
+            "train_time_s": train_time,
             "train_samples_per_s": plan.dataset_size / max(t1 - t0, 1e-9),
             "peak_mem_mb": float(peak.item()),
-            "params": params,
-            "world_size": world,
-            "device": where,
         }
         if epoch == 1:
-            state["first_loss"] = metrics["train_loss"]
+            first_loss = metrics["train_loss"]
         diverged = not math.isfinite(metrics["train_loss"]) or (
-            metrics["train_loss"] > DIVERGED_FACTOR * state["first_loss"]
+            metrics["train_loss"] > DIVERGED_FACTOR * first_loss
         )
-        metrics["status"] = Status.DIVERGED.value if diverged else Status.OK.value
-        state["epoch"] = epoch
+        status = Status.DIVERGED if diverged else Status.OK
         predictions = _predict(plan, model, forward, dev, arrays.val_x) if epoch in shown else None
-        yield EpochEnd(metrics, model, optimizer, predictions if rank == 0 else None, dict(state))
+        yield EpochEnd(
+            epoch, status, metrics, params, world, where, model, optimizer,
+            predictions if rank == 0 else None, TrainState(step, train_time, first_loss, epoch),
+        )  # fmt: skip
         if diverged:
             return

@@ -4,7 +4,6 @@ hands every report to the `Collector` in the driver."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -17,6 +16,14 @@ from typing import Any
 from gridrun.collect import Collector, Listener
 from gridrun.data import Prepared
 from gridrun.layout import RAY_DIR, Status, error_line, latest_checkpoint_path, run_end_path
+from gridrun.records import (
+    DataRefs,
+    RunEnd,
+    RunFailed,
+    WorkUnitSetup,
+    report_from_dict,
+    report_to_dict,
+)
 from gridrun.runs import Bundle, TrialInfo, pack, plan_run, training_runs, trial_info
 from gridrun.spec import Grid
 from gridrun.storage import Storage
@@ -125,7 +132,19 @@ def plan_work(
     )
 
 
-def _bundle_trial(config: dict[str, Any], bundles: dict[str, Bundle], setup: dict) -> None:
+@dataclass(frozen=True)
+class _TrainerSetup:
+    """How each work unit's TorchTrainer is built, and what its workers get."""
+
+    workers: int
+    use_gpu: bool
+    worker_resources: dict[str, float]
+    storage: str  # Ray's own files
+    max_restarts: int
+    unit: WorkUnitSetup
+
+
+def _bundle_trial(config: dict[str, Any], bundles: dict[str, Bundle], setup: _TrainerSetup) -> None:
     """One Tune trial: train a bundle's runs in one TorchTrainer. If the trainer fails
     for good (restarts used up), the run it was on is reported failed and a new trainer
     takes the runs it had not reached."""
@@ -134,47 +153,40 @@ def _bundle_trial(config: dict[str, Any], bundles: dict[str, Bundle], setup: dic
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from gridrun.worker import run_ended, train_loop_per_worker
+    from gridrun.worker import train_loop_per_worker
 
     bundle = bundles[config["bundle_id"]]
-    study = Storage(setup["study"])
+    study = Storage(setup.unit.study)
     remaining = list(bundle.runs)
     attempt = 0
     while remaining:
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={
-                "bundle": replace(bundle, runs=tuple(remaining)),
-                "refs": setup["refs"],
-                "study": setup["study"],
-                "faults": setup["faults"],
-            },
+            train_loop_config=setup.unit.config(replace(bundle, runs=tuple(remaining))),
             scaling_config=ScalingConfig(
-                num_workers=setup["workers"],
-                use_gpu=setup["use_gpu"],
-                resources_per_worker=setup["worker_resources"],
+                num_workers=setup.workers,
+                use_gpu=setup.use_gpu,
+                resources_per_worker=setup.worker_resources,
             ),
             run_config=RunConfig(
                 # note: a fresh name per fit, also when Tune retries the whole work unit
                 name=f"{bundle.bundle_id}-{attempt}-{uuid.uuid4().hex[:6]}",
-                storage_path=setup["storage"],
+                storage_path=setup.storage,
                 callbacks=[TuneReportCallback()],
-                failure_config=FailureConfig(max_failures=setup["max_restarts"]),
+                failure_config=FailureConfig(max_failures=setup.max_restarts),
             ),
         )
         try:
             trainer.fit()
             return
         except Exception as exc:  # noqa: BLE001 - the run is that run's row; others go on
-            remaining = [p for p in remaining if run_ended(study, p.training_run) is None]
+            remaining = [p for p in remaining if RunEnd.load(study, p.training_run) is None]
             if not remaining:
                 return
             lost = remaining.pop(0)
-            status, error = Status.from_exception(exc).value, error_line(exc)
-            report = {"training_run": lost.training_run, "status": status, "error": error,
-                      "epoch": None}  # fmt: skip
-            study.write_text(run_end_path(lost.training_run), json.dumps({"history": [report]}))
-            tune.report(report)
+            report = RunFailed(lost.training_run, Status.from_exception(exc), error_line(exc))
+            RunEnd(lost.training_run, (report,)).save(study)
+            tune.report(report_to_dict(report))
             attempt += 1
 
 
@@ -197,7 +209,9 @@ class _TuneCallback:
         self.collector.start(self._runs(trial))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.collector.report(result)
+        report = report_from_dict(result)
+        if report is not None:
+            self.collector.report(report)
 
     def _end(self, trial, error: str) -> None:
         runs = self._runs(trial)
@@ -298,22 +312,20 @@ def run_grid(
     def put(value):
         return value if isinstance(value, ray.ObjectRef) else ray.put(value)
 
-    refs: dict[Any, Any] = {"val_y": put(prepared.val_y)}
-    if prepared.test_y is not None:
-        refs["test_y"] = put(prepared.test_y)
-    for size, arrays in prepared.sizes.items():
-        refs[size] = put(arrays)
-    setup = {
-        "workers": grid.resources.workers_per_trial,
-        "use_gpu": use_gpu,
-        "worker_resources": worker_resources(grid, use_gpu),
-        "storage": study.join(RAY_DIR),
-        "study": study.uri,
-        "refs": refs,
-        "max_restarts": grid.resources.max_restarts,
-        # chaos testing only (see train._inject_fault)
-        "faults": os.environ.get("GRIDRUN_FAULTS", ""),
-    }
+    refs = DataRefs(
+        val_y=put(prepared.val_y),
+        test_y=None if prepared.test_y is None else put(prepared.test_y),
+        by_size={size: put(arrays) for size, arrays in prepared.sizes.items()},
+    )
+    setup = _TrainerSetup(
+        workers=grid.resources.workers_per_trial,
+        use_gpu=use_gpu,
+        worker_resources=worker_resources(grid, use_gpu),
+        storage=study.join(RAY_DIR),
+        max_restarts=grid.resources.max_restarts,
+        # chaos testing only (see worker._inject_fault)
+        unit=WorkUnitSetup(study.uri, os.environ.get("GRIDRUN_FAULTS", ""), refs),
+    )
     bundles = {b.bundle_id: b for b in work.bundles}
     examples = getattr(prepared, "examples", None)
     collector = Collector(

@@ -6,7 +6,6 @@ cell's epoch. `gridrun.train.run_epochs` does the training itself."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 from collections.abc import Callable
@@ -21,14 +20,22 @@ from gridrun.layout import (
     Status,
     checkpoint_path,
     error_line,
-    latest_checkpoint_path,
     predictions_path,
-    run_end_path,
 )
-from gridrun.runs import Bundle, RunPlan
+from gridrun.records import (
+    EpochReport,
+    Report,
+    RunCheckpoint,
+    RunEnd,
+    RunFailed,
+    WorkerInfo,
+    WorkUnitSetup,
+    report_to_dict,
+)
+from gridrun.runs import RunPlan
 from gridrun.train import rank_and_world, run_epochs
 
-__all__ = ["run_ended", "train_loop_per_worker", "train_run"]
+__all__ = ["train_loop_per_worker", "train_run"]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -63,9 +70,9 @@ def train_run(
     arrays: SizedArrays,
     val_y: np.ndarray,
     study,
-    send: Callable[[dict[str, Any]], None],
-    tag: dict[str, Any],
-    history: list[dict[str, Any]],
+    send: Callable[[Report], None],
+    worker: WorkerInfo,
+    history: list[Report],
     device: torch.device | None = None,
     wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
     faults: str = "",
@@ -73,25 +80,22 @@ def train_run(
 ) -> None:
     """Train one run of a bundle, resuming from its latest checkpoint if one exists;
     rank 0 writes the checkpoints and predictions the trial rows point to. Every report
-    sent (metrics + `tag`) is appended to `history`, which the checkpoint keeps."""
+    sent is appended to `history`, which the checkpoint keeps."""
     rank, _ = rank_and_world()
-    latest = latest_checkpoint_path(plan.training_run)
-    resume = None
-    if study.exists(latest):
-        resume = torch.load(io.BytesIO(study.read_bytes(latest)), weights_only=False)
-        if resume["epoch"] > plan.epochs:
-            resume = None  # trained past what is needed now: start again
+    resume = RunCheckpoint.load(study, plan.training_run)
+    if resume is not None and resume.state.epoch > plan.epochs:
+        resume = None  # trained past what is needed now: start again
     if resume is not None:
         # note: Ray Train delivers reports on a poll, so a worker killed just after
         # reporting may have lost its last reports; send them again (the driver keeps
         # each epoch once)
-        history.extend(resume.get("history", []))
-        for full in history:
-            send(full)
+        history.extend(resume.history)
+        for report in history:
+            send(report)
     for end in run_epochs(plan, arrays, val_y, device, wrap, resume, test_y):
-        epoch = end.metrics["epoch"]
+        epoch = end.epoch
         _inject_fault(faults, plan, epoch, "epoch")
-        full = {**end.metrics, "predictions": None, **tag}
+        predictions = None
         if rank == 0:
             weights = _unwrap(end.model).state_dict()
             if epoch in plan.stops:
@@ -99,29 +103,20 @@ def train_run(
                 for run_id in plan.stops[epoch]:
                     study.write_bytes(checkpoint_path(run_id), blob)
             if end.predictions is not None:
-                full["predictions"] = predictions_path(plan.training_run, epoch)
-                study.write_npz(full["predictions"], pred=end.predictions)
-        history.append(full)
+                predictions = predictions_path(plan.training_run, epoch)
+                study.write_npz(predictions, pred=end.predictions)
+        report = EpochReport(
+            plan.training_run, epoch, end.status, end.metrics, end.params, end.world_size,
+            end.device, predictions, worker,
+        )  # fmt: skip
+        history.append(report)
         if rank == 0:
-            checkpoint = {
-                "model": weights,
-                "optimizer": end.optimizer.state_dict(),
-                "history": history,
-                **end.state,
-            }
-            study.write_bytes(latest, _save(checkpoint))
-        send(full)
+            checkpoint = RunCheckpoint(
+                weights, end.optimizer.state_dict(), tuple(history), end.state
+            )
+            checkpoint.save(study, plan.training_run)
+        send(report)
         _inject_fault(faults, plan, epoch, "checkpoint")
-
-
-def _end_run(study, plan: RunPlan, history: list[dict[str, Any]]) -> None:
-    """Mark the run ended, with every report it sent (a restart sends them again)."""
-    study.write_text(run_end_path(plan.training_run), json.dumps({"history": history}))
-
-
-def run_ended(study, training_run: str) -> dict[str, Any] | None:
-    path = run_end_path(training_run)
-    return json.loads(study.read_text(path)) if study.exists(path) else None
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -133,45 +128,47 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from gridrun.storage import Storage
 
-    bundle: Bundle = config["bundle"]
-    refs: dict[Any, Any] = config["refs"]
-    study = Storage(config["study"])
-    node = {
-        "worker_ip": ray.util.get_node_ip_address(),
-        "node_id": ray.get_runtime_context().get_node_id(),
-        # which process trained an epoch: a restarted worker group shows a new one
-        "worker_pid": os.getpid(),
-    }
+    bundle, setup = WorkUnitSetup.from_config(config)
+    refs = setup.refs
+    study = Storage(setup.study)
+    worker = WorkerInfo(
+        ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id(), os.getpid()
+    )
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     device = ray.train.torch.get_device()
-    val_y = ray.get(refs["val_y"])
-    test_y = ray.get(refs["test_y"]) if "test_y" in refs else None
+    val_y = ray.get(refs.val_y)
+    test_y = ray.get(refs.test_y) if refs.test_y is not None else None
 
     def arrays_for(plan: RunPlan) -> SizedArrays:
-        return ray.get(refs[plan.image_size])
+        return ray.get(refs.by_size[plan.image_size])
+
+    def send(report: Report) -> None:
+        ray.train.report(report_to_dict(report))
 
     rank, world = rank_and_world()
     for plan in bundle.runs:
-        ended = run_ended(study, plan.training_run)
+        ended = RunEnd.load(study, plan.training_run)
         if ended is not None:
             # a restarted worker group: this run ended before the restart
-            for full in ended.get("history", []):
-                ray.train.report(full)
+            for report in ended.reports:
+                send(report)
             continue
-        tag = {**node, "training_run": plan.training_run}
-        history: list[dict[str, Any]] = []
+        history: list[Report] = []
         try:
             train_run(
-                plan, arrays_for(plan), val_y, study, ray.train.report, tag, history,
-                device, ray.train.torch.prepare_model, config.get("faults", ""), test_y,
+                plan, arrays_for(plan), val_y, study, send, worker, history,
+                device, ray.train.torch.prepare_model, setup.faults, test_y,
             )  # fmt: skip
         except Exception as exc:
             if world > 1:
                 raise  # the other ranks wait in a collective: restart the group
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            status, error = Status.from_exception(exc).value, error_line(exc)
-            history.append({"status": status, "error": error, "epoch": None, **tag})
-            ray.train.report(history[-1])
+            failed = RunFailed(
+                plan.training_run, Status.from_exception(exc), error_line(exc), worker
+            )
+            history.append(failed)
+            send(failed)
         if rank == 0:
-            _end_run(study, plan, history)
+            # mark the run ended, with every report it sent (a restart sends them again)
+            RunEnd(plan.training_run, tuple(history)).save(study)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gridrun.cli import app
+from gridrun.layout import Progress, Status
+from gridrun.records import EpochReport, WorkerInfo
 from gridrun.runs import training_runs, trial_info
 from gridrun.spec import load_grid
 from gridrun.storage import Storage
@@ -36,6 +39,11 @@ def _plan(path: Path, text: str) -> str:
     result = runner.invoke(app, ["plan", str(_write(path, text))])
     assert result.exit_code == 0, result.output
     return _words(result.output)
+
+
+def _epoch(trial, epoch: int, **metrics: float) -> EpochReport:
+    worker = WorkerInfo("10.0.0.7", "a1b2c3", 4321)
+    return EpochReport(trial.training_run, epoch, Status.OK, metrics, 1234, 1, "cpu", None, worker)
 
 
 def _assert_one_clean_error_line(result, *needles: str) -> None:
@@ -167,14 +175,14 @@ def test_status_counts_a_run_directory(tmp_path: Path) -> None:
     results = Results(Storage(run_dir))
     trials = grid.trials()
     for trial, status, error, val_iou in [
-        (trials[0], "ok", None, 0.5),
-        (trials[1], "ok", None, math.nan),
-        (trials[2], "failed", "worker died", 0.1),
+        (trials[0], Status.OK, None, 0.5),
+        (trials[1], Status.OK, None, math.nan),
+        (trials[2], Status.FAILED, "worker died", 0.1),
     ]:
         (run,) = training_runs(grid, [trial])
         identity = trial_info(grid, run, trial)
         results.start(trial.run_id)
-        results.add_epoch(identity, {"epoch": 1, "val_iou": val_iou, "status": "ok"})
+        results.add_epoch(identity, _epoch(identity, 1, val_iou=val_iou))
         results.finish(identity, status, error)
 
     result = runner.invoke(app, ["status", str(run_dir)])
@@ -224,8 +232,6 @@ def test_plan_of_the_shipped_study_trains_80_epochs_per_group_not_200() -> None:
 
 
 def test_status_shows_running_trials_and_the_time_left(tmp_path: Path) -> None:
-    import json
-
     from gridrun.store import StudyLock
 
     grid_file = _write(
@@ -240,11 +246,12 @@ def test_status_shows_running_trials_and_the_time_left(tmp_path: Path) -> None:
     (run,) = training_runs(grid, [short, long])
     results.start(short.run_id)
     for epoch in (1, 2):
-        results.add_epoch(trial_info(grid, run, short),
-                          {"epoch": epoch, "val_iou": 0.5, "step": 2 * epoch,
-                           "train_time_s": 0.5 * epoch})  # fmt: skip
-    results.finish(trial_info(grid, run, short), "ok")
-    (tmp_path / "run" / "progress.json").write_text(json.dumps({"running": {long.run_id: 3}}))
+        identity = trial_info(grid, run, short)
+        metrics = {"val_iou": 0.5, "step": 2 * epoch, "train_time_s": 0.5 * epoch}
+        results.add_epoch(identity, _epoch(identity, epoch, **metrics))
+    results.finish(trial_info(grid, run, short), Status.OK)
+    progress = Progress(time.time(), {long.run_id: 3})
+    (tmp_path / "run" / "progress.json").write_text(progress.to_json())
     with StudyLock(study):
         text = _words(runner.invoke(app, ["status", str(study)]).output)
     assert f"{study}: 1 done, 1 running, 0 not ok, 0 missing of 2" in text

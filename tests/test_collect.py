@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from gridrun.collect import Collector
+from gridrun.layout import Status
+from gridrun.records import EpochReport, RunFailed, WorkerInfo, report_from_dict, report_to_dict
 from gridrun.runs import training_runs, trial_info
 from gridrun.spec import parse_grid
 from gridrun.storage import Storage
@@ -26,16 +28,28 @@ def _collector(tmp_path: Path) -> Collector:
     return Collector(Results(Storage(tmp_path)), trials)
 
 
-def _report(epoch, val_iou, status="ok", **extra):
-    return {"training_run": RUN, "epoch": epoch, "val_iou": val_iou, "val_loss": 1 / epoch,
-            "train_loss": 1 / epoch, "step": 2 * epoch, "train_time_s": 0.5 * epoch,
-            "status": status, "training_iteration": epoch, "trial_id": "x", **extra}  # fmt: skip
+WORKER = WorkerInfo("10.0.0.7", "a1b2c3", 4321)
+
+
+def _report(epoch, val_iou, status=Status.OK) -> EpochReport:
+    metrics = {"val_iou": val_iou, "val_loss": 1 / epoch, "train_loss": 1 / epoch,
+               "step": 2 * epoch, "train_time_s": 0.5 * epoch}  # fmt: skip
+    return EpochReport(RUN, epoch, status, metrics, 1234, 1, "cpu", None, WORKER)
+
+
+def _through_tune(report: EpochReport) -> EpochReport:
+    """The report as the driver's Tune callback gets it: a dict with Tune's keys added."""
+    tune_keys = {"training_iteration": report.epoch, "trial_id": "x", "done": False,
+                 "checkpoint_dir_name": None, "node_ip": "10.0.0.8"}  # fmt: skip
+    back = report_from_dict({**report_to_dict(report), **tune_keys})
+    assert isinstance(back, EpochReport)
+    return back
 
 
 def test_each_cell_reads_the_shared_curve_at_its_own_epoch(tmp_path):
     collector = _collector(tmp_path)
     for epoch, iou in enumerate([0.2, 0.6, 0.5, 0.7], start=1):
-        collector.report(_report(epoch, iou))
+        collector.report(_through_tune(_report(epoch, iou)))
     trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("epochs")
     curves = pd.read_parquet(tmp_path / "curves.parquet")
     assert trials["final_val_iou"].to_dict() == {1: 0.2, 2: 0.6, 4: 0.7}
@@ -50,8 +64,9 @@ def test_each_cell_reads_the_shared_curve_at_its_own_epoch(tmp_path):
     assert curves.groupby("epochs")["epoch"].apply(list).to_dict() == {
         1: [1], 2: [1, 2], 4: [1, 2, 3, 4]
     }
-    # Tune's bookkeeping is not a column
-    assert "training_iteration" not in curves and "trial_id" not in curves
+    # Tune's bookkeeping is not a column; the worker's pid and node are
+    assert not {"training_iteration", "trial_id", "checkpoint_dir_name"} & set(curves)
+    assert (curves["worker_pid"] == 4321).all() and (trials["node_ip"] == "10.0.0.7").all()
 
 
 def test_the_trials_in_progress_are_written_for_status(tmp_path):
@@ -70,7 +85,7 @@ def test_the_trials_in_progress_are_written_for_status(tmp_path):
 def test_a_run_that_diverges_ends_its_longer_cells_as_diverged(tmp_path):
     collector = _collector(tmp_path)
     collector.report(_report(1, 0.3))
-    collector.report(_report(2, float("nan"), status="diverged"))
+    collector.report(_report(2, float("nan"), status=Status.DIVERGED))
     trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("epochs")
     assert trials["status"].to_dict() == {1: "ok", 2: "diverged", 4: "diverged"}
     curves = pd.read_parquet(tmp_path / "curves.parquet")
@@ -80,8 +95,9 @@ def test_a_run_that_diverges_ends_its_longer_cells_as_diverged(tmp_path):
 def test_a_run_that_fails_ends_its_open_cells_with_the_error(tmp_path):
     collector = _collector(tmp_path)
     collector.report(_report(1, 0.3))
-    collector.report({"training_run": RUN, "epoch": None, "status": "infeasible",
-                      "error": "OutOfMemoryError: CUDA out of memory"})  # fmt: skip
+    collector.report(
+        RunFailed(RUN, Status.INFEASIBLE, "OutOfMemoryError: CUDA out of memory", WORKER)
+    )
     trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("epochs")
     assert trials["status"].to_dict() == {1: "ok", 2: "infeasible", 4: "infeasible"}
     assert trials.loc[4, "error"].startswith("OutOfMemoryError")

@@ -56,13 +56,15 @@ def test_a_run_on_a_removed_node_resumes_on_another(ray_cluster, tmp_path):
 
 def _early_on(out, node_id: str) -> bool:
     """Whether a run is training on `node_id` with most of its 30 epochs still to go."""
-    import torch
+    from gridrun.records import EpochReport, RunCheckpoint
+    from gridrun.storage import Storage
 
     for path in (out / "checkpoints" / "latest").glob("*.pt"):
         try:
-            history = torch.load(path, weights_only=False)["history"]
+            checkpoint = RunCheckpoint.load(Storage(out), path.stem)
         except (OSError, EOFError, RuntimeError):
             continue  # replaced while being read
-        if history and history[-1]["node_id"] == node_id and history[-1]["epoch"] <= 10:
+        last = checkpoint.history[-1] if checkpoint and checkpoint.history else None
+        if isinstance(last, EpochReport) and last.worker.node_id == node_id and last.epoch <= 10:
             return True
     return False

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from gridrun.data import SplitTruth
-from gridrun.layout import BASELINES_FILE, CURVE_COLUMNS, TRIAL_COLUMNS
+from gridrun.layout import BASELINES_FILE, CURVE_COLUMNS, TRIAL_COLUMNS, Status
+from gridrun.records import EpochReport, TrialRow, WorkerInfo
 from gridrun.runs import training_runs, trial_info
 from gridrun.spec import parse_grid
 from gridrun.storage import Storage, StorageError
@@ -50,9 +51,8 @@ def run_status(path: Path):
     return study_state(Storage(path))
 
 
-def _epoch(epoch: int, val_iou: float, status: str = "ok", **extra) -> dict:
-    return {
-        "epoch": epoch,
+def _epoch(epoch: int, val_iou: float, status: Status = Status.OK) -> EpochReport:
+    metrics = {
         "train_loss": 1.0 / epoch,
         "train_iou": 0.1 * epoch,
         "val_loss": 2.0 / epoch,
@@ -67,20 +67,18 @@ def _epoch(epoch: int, val_iou: float, status: str = "ok", **extra) -> dict:
         "train_time_s": 0.4 * epoch,
         "train_samples_per_s": 20.0,
         "peak_mem_mb": 100.0 + 10 * (epoch % 2),
-        "params": 1234,
-        "world_size": 1,
-        "worker_ip": "10.0.0.7",
-        "device": "cuda: NVIDIA H200",
-        "status": status,
-        **extra,
     }
+    worker = WorkerInfo("10.0.0.7", "a1b2c3", 4321)
+    return EpochReport("t", epoch, status, metrics, 1234, 1, "cuda: NVIDIA H200", None, worker)
 
 
-def _run(results: Results, trial, val_ious, statuses=None, status="ok", error=None) -> dict:
+def _run(
+    results: Results, trial, val_ious, statuses=None, status=Status.OK, error=None
+) -> TrialRow:
     identity = _identity(trial)
     results.start(trial.run_id)
     for i, val_iou in enumerate(val_ious, start=1):
-        results.add_epoch(identity, _epoch(i, val_iou, (statuses or {}).get(i, "ok")))
+        results.add_epoch(identity, _epoch(i, val_iou, (statuses or {}).get(i, Status.OK)))
     return results.finish(identity, status, error)
 
 
@@ -88,7 +86,7 @@ def test_results_round_trip_through_parquet(tmp_path: Path) -> None:
     trial = GRID.trials()[0]
     results = Results_(tmp_path)
     row = _run(results, trial, [0.5, 0.7, 0.6])
-    assert row["status"] == "ok"
+    assert row.status is Status.OK and row.columns["status"] == "ok"
 
     trials = pd.read_parquet(tmp_path / "trials.parquet")
     curves = pd.read_parquet(tmp_path / "curves.parquet")
@@ -106,7 +104,7 @@ def test_results_round_trip_through_parquet(tmp_path: Path) -> None:
     assert t["steps"] == 12
     assert t["train_time_s"] == pytest.approx(1.2)
     assert t["peak_mem_mb"] == pytest.approx(110.0)
-    assert t["params"] == 1234 and t["node_ip"] == "10.0.0.7"
+    assert t["params"] == 1234 and (t["node_ip"], t["node_id"]) == ("10.0.0.7", "a1b2c3")
     # the device the run trained on: a trial column, not repeated on every curve row
     assert t["device"] == "cuda: NVIDIA H200" and "device" not in curves
     assert t["training_run"] == trial.run_id
@@ -115,24 +113,29 @@ def test_results_round_trip_through_parquet(tmp_path: Path) -> None:
     assert curves["epoch"].tolist() == [1, 2, 3]
     assert curves["val_iou"].tolist() == pytest.approx([0.5, 0.7, 0.6])
     assert set(curves["run_id"]) == {trial.run_id}
+    # the worker's pid and node on each curve row, its address only in the trial's row
+    assert set(curves["worker_pid"]) == {4321} and set(curves["node_id"]) == {"a1b2c3"}
+    assert "worker_ip" not in curves and "status" not in curves and "params" not in curves
+    assert row.columns == {**t.to_dict(), "error": None}
 
 
 def test_a_nan_epoch_is_never_the_best(tmp_path: Path) -> None:
     row = _run(Results_(tmp_path), GRID.trials()[0], [0.3, math.nan, 0.2])
-    assert row["best_val_iou"] == pytest.approx(0.3) and row["best_epoch"] == 1
+    assert row.columns["best_val_iou"] == pytest.approx(0.3) and row.columns["best_epoch"] == 1
 
 
 def test_a_failed_trial_keeps_its_error(tmp_path: Path) -> None:
-    row = _run(Results_(tmp_path), GRID.trials()[0], [0.4], status="failed", error="OOM")
-    assert (row["status"], row["error"]) == ("failed", "OOM")
+    row = _run(Results_(tmp_path), GRID.trials()[0], [0.4], status=Status.FAILED, error="OOM")
+    assert (row.status, row.error) == (Status.FAILED, "OOM")
 
 
 def test_resume_skips_final_answers_and_retries_failures(tmp_path: Path) -> None:
     ok, failed, diverged = GRID.trials()[:3]
     results = Results_(tmp_path)
     _run(results, ok, [0.5, 0.6])
-    _run(results, failed, [0.5], status="failed", error="node lost")
-    _run(results, diverged, [0.4, math.nan], statuses={2: "diverged"}, status="diverged")
+    _run(results, failed, [0.5], status=Status.FAILED, error="node lost")
+    _run(results, diverged, [0.4, math.nan], statuses={2: Status.DIVERGED},
+         status=Status.DIVERGED)
     assert Results_(tmp_path).done() == {ok.run_id, diverged.run_id}
 
 
@@ -140,7 +143,7 @@ def test_a_new_results_reloads_rows_and_lists_only_ok_trials_as_done(tmp_path: P
     first, second, third = GRID.trials()[:3]
     results = Results_(tmp_path)
     _run(results, first, [0.5, 0.6])
-    _run(results, second, [0.5], status="failed", error="boom")
+    _run(results, second, [0.5], status=Status.FAILED, error="boom")
 
     reloaded = Results_(tmp_path)
     assert set(reloaded.trials) == {first.run_id, second.run_id}
@@ -157,7 +160,7 @@ def test_a_new_results_reloads_rows_and_lists_only_ok_trials_as_done(tmp_path: P
 
 def test_rerunning_a_trial_replaces_its_rows(tmp_path: Path) -> None:
     trial = GRID.trials()[0]
-    _run(Results_(tmp_path), trial, [0.1], status="failed", error="boom")
+    _run(Results_(tmp_path), trial, [0.1], status=Status.FAILED, error="boom")
     results = Results_(tmp_path)
     _run(results, trial, [0.4, 0.5, 0.6])
     assert Results_(tmp_path).done() == {trial.run_id}
@@ -222,8 +225,9 @@ def test_run_status_counts_done_not_ok_and_missing(tmp_path: Path) -> None:
     assert len(trials) == 4
     results = Results_(tmp_path)
     _run(results, trials[0], [0.5])
-    _run(results, trials[1], [math.nan], statuses={1: "diverged"}, status="diverged")
-    _run(results, trials[2], [], status="failed", error="worker died")
+    _run(results, trials[1], [math.nan], statuses={1: Status.DIVERGED},
+         status=Status.DIVERGED)
+    _run(results, trials[2], [], status=Status.FAILED, error="worker died")
     state = run_status(tmp_path)
     assert state.total == 4
     assert state.done == [trials[0].run_id]

@@ -26,6 +26,7 @@ from tensorboard.plugins.hparams import (
 
 from gridrun.layout import FACTORS, Status
 from gridrun.painting import paint_overlay
+from gridrun.records import EpochReport, TrialRow, WorkerInfo
 from gridrun.storage import Storage
 from gridrun.tracking import (
     MlflowTracker,
@@ -76,6 +77,18 @@ def _metrics(trial: TrialInfo, epoch: int) -> dict[str, Any]:
             "diverged": False, **BOOKKEEPING}  # fmt: skip
 
 
+def _report(trial: TrialInfo, epoch: int, **changed: float) -> EpochReport:
+    """`_metrics` as the worker reports them: the run's fields beside the epoch's values
+    (which keep the identity entries and the flag, to be skipped by the tracker)."""
+    values = {**_metrics(trial, epoch), **changed}
+    b = BOOKKEEPING
+    fields = {"epoch", "cell_id", "params", "world_size", "worker_pid", "worker_ip", "node_id"}
+    metrics = {k: v for k, v in values.items() if k not in fields}
+    worker = WorkerInfo(b["worker_ip"], b["node_id"], b["worker_pid"])
+    return EpochReport(trial.training_run, epoch, Status.OK, metrics, b["params"],
+                       b["world_size"], "cpu", None, worker)  # fmt: skip
+
+
 def _final(trial: TrialInfo) -> dict[str, Any]:
     """The trials row at the trial's own epoch, its numbers in the table's order."""
     last = _metrics(trial, trial.factors["epochs"])
@@ -104,9 +117,10 @@ def _feed(tracker: Any, runs: tuple[tuple[TrialInfo, ...], ...] = ((A,), (B,))) 
             overlay = _overlay(run[-1], epoch) if epoch == 3 or epoch in stops else None
             for trial in run:
                 if trial.factors["epochs"] >= epoch:
-                    tracker.epoch(trial, _metrics(trial, epoch), overlay)
+                    tracker.epoch(trial, _report(trial, epoch), overlay)
                 if trial.factors["epochs"] == epoch:
-                    tracker.end(trial, STATUS[trial], _final(trial))
+                    row = TrialRow(STATUS[trial], None, _final(trial))
+                    tracker.end(trial, STATUS[trial], row)
     tracker.close()
 
 
@@ -256,21 +270,21 @@ def test_hparams_table_lists_the_headline_metric_first_and_one_row_per_trial(tmp
 def test_tensorboard_retry_replaces_and_resume_continues_earlier_events(tmp_path):
     first = TensorBoardTracker(tmp_path)
     for epoch in (1, 2):
-        first.epoch(A, _metrics(A, epoch), None)
-    first.end(A, Status.FAILED, {})
+        first.epoch(A, _report(A, epoch), None)
+    first.end(A, Status.FAILED, TrialRow(Status.FAILED, None, {}))
     # note: TensorBoard reads a folder's event files in name order, and a name holds the
     # second it was opened, then a per-process counter compared as text ("10" < "9"):
     # attempts a second apart, as real reruns are, keep their order
     time.sleep(1.05)
     retry = TensorBoardTracker(tmp_path)  # a rerun retries the failed trial afresh
-    retry.epoch(A, {**_metrics(A, 1), "val_iou": 0.875}, None)
-    retry.epoch(A, {**_metrics(A, 2), "val_iou": 0.9375}, None)
+    retry.epoch(A, _report(A, 1, val_iou=0.875), None)
+    retry.epoch(A, _report(A, 2, val_iou=0.9375), None)
     retry.close()  # the driver stops during epoch 2's checkpoint: epoch 2 is redone
     time.sleep(1.05)
     resume = TensorBoardTracker(tmp_path)  # the next rerun resumes from epoch 2
     for epoch in (2, 3):
-        resume.epoch(A, _metrics(A, epoch), None)
-    resume.end(A, Status.OK, {})
+        resume.epoch(A, _report(A, epoch), None)
+    resume.end(A, Status.OK, TrialRow(Status.OK, None, {}))
 
     acc = _events(tmp_path / A.run_id)
     want = [(1, 0.875), (2, _metrics(A, 2)["val_iou"]), (3, _metrics(A, 3)["val_iou"])]
@@ -317,7 +331,7 @@ def test_mlflow_accepts_a_plain_folder(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "false")  # undone after the test
     tracker = MlflowTracker(str(tmp_path / "mlruns"), "quick")
-    tracker.epoch(A, _metrics(A, 1), None)
+    tracker.epoch(A, _report(A, 1), None)
     tracker.close()
     (run,) = mlflow.MlflowClient(str(tmp_path / "mlruns")).search_runs(
         [tracker._experiment_id])  # fmt: skip
@@ -329,8 +343,8 @@ class _Recorder:
     def __init__(self):
         self.calls: list[str] = []
 
-    def epoch(self, trial, metrics, overlay):
-        self.calls.append(f"epoch {metrics['epoch']}")
+    def epoch(self, trial, report, overlay):
+        self.calls.append(f"epoch {report.epoch}")
 
     def end(self, trial, status, final):
         self.calls.append(f"end {status}")
@@ -340,7 +354,7 @@ class _Recorder:
 
 
 class _Broken:
-    def epoch(self, trial, metrics, overlay):
+    def epoch(self, trial, report, overlay):
         raise OSError("disk full")
 
     end = close = epoch
@@ -351,9 +365,9 @@ def test_trackers_swallow_errors_warn_once_and_keep_feeding_the_others():
     trackers = Trackers([_Broken(), recorder])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trackers.epoch(A, {"epoch": 1}, None)
-        trackers.epoch(A, {"epoch": 2}, None)
-        trackers.end(A, "ok", {})
+        trackers.epoch(A, _report(A, 1), None)
+        trackers.epoch(A, _report(A, 2), None)
+        trackers.end(A, Status.OK, TrialRow(Status.OK, None, {}))
         trackers.close()
     assert recorder.calls == ["epoch 1", "epoch 2", "end ok", "close"]
     assert [str(w.message) for w in caught] == [

@@ -19,13 +19,16 @@ import torch.multiprocessing as mp
 
 from gridrun.augment import Augmentation, augmentation
 from gridrun.data import SizedArrays, prepare, truth_counts
+from gridrun.layout import Status
 from gridrun.losses import per_sample_loss
 from gridrun.models import build_model, count_params
+from gridrun.records import RunCheckpoint
 from gridrun.runs import RunPlan
 from gridrun.spec import parse_grid
+from gridrun.storage import Storage
 from gridrun.store import baselines_record
 from gridrun.targets import resolve_target
-from gridrun.train import run_epochs
+from gridrun.train import EpochEnd, run_epochs
 
 torch.set_num_threads(1)
 
@@ -85,8 +88,14 @@ def _random_arrays(train: int, val: int, size: int, eval_size: int, labels: int 
     return arrays, rng.integers(0, labels, (val, eval_size, eval_size), dtype=np.uint8)
 
 
+def _reported(end: EpochEnd) -> dict:
+    """Everything an epoch reports, in one mapping: its metrics and the run's fields."""
+    return {"epoch": end.epoch, **end.metrics, "params": end.params,
+            "world_size": end.world_size, "device": end.device, "status": end.status}  # fmt: skip
+
+
 def _collect(plan: RunPlan, arrays, val_y, **kwargs) -> list[dict]:
-    return [end.metrics for end in run_epochs(plan, arrays, val_y, **kwargs)]
+    return [_reported(end) for end in run_epochs(plan, arrays, val_y, **kwargs)]
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +114,13 @@ def test_run_epochs_on_membrane_reports_each_epoch(membrane_32, tmp_path: Path) 
     # dataset_size 10 with batch 4: batches of 4, 4 and a partial 2 -> 3 steps per epoch
     plan = _plan(image_size=32, eval_size=40, dataset_size=10, batch_size=4, epochs=2)
     ends = list(run_epochs(plan, membrane_32.sizes[32], membrane_32.val_y))
-    reports = [end.metrics for end in ends]
+    reports = [_reported(end) for end in ends]
 
     assert [r["epoch"] for r in reports] == [1, 2]
     assert [r["step"] for r in reports] == [3, 6]
     for r in reports:
         assert set(r) >= CURVE_METRICS
-        assert r["status"] == "ok" and r["world_size"] == 1 and r["device"] == "cpu"
+        assert r["status"] is Status.OK and r["world_size"] == 1 and r["device"] == "cpu"
         # every validation pixel at the evaluation resolution, every training pixel once
         assert r["val_pixels"] == 6 * 40 * 40
         assert r["train_pixels"] == 10 * 32 * 32
@@ -157,7 +166,7 @@ def test_a_huge_learning_rate_diverges_and_stops_early() -> None:
     plan = _plan(dataset_size=8, eval_size=16, epochs=4, optimizer="sgd", lr=1e30)
     reports = _collect(plan, arrays, val_y)
     assert len(reports) < 4
-    assert reports[-1]["status"] == "diverged"
+    assert reports[-1]["status"] is Status.DIVERGED
     assert not math.isfinite(reports[-1]["train_loss"])
 
 
@@ -166,10 +175,10 @@ def test_a_finite_but_exploding_loss_is_divergence_too() -> None:
     arrays, val_y = _random_arrays(8, 2, 16, 16)
     plan = _plan(dataset_size=8, eval_size=16, epochs=6, optimizer="sgd", lr=1e6)
     reports = _collect(plan, arrays, val_y)
-    assert reports[-1]["status"] == "diverged"
+    assert reports[-1]["status"] is Status.DIVERGED
     assert math.isfinite(reports[-1]["train_loss"])
     assert reports[-1]["train_loss"] > 100 * reports[0]["train_loss"]
-    assert all(r["status"] == "ok" for r in reports[:-1])
+    assert all(r["status"] is Status.OK for r in reports[:-1])
 
 
 def test_per_sample_loss_hand_values() -> None:
@@ -219,7 +228,7 @@ def _distributed_worker(rank: int, port: int, out_dir: str) -> None:
         arrays = dataclasses.replace(arrays, test_x=arrays.val_x[:3])
         plan = _plan(dataset_size=9, batch_size=4, eval_size=20, epochs=2)
         reports = [
-            {**end.metrics, "has_predictions": end.predictions is not None}
+            {**_reported(end), "has_predictions": end.predictions is not None}
             for end in run_epochs(
                 plan, arrays, val_y, wrap=torch.nn.parallel.DistributedDataParallel,
                 test_y=val_y[:3],
@@ -308,28 +317,29 @@ def test_a_shared_run_is_bit_identical_to_a_run_trained_alone_to_fewer_epochs(
     shared_plan = _plan(epochs=5, stops={2: ("a",), 5: ("b",)}, augment=augment)
     shared = [(e, _weights(e.model)) for e in run_epochs(shared_plan, arrays, val_y)]
     keep = lambda r: {k: v for k, v in r.items() if k not in LOCAL_TIMINGS | {"peak_mem_mb"}}  # noqa: E731
-    assert [keep(e.metrics) for e, _ in alone] == [keep(e.metrics) for e, _ in shared[:2]]
+    assert [keep(_reported(e)) for e, _ in alone] == [keep(_reported(e)) for e, _ in shared[:2]]
     for name, tensor in alone[-1][1].items():
         assert torch.equal(tensor, shared[1][1][name]), name
     np.testing.assert_array_equal(alone[-1][0].predictions, shared[1][0].predictions)
 
 
 @AUGMENTS
-def test_a_run_resumed_from_its_checkpoint_continues_exactly(augment: Augmentation) -> None:
+def test_a_run_resumed_from_its_checkpoint_continues_exactly(
+    augment: Augmentation, tmp_path: Path
+) -> None:
     arrays, val_y = _random_arrays(10, 3, 16, 20)
     plan = _plan(
         epochs=4, optimizer="adamw", schedule="warmup_constant", warmup_epochs=1, augment=augment
     )
     straight = _collect(plan, arrays, val_y)
+    study = Storage(tmp_path)
     for end in run_epochs(plan, arrays, val_y):
-        if end.metrics["epoch"] == 2:
-            checkpoint = {
-                "model": _weights(end.model),
-                "optimizer": end.optimizer.state_dict(),
-                **end.state,
-            }
+        if end.epoch == 2:
+            weights, optimizer = _weights(end.model), end.optimizer.state_dict()
+            RunCheckpoint(weights, optimizer, (), end.state).save(study, plan.training_run)
             break
-    resumed = _collect(plan, arrays, val_y, resume=checkpoint)
+    # what a restarted worker reads back
+    resumed = _collect(plan, arrays, val_y, resume=RunCheckpoint.load(study, plan.training_run))
     keep = lambda r: {k: v for k, v in r.items() if k not in LOCAL_TIMINGS | {"peak_mem_mb"}}  # noqa: E731
     assert [r["epoch"] for r in resumed] == [3, 4]
     assert [keep(r) for r in resumed] == [keep(r) for r in straight[2:]]
@@ -367,11 +377,11 @@ def test_the_test_split_is_scored_like_validation_and_trains_nothing() -> None:
     arrays, val_y = _random_arrays(10, 3, 16, 20)
     plan = _plan(epochs=2)
     # the model is trained in place: take its weights as each epoch ends
-    plain = [(e.metrics, _weights(e.model)) for e in run_epochs(plan, arrays, val_y)]
+    plain = [(_reported(e), _weights(e.model)) for e in run_epochs(plan, arrays, val_y)]
     # the validation images again as a test split: every test_ metric is its val_ twin
     tested_arrays = dataclasses.replace(arrays, test_x=arrays.val_x.copy())
     tested = [
-        (e.metrics, _weights(e.model))
+        (_reported(e), _weights(e.model))
         for e in run_epochs(plan, tested_arrays, val_y, test_y=val_y.copy())
     ]
     keep = lambda r: {k: v for k, v in r.items() if k not in LOCAL_TIMINGS | {"peak_mem_mb"}}  # noqa: E731
