@@ -22,7 +22,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from gridrun.layout import DEFAULT_METRIC, Status
+from gridrun.layout import (
+    CURVES_FILE,
+    DEFAULT_METRIC,
+    TRIALS_FILE,
+    Status,
+    parse_trial_id,
+    trial_id,
+)  # fmt: skip
 from gridrun.records import EpochReport
 from gridrun.runs import TrialInfo
 
@@ -216,8 +223,8 @@ def _run(grid, study, address, mlflow_uri, started, extended) -> None:
         f"{summary.epochs_trained} epochs trained for {summary.epochs_requested} requested "
         f"({summary.concurrency} at a time, {'GPU' if summary.use_gpu else 'CPU'} workers)"
     )
-    console.print(f"tables: {study.join('trials.parquet')}, {study.join('curves.parquet')}")
-    if summary.statuses.get("ok", 0) < sum(summary.statuses.values()):
+    console.print(f"tables: {study.join(TRIALS_FILE)}, {study.join(CURVES_FILE)}")
+    if summary.statuses.get(Status.OK, 0) < sum(summary.statuses.values()):
         raise typer.Exit(1)
 
 
@@ -276,13 +283,14 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
         "cell_id", *("image", "data", "epochs", "batch"), "steps", "lr", "trained by", box=None
     )
     for cell in grid.cells():
-        run_of = served[f"{cell.cell_id}_s{grid.seeds[0]}"]
+        lead = trial_id(cell.cell_id, grid.seeds[0])
+        run_of = served[lead]
         table.add_row(
             cell.cell_id,
             *(str(v) for v in cell.factors().values()),
             str(cell.steps),
             f"{effective_lr(grid, cell.batch_size):.3g}",
-            run_of.rsplit("_s", 1)[0] if run_of != f"{cell.cell_id}_s{grid.seeds[0]}" else "itself",
+            parse_trial_id(run_of)[0] if run_of != lead else "itself",
         )
     console.print(table)
     requested = sum(t.cell.epochs for t in grid.trials())

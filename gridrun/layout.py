@@ -85,6 +85,7 @@ __all__ = [
     "TRIALS_FILE",
     "Status",
     "best_column",
+    "best_name",
     "checkpoint_path",
     "error_line",
     "latest_checkpoint_path",
@@ -171,10 +172,16 @@ def final_column(metric: str) -> str:
     return f"final_{metric}"
 
 
+def best_name(metric: str) -> str:
+    """The name of `metric`'s best value over a trial's epochs (a trials.parquet column
+    for BEST_METRIC; a tracker's tag for any metric)."""
+    return f"best_{metric}"
+
+
 def best_column(metric: str) -> str | None:
     """The trials.parquet column of `metric`'s best value over epochs, when the runner
     writes one (it does for BEST_METRIC alone)."""
-    return f"best_{metric}" if metric == BEST_METRIC else None
+    return best_name(metric) if metric == BEST_METRIC else None
 
 
 FINAL_COLUMNS: dict[str, str] = {final_column(m): m for m in FINAL_METRICS}

@@ -79,7 +79,7 @@ class RunFailed:
 
 Report = EpochReport | RunFailed
 
-_EPOCH, _FAILED = "epoch", "failed"
+_EPOCH, _FAILED = "epoch", "run_failed"
 
 
 def _worker_dict(worker: WorkerInfo | None) -> dict[str, Any] | None:

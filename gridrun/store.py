@@ -381,7 +381,7 @@ def study_state(study: Storage) -> StudyState:
     steps_left = sum(r.steps for r in training_runs(grid, missing))
     rate = None
     if len(table) and {"train_time_s", "steps"} <= set(table.columns):
-        ok = table[(table["status"] == "ok") & (table["steps"] > 0)]
+        ok = table[(table["status"] == Status.OK) & (table["steps"] > 0)]
         if len(ok):
             rate = float(ok["train_time_s"].sum() / ok["steps"].sum())
     return StudyState(

@@ -43,7 +43,7 @@ import numpy as np
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-from gridrun.layout import Status
+from gridrun.layout import BEST_METRIC, Status, best_name, final_column
 from gridrun.painting import as_rgb, paint_overlay
 from gridrun.records import EpochReport, TrialRow
 from gridrun.runs import TrialInfo
@@ -107,7 +107,11 @@ _BOOKKEEPING = {"epoch", "step", "steps", "params", "world_size", "worker_pid", 
 _BOOKKEEPING_SUFFIXES = ("_pixels", "_pid", "_id", "_ip")
 _COUNTS_KEPT = {"best_epoch"}  # an integer that is a result, not bookkeeping
 # the report's metrics first in the HParams table, whose first columns are shown
-_HEADLINE = ("final_val_iou", "best_val_iou", "final_val_miou", "best_val_miou")
+_HEADLINE = tuple(
+    name
+    for metric in (BEST_METRIC, "val_miou")
+    for name in (final_column(metric), best_name(metric))
+)
 
 
 def _is_metric(key: str, value: Any) -> bool:
