@@ -126,8 +126,31 @@ def report_from_dict(raw: Mapping[str, Any]) -> Report | None:
     )  # fmt: skip
 
 
+# the flat reports of gridrun before records: metrics, run facts and worker in one dict
+_LEGACY_FACTS = {"epoch", "status", "params", "world_size", "device", "predictions",
+                 "training_run", "error", "worker_ip", "node_id", "worker_pid"}  # fmt: skip
+
+
+def _legacy(raw: Mapping[str, Any]) -> Report | None:
+    """A report as an older gridrun stored it in a checkpoint, so that a study started
+    before the upgrade resumes."""
+    if "training_run" not in raw or "status" not in raw:
+        return None
+    worker = _worker(raw) if {"worker_ip", "node_id", "worker_pid"} <= set(raw) else None
+    run, status = raw["training_run"], Status(raw["status"])
+    if raw.get("epoch") is None:
+        return RunFailed(run, status, str(raw.get("error") or ""), worker)
+    if worker is None:
+        return None
+    metrics = {k: v for k, v in raw.items() if k not in _LEGACY_FACTS}
+    return EpochReport(
+        run, int(raw["epoch"]), status, metrics, raw.get("params", 0),
+        raw.get("world_size", 1), raw.get("device", ""), raw.get("predictions"), worker,
+    )  # fmt: skip
+
+
 def _reports(raw: list[Mapping[str, Any]]) -> tuple[Report, ...]:
-    found = [report_from_dict(r) for r in raw]
+    found = [report_from_dict(r) if "kind" in r else _legacy(r) for r in raw]
     if any(r is None for r in found):
         raise ValueError("a stored report history holds something that is no report")
     return tuple(r for r in found if r is not None)

@@ -110,3 +110,23 @@ def test_a_work_units_setup_travels_under_one_key() -> None:
     assert WorkUnitSetup.from_config(pickle.loads(pickle.dumps(config))) == ("unit", setup)
     with pytest.raises(TypeError, match="setup"):
         WorkUnitSetup.from_config({**config, "setup": {"study": "x"}})
+
+
+def test_a_checkpoint_written_before_records_still_resumes(tmp_path: Path) -> None:
+    # note: gridrun before records kept each report flat: metrics, run facts, worker
+    flat = {**EPOCH.metrics, "epoch": 3, "status": "ok", "params": 1234, "world_size": 2,
+            "device": "cuda: NVIDIA H200", "predictions": EPOCH.predictions,
+            "worker_ip": "10.0.0.7", "node_id": "a1b2c3", "worker_pid": 4321,
+            "training_run": RUN}  # fmt: skip
+    failed = {"status": "infeasible", "error": FAILED.error, "epoch": None,
+              "worker_ip": "10.0.0.7", "node_id": "a1b2c3", "worker_pid": 4321,
+              "training_run": RUN}  # fmt: skip
+    old = {"model": {}, "optimizer": {}, "history": [flat, failed], "step": 12,
+           "train_time": 3.5, "first_loss": 0.75, "epoch": 3}  # fmt: skip
+    study = Storage(tmp_path)
+    path = tmp_path / latest_checkpoint_path(RUN)
+    path.parent.mkdir(parents=True)
+    torch.save(old, path)
+    back = RunCheckpoint.load(study, RUN)
+    assert back is not None and back.history == (EPOCH, FAILED)
+    assert back.state == TrainState(12, 3.5, 0.75, 3)
