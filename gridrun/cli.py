@@ -328,7 +328,7 @@ def status(
     study = _guarded(lambda: Storage(study_dir))
     state = _guarded(lambda: study_state(study))
     console.print(
-        f"{study}: {len(state.done)} done, {len(state.running)} running, "
+        f"{study}: {len(state.ok)} ok, {len(state.running)} running, "
         f"{len(state.not_ok)} not ok, {len(state.missing)} missing of {state.total}"
     )
     if state.lock is not None:

@@ -75,7 +75,7 @@ class TrialInfo:
             "cell_id": self.cell_id,
             "seed": self.seed,
             **self.factors,
-            "run_id": self.run_id,
+            layout.TRIAL_ID: self.run_id,
             "training_run": self.training_run,
             "lr": self.hparams.get("lr"),
         }

@@ -125,7 +125,7 @@ class Results:
         self._pending: dict[str, dict[int, EpochReport]] = {}
         self._started: dict[str, datetime] = {}
 
-    def done(self) -> set[str]:
+    def final_trial_ids(self) -> set[str]:
         """Trials with a final answer: a resumed run skips them and runs only the rest."""
         return {r for r, row in self.trials.items() if Status.parse(row["status"]).final}
 
@@ -349,7 +349,7 @@ class StudyLock:
 @dataclass
 class StudyState:
     total: int
-    done: list[str]
+    ok: list[str]
     not_ok: dict[str, tuple[str, str | None]]
     missing: list[str]
     running: dict[str, int]  # trials training now (a live driver): their latest epoch
@@ -369,7 +369,7 @@ def study_state(study: Storage) -> StudyState:
         raise RunDirError(str(exc)) from None
     trials = grid.trials()
     table = study.read_parquet(TRIALS_FILE)
-    rows = {r["run_id"]: r for r in table.to_dict("records")}
+    rows = {r[TRIAL_ID]: r for r in table.to_dict("records")}
     expected = [t.run_id for t in trials]
     missing = [t for t in trials if t.run_id not in rows]
     lock = StudyLock(study).holder()
@@ -386,11 +386,11 @@ def study_state(study: Storage) -> StudyState:
             rate = float(ok["train_time_s"].sum() / ok["steps"].sum())
     return StudyState(
         total=len(expected),
-        done=[r for r in expected if rows.get(r, {}).get("status") == Status.OK.value],
+        ok=[r for r in expected if r in rows and Status.parse(rows[r]["status"]) is Status.OK],
         # note: pandas reads a missing error back as NaN once any row holds one
         not_ok={r: (rows[r]["status"], rows[r]["error"] if pd.notna(rows[r]["error"]) else None)
                 for r in expected
-                if r in rows and rows[r]["status"] != Status.OK.value},
+                if r in rows and Status.parse(rows[r]["status"]) is not Status.OK},
         missing=[t.run_id for t in missing if t.run_id not in running],
         running=running,
         lock=lock,

@@ -58,7 +58,7 @@ class ClusterError(RuntimeError):
 class RunSummary:
     total: int
     skipped: int
-    statuses: dict[str, int]
+    statuses: dict[Status, int]
     concurrency: int
     use_gpu: bool
     training_runs: int
@@ -286,11 +286,11 @@ def run_grid(
     results = Results(study)
     slots = max_concurrency(grid, cluster, use_gpu)
     work = plan_work(
-        grid, results.done(), prepared.in_channels, prepared.eval_size, slots, use_gpu
+        grid, results.final_trial_ids(), prepared.in_channels, prepared.eval_size, slots, use_gpu
     )
     concurrency = min(slots, max(1, len(work.bundles)))
 
-    def summary(statuses: dict[str, int]) -> RunSummary:
+    def summary(statuses: dict[Status, int]) -> RunSummary:
         return RunSummary(
             total=len(grid.trials()),
             skipped=work.skipped,
@@ -357,9 +357,9 @@ def run_grid(
         ),
     )
     tuner.fit()
-    statuses: dict[str, int] = {}
+    statuses: dict[Status, int] = {}
     for trials in work.trials.values():
         for t in trials:
-            status = results.trials.get(t.run_id, {}).get("status", Status.FAILED.value)
+            status = results.status(t.run_id) or Status.FAILED
             statuses[status] = statuses.get(status, 0) + 1
     return summary(statuses)

@@ -188,7 +188,7 @@ def test_status_counts_a_run_directory(tmp_path: Path) -> None:
     result = runner.invoke(app, ["status", str(run_dir)])
     assert result.exit_code == 0, result.output
     text = _words(result.output)
-    assert f"{run_dir}: 2 done, 0 running, 1 not ok, 1 missing of 4" in text
+    assert f"{run_dir}: 2 ok, 0 running, 1 not ok, 1 missing of 4" in text
     assert f"failed {trials[2].run_id} worker died" in text
     assert f"missing: {trials[3].run_id}" in text
     assert "nan" not in text
@@ -254,7 +254,7 @@ def test_status_shows_running_trials_and_the_time_left(tmp_path: Path) -> None:
     (tmp_path / "run" / "progress.json").write_text(progress.to_json())
     with StudyLock(study):
         text = _words(runner.invoke(app, ["status", str(study)]).output)
-    assert f"{study}: 1 done, 1 running, 0 not ok, 0 missing of 2" in text
+    assert f"{study}: 1 ok, 1 running, 0 not ok, 0 missing of 2" in text
     assert f"running {long.run_id} epoch 3" in text
     assert f"process {os.getpid()} on" in text
     # what is left: the 4-epoch run, 2 steps per epoch, at 0.25 s per measured step

@@ -47,7 +47,7 @@ def test_grid_runs_end_to_end_and_resumes(ray_cluster, tmp_path):
     assert load_grid(out / "grid.yaml").factors.batch_size == [3, 8]
 
     status = runner.invoke(app, ["status", str(out)])
-    assert "2 done, 0 running, 0 not ok, 0 missing of 2" in status.output
+    assert "2 ok, 0 running, 0 not ok, 0 missing of 2" in status.output
 
     again = _run(grid_file, out)
     assert again.exit_code == 0, again.output
@@ -114,7 +114,7 @@ def test_failed_trial_becomes_a_row_and_the_grid_goes_on(ray_cluster, tmp_path):
     assert trials.loc[2, "status"] == "failed"
     assert "Expected more than 1 value per channel" in trials.loc[2, "error"]
     status = runner.invoke(app, ["status", str(out)])
-    assert "1 done, 0 running, 1 not ok, 0 missing of 2" in status.output
+    assert "1 ok, 0 running, 1 not ok, 0 missing of 2" in status.output
 
     # a rerun retries only the failed trial (afresh, in a new Tune experiment)
     again = _run(grid_file, out)

@@ -22,7 +22,7 @@ FILE_NAMES = (
 STATUS_NAMES = {s.value for s in Status}
 # pieces of the id formats and column groups as they appear in f-strings and literals
 ID_PIECES = {"_s", "img", "_ep", "_bs", "final_", "best_"}
-COLUMN_NAMES = {*layout.FINAL_COLUMNS, f"best_{layout.BEST_METRIC}"}
+COLUMN_NAMES = {*layout.FINAL_COLUMNS, f"best_{layout.BEST_METRIC}", layout.TRIAL_ID}
 
 
 def _docstrings(tree: ast.AST) -> set[int]:

@@ -103,7 +103,7 @@ def test_one_driver_at_a_time_and_a_killed_driver_resumes_from_the_bucket(
     # status and report, from other processes, on the same URI
     status = _gridrun("status", out, env=env)
     text = " ".join(status.communicate(timeout=60)[0].split())
-    assert f"{out}: 6 done, 0 running, 0 not ok, 0 missing of 6" in text
+    assert f"{out}: 6 ok, 0 running, 0 not ok, 0 missing of 6" in text
     report = _gridrun("report", out, "--to", str(tmp_path / "report"), env=env)
     output, _ = report.communicate(timeout=120)
     assert report.returncode == 0, output

@@ -136,7 +136,7 @@ def test_resume_skips_final_answers_and_retries_failures(tmp_path: Path) -> None
     _run(results, failed, [0.5], status=Status.FAILED, error="node lost")
     _run(results, diverged, [0.4, math.nan], statuses={2: Status.DIVERGED},
          status=Status.DIVERGED)
-    assert Results_(tmp_path).done() == {ok.run_id, diverged.run_id}
+    assert Results_(tmp_path).final_trial_ids() == {ok.run_id, diverged.run_id}
 
 
 def test_a_new_results_reloads_rows_and_lists_only_ok_trials_as_done(tmp_path: Path) -> None:
@@ -147,7 +147,7 @@ def test_a_new_results_reloads_rows_and_lists_only_ok_trials_as_done(tmp_path: P
 
     reloaded = Results_(tmp_path)
     assert set(reloaded.trials) == {first.run_id, second.run_id}
-    assert reloaded.done() == {first.run_id}
+    assert reloaded.final_trial_ids() == {first.run_id}
     assert len(reloaded.curves[first.run_id]) == 2
 
     # a resumed run adds to the tables and never drops the earlier rows
@@ -163,7 +163,7 @@ def test_rerunning_a_trial_replaces_its_rows(tmp_path: Path) -> None:
     _run(Results_(tmp_path), trial, [0.1], status=Status.FAILED, error="boom")
     results = Results_(tmp_path)
     _run(results, trial, [0.4, 0.5, 0.6])
-    assert Results_(tmp_path).done() == {trial.run_id}
+    assert Results_(tmp_path).final_trial_ids() == {trial.run_id}
     assert len(pd.read_parquet(tmp_path / "trials.parquet")) == 1
     assert len(pd.read_parquet(tmp_path / "curves.parquet")) == 3
 
@@ -230,7 +230,7 @@ def test_run_status_counts_done_not_ok_and_missing(tmp_path: Path) -> None:
     _run(results, trials[2], [], status=Status.FAILED, error="worker died")
     state = run_status(tmp_path)
     assert state.total == 4
-    assert state.done == [trials[0].run_id]
+    assert state.ok == [trials[0].run_id]
     assert state.not_ok == {
         trials[1].run_id: ("diverged", None),
         trials[2].run_id: ("failed", "worker died"),
