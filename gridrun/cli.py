@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -271,7 +272,7 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
     Example: gridrun plan grids/study.yaml
     """
     from gridrun.data import check
-    from gridrun.runs import estimate_seconds, plan_run, training_runs
+    from gridrun.runs import estimate_seconds, gpu_share, plan_run, training_runs
     from gridrun.spec import effective_lr, load_grid
 
     grid = _guarded(lambda: load_grid(grid_file))
@@ -279,25 +280,32 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
     _guarded(lambda: _check_models(grid))
     runs = training_runs(grid, grid.trials())
     served = {t.run_id: run.run_id for run in runs for t in run.trials}
+    r = grid.resources
+    plans = {run.run_id: plan_run(grid, run, 3, grid.eval_size) for run in runs}
+    # on GPU workers, the part of a GPU each worker of the run's work unit asks for
+    shares = r.use_gpu is not False and r.share_gpus == "auto"
+    share_of = {run: gpu_share(p, r.workers_per_trial) for run, p in plans.items()}
     table = Table(
-        "cell_id", *("image", "data", "epochs", "batch"), "steps", "lr", "trained by", box=None
-    )
+        "cell_id", *("image", "data", "epochs", "batch"), "steps", "lr", "trained by",
+        *(["GPU"] if shares else []), box=None,
+    )  # fmt: skip
     for cell in grid.cells():
         lead = trial_id(cell.cell_id, grid.seeds[0])
         run_of = served[lead]
+        share = share_of[run_of]
         table.add_row(
             cell.cell_id,
             *(str(v) for v in cell.factors().values()),
             str(cell.steps),
             f"{effective_lr(grid, cell.batch_size):.3g}",
             parse_trial_id(run_of)[0] if run_of != lead else "itself",
+            *([f"1/{round(1 / share)}" if share < 1 else "1"] if shares else []),
         )
     console.print(table)
     requested = sum(t.cell.epochs for t in grid.trials())
     trained = sum(run.epochs for run in runs)
     steps = sum(run.steps for run in runs)
-    plans = [plan_run(grid, run, 3, grid.eval_size) for run in runs]
-    gpu_hours = sum(estimate_seconds(p, True, grid.resources.workers_per_trial) for p in plans)
+    gpu_hours = sum(estimate_seconds(p, True, r.workers_per_trial) for p in plans.values())
     console.print(
         f"{len(grid.cells())} cells × {len(grid.seeds)} seeds = {len(grid.trials())} trials, "
         f"served by {len(runs)} training runs: {trained} epochs trained for {requested} "
@@ -306,6 +314,13 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
     reason = grid.share_reason()
     if reason:
         console.print(f"epochs not shared: {reason}")
+    small = Counter(share for share in share_of.values() if share < 1)
+    if shares and small:
+        console.print(
+            "GPU sharing: " + ", ".join(
+                f"{n} training runs at 1/{round(1 / s)} GPU" for s, n in sorted(small.items())
+            ) + ", the rest at a whole GPU per worker (resources.share_gpus: false turns it off)"
+        )  # fmt: skip
     console.print(
         f"data: {grid.data.source}, {split.total} images, {split.val} for validation"
         + (f", {split.test} for testing" if split.test else "")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = [
     "TrialInfo",
     "TrainingRun",
     "estimate_seconds",
+    "gpu_share",
     "lr_at",
     "pack",
     "plan_run",
@@ -42,6 +44,13 @@ GPU_PIXELS_PER_S = 1.0e8
 # a bundle's worker group takes ~10 s to start; a run shorter than 10× that is packed
 STARTUP_S = 10.0
 LONG_RUN_S = 10 * STARTUP_S
+# note: pixels × samples per optimizer step and worker from which a run keeps a GPU to
+# itself. Measured on an H100 (docs/performance.md): 256 px at batch 4 (2.6e5) keeps it
+# 29 % busy, batch 16 (1.0e6) 60-65 %, batch 32 90 %: a run below half of this keeps a GPU
+# under about half busy, so two (under half) or four (under a quarter) share one
+GPU_PIXELS_PER_STEP = 256 * 256 * 16
+# note: at most four runs on one GPU: each holds its own CUDA context and data arrays
+MIN_GPU_SHARE = 1 / 4
 
 
 @dataclass(frozen=True)
@@ -155,6 +164,8 @@ class Bundle:
     bundle_id: str
     runs: tuple[RunPlan, ...]
     seconds: float  # estimated
+    # the part of `gpus_per_worker` each worker asks for (all its runs have this share)
+    gpu_share: float = 1.0
 
 
 def training_runs(grid: Grid, trials: list[Trial]) -> list[TrainingRun]:
@@ -228,41 +239,65 @@ def estimate_seconds(plan: RunPlan, use_gpu: bool, workers: int = 1) -> float:
     return plan.image_size**2 * plan.dataset_size * plan.epochs / rate
 
 
+def gpu_share(plan: RunPlan, workers: int = 1) -> float:
+    """The part of a GPU each of the run's workers needs: 1, 1/2 or 1/4, the smallest
+    that holds the run's pixels × samples per step and worker against a busy GPU's.
+    (Memory is not estimated: the share is a scheduling quota, and a run too large for
+    what is left of its GPU is infeasible as ever.)"""
+    pixels = plan.image_size**2 * plan.batch_size / workers
+    share = 2.0 ** math.ceil(math.log2(pixels / GPU_PIXELS_PER_STEP))
+    return min(1.0, max(MIN_GPU_SHARE, share))
+
+
+def _bins(plans: list[RunPlan], est: dict[str, float], slots: int) -> list[list[RunPlan]]:
+    long = [p for p in plans if est[p.training_run] >= LONG_RUN_S]
+    short = sorted(
+        (p for p in plans if est[p.training_run] < LONG_RUN_S),
+        key=lambda p: (-est[p.training_run], p.training_run),
+    )
+    n = 0
+    if short:
+        by_time = math.ceil(sum(est[p.training_run] for p in short) / LONG_RUN_S)
+        n = min(len(short), max(by_time, slots - len(long), 1))
+    bins: list[list[RunPlan]] = [[] for _ in range(n)]
+    load = [0.0] * n
+    for p in short:
+        i = min(range(n), key=lambda j: (load[j], j))
+        bins[i].append(p)
+        load[i] += est[p.training_run]
+    return [[p] for p in long] + bins
+
+
 def pack(
-    plans: list[RunPlan], slots: int, use_gpu: bool, workers: int = 1, enabled: bool = True
+    plans: list[RunPlan],
+    slots: int | Callable[[float], int],
+    use_gpu: bool,
+    workers: int = 1,
+    enabled: bool = True,
+    share_gpus: bool = False,
 ) -> list[Bundle]:
     """Bundles of runs: a long run alone; short runs spread by longest-first onto the
     least-loaded bundle, at least one bundle per free slot, and about LONG_RUN_S each.
-    Longest bundles come first, so they start first."""
+    Longest bundles come first, so they start first. On GPUs with `share_gpus`, runs are
+    grouped by `gpu_share` first and each group is packed alone, so a bundle's runs ask
+    for one share; `slots` then gives the bundles of a share that fit at once."""
     est = {p.training_run: estimate_seconds(p, use_gpu, workers) for p in plans}
-    if not enabled:
-        groups = [[p] for p in plans]
-    else:
-        long = [p for p in plans if est[p.training_run] >= LONG_RUN_S]
-        short = sorted(
-            (p for p in plans if est[p.training_run] < LONG_RUN_S),
-            key=lambda p: (-est[p.training_run], p.training_run),
-        )
-        n = 0
-        if short:
-            by_time = math.ceil(sum(est[p.training_run] for p in short) / LONG_RUN_S)
-            n = min(len(short), max(by_time, slots - len(long), 1))
-        bins: list[list[RunPlan]] = [[] for _ in range(n)]
-        load = [0.0] * n
-        for p in short:
-            i = min(range(n), key=lambda j: (load[j], j))
-            bins[i].append(p)
-            load[i] += est[p.training_run]
-        groups = [[p] for p in long] + bins
+    shares: dict[float, list[RunPlan]] = defaultdict(list)
+    for p in plans:
+        shares[gpu_share(p, workers) if use_gpu and share_gpus else 1.0].append(p)
+    groups: list[tuple[float, list[RunPlan]]] = []
+    for share, some in sorted(shares.items(), reverse=True):
+        n = slots(share) if callable(slots) else slots
+        groups += [(share, g) for g in (_bins(some, est, n) if enabled else [[p] for p in some])]
     bundles = []
-    for group in groups:
+    for share, group in groups:
         group = sorted(group, key=lambda p: p.training_run)
         seconds = sum(est[p.training_run] for p in group)
-        bundles.append((seconds, group))
+        bundles.append((seconds, group, share))
     bundles.sort(key=lambda b: (-b[0], b[1][0].training_run))
     return [
-        Bundle(f"b{i:04d}_{group[0].training_run}", tuple(group), seconds)
-        for i, (seconds, group) in enumerate(bundles)
+        Bundle(f"b{i:04d}_{group[0].training_run}", tuple(group), seconds, share)
+        for i, (seconds, group, share) in enumerate(bundles)
     ]
 
 

@@ -395,6 +395,16 @@ class Resources(_Strict):
     pack: bool = True
     # times a training run restarts from its last epoch after a lost worker or node
     max_restarts: Annotated[StrictInt, Field(ge=0)] = 2
+    # on GPUs, small training runs ask for 1/2 or 1/4 of a GPU (gridrun.runs.gpu_share)
+    share_gpus: Literal["auto", False] = "auto"
+
+    @field_validator("share_gpus", mode="before")
+    @classmethod
+    def _share_gpus(cls, value: Any) -> Any:
+        # note: a Literal alone takes 0 for false
+        if value != "auto" and value is not False:
+            raise ValueError(f"expected auto or false, not {_shown(value)}")
+        return value
 
 
 class TrackingConfig(_Strict):

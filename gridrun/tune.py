@@ -8,7 +8,7 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +38,7 @@ __all__ = [
     "max_concurrency",
     "plan_work",
     "run_grid",
+    "units_at_once",
     "worker_resources",
 ]
 
@@ -67,19 +68,26 @@ class RunSummary:
     epochs_requested: int
 
 
-def worker_resources(grid: Grid, use_gpu: bool) -> dict[str, float]:
+def worker_resources(grid: Grid, use_gpu: bool, gpu_share: float = 1.0) -> dict[str, float]:
+    """What each worker of a work unit asks Ray for; `gpu_share` is the unit's (Bundle)."""
     r = grid.resources
     need = {"CPU": r.cpus_per_worker, **r.custom}
     if use_gpu:
-        need["GPU"] = r.gpus_per_worker
+        need["GPU"] = r.gpus_per_worker * gpu_share
     return need
 
 
-def max_concurrency(grid: Grid, cluster: Mapping[str, float], use_gpu: bool) -> int:
-    """How many work units can hold all their workers at once, so none waits forever."""
-    per_trial = {
-        k: v * grid.resources.workers_per_trial for k, v in worker_resources(grid, use_gpu).items()
-    }
+def _unit_resources(grid: Grid, use_gpu: bool, gpu_share: float) -> dict[str, float]:
+    workers = grid.resources.workers_per_trial
+    return {k: v * workers for k, v in worker_resources(grid, use_gpu, gpu_share).items()}
+
+
+def max_concurrency(
+    grid: Grid, cluster: Mapping[str, float], use_gpu: bool, gpu_share: float = 1.0
+) -> int:
+    """How many work units (of one GPU share) can hold all their workers at once, so
+    none waits forever."""
+    per_trial = _unit_resources(grid, use_gpu, gpu_share)
     fits = min(math.floor(cluster.get(k, 0.0) / v + 1e-9) for k, v in per_trial.items())
     explicit = grid.resources.max_concurrent_trials
     if explicit != "auto":
@@ -92,6 +100,27 @@ def max_concurrency(grid: Grid, cluster: Mapping[str, float], use_gpu: bool) -> 
             f"but the cluster has {', '.join(f'{cluster.get(k, 0.0):g} {k}' for k in short)}"
         )
     return fits
+
+
+def units_at_once(
+    grid: Grid, cluster: Mapping[str, float], use_gpu: bool, gpu_shares: Sequence[float]
+) -> int:
+    """How many of these work units (one GPU share each) Tune may start at once: as many
+    as fit when the largest run together, so whichever start, all hold their workers."""
+    explicit = grid.resources.max_concurrent_trials
+    if explicit != "auto":
+        return min(explicit, max(1, len(gpu_shares)))
+    # the largest alone must fit: else the error names what it lacks
+    max_concurrency(grid, cluster, use_gpu, max(gpu_shares, default=1.0))
+    used: dict[str, float] = {}
+    n = 0
+    for share in sorted(gpu_shares, reverse=True):
+        need = _unit_resources(grid, use_gpu, share)
+        if any(used.get(k, 0.0) + v > cluster.get(k, 0.0) + 1e-9 for k, v in need.items()):
+            break
+        used = {k: used.get(k, 0.0) + need.get(k, 0.0) for k in {*used, *need}}
+        n += 1
+    return max(1, n)
 
 
 @dataclass(frozen=True)
@@ -114,16 +143,19 @@ def plan_work(
     done: set[str],
     in_channels: int,
     eval_size: int,
-    slots: int,
+    slots: int | Callable[[float], int],
     use_gpu: bool,
 ) -> WorkPlan:
+    """`slots`: the work units that fit at once (given their GPU share, when shared)."""
     every = grid.trials()
     todo = [t for t in every if t.run_id not in done]
     runs = training_runs(grid, todo)
     plans = [plan_run(grid, run, in_channels, eval_size) for run in runs]
+    r = grid.resources
     bundles = pack(
-        plans, slots, use_gpu, grid.resources.workers_per_trial, enabled=grid.resources.pack
-    )
+        plans, slots, use_gpu, r.workers_per_trial, enabled=r.pack,
+        share_gpus=r.share_gpus == "auto",
+    )  # fmt: skip
     return WorkPlan(
         trials={run.run_id: [trial_info(grid, run, t) for t in run.trials] for run in runs},
         bundles=bundles,
@@ -138,7 +170,7 @@ class _TrainerSetup:
 
     workers: int
     use_gpu: bool
-    worker_resources: dict[str, float]
+    worker_resources: dict[float, dict[str, float]]  # by the work unit's GPU share
     storage: str  # Ray's own files
     max_restarts: int
     unit: WorkUnitSetup
@@ -166,7 +198,7 @@ def _bundle_trial(config: dict[str, Any], bundles: dict[str, Bundle], setup: _Tr
             scaling_config=ScalingConfig(
                 num_workers=setup.workers,
                 use_gpu=setup.use_gpu,
-                resources_per_worker=setup.worker_resources,
+                resources_per_worker=setup.worker_resources[bundle.gpu_share],
             ),
             run_config=RunConfig(
                 # note: a fresh name per fit, also when Tune retries the whole work unit
@@ -284,11 +316,14 @@ def run_grid(
 
     cluster, use_gpu = cluster_gpu(grid)
     results = Results(study)
-    slots = max_concurrency(grid, cluster, use_gpu)
+
+    def slots(gpu_share: float) -> int:
+        return max_concurrency(grid, cluster, use_gpu, gpu_share)
+
     work = plan_work(
         grid, results.final_trial_ids(), prepared.in_channels, prepared.eval_size, slots, use_gpu
     )
-    concurrency = min(slots, max(1, len(work.bundles)))
+    concurrency = units_at_once(grid, cluster, use_gpu, [b.gpu_share for b in work.bundles])
 
     def summary(statuses: dict[Status, int]) -> RunSummary:
         return RunSummary(
@@ -320,7 +355,9 @@ def run_grid(
     setup = _TrainerSetup(
         workers=grid.resources.workers_per_trial,
         use_gpu=use_gpu,
-        worker_resources=worker_resources(grid, use_gpu),
+        worker_resources={
+            b.gpu_share: worker_resources(grid, use_gpu, b.gpu_share) for b in work.bundles
+        },
         storage=study.join(RAY_DIR),
         max_restarts=grid.resources.max_restarts,
         # chaos testing only (see worker._inject_fault)

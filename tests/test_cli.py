@@ -221,6 +221,24 @@ def test_plan_shows_epochs_trained_against_requested_and_why_not(tmp_path: Path)
     assert "epochs not shared: train.schedule 'cosine' depends on the total epoch count" in words
 
 
+def test_plan_shows_the_part_of_a_gpu_each_cell_asks_for(tmp_path: Path) -> None:
+    text = "factors: {image_size: [256], dataset_size: [16], epochs: [1], batch_size: [4, 8, 16]}\n"
+    result = runner.invoke(app, ["plan", str(_write(tmp_path / "g.yaml", text))])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[-1] for line in result.output.splitlines()
+            if line.strip().startswith("img")}  # fmt: skip
+    assert rows == {"img256_n16_ep1_bs4": "1/4", "img256_n16_ep1_bs8": "1/2",
+                    "img256_n16_ep1_bs16": "1"}  # fmt: skip
+    assert "GPU sharing: 1 training runs at 1/4 GPU, 1 training runs at 1/2 GPU" in _words(
+        result.output
+    )
+    for off in ("resources: {share_gpus: false}\n", "resources: {use_gpu: false}\n"):
+        result = runner.invoke(app, ["plan", str(_write(tmp_path / "g.yaml", text + off))])
+        lines = result.output.splitlines()
+        assert lines[0].split()[-1] == "by" and lines[1].split()[-1] == "itself"
+        assert "GPU sharing" not in result.output
+
+
 def test_plan_of_the_shipped_study_trains_80_epochs_per_group_not_200() -> None:
     study = Path(__file__).resolve().parents[1] / "grids" / "study.yaml"
     result = runner.invoke(app, ["plan", str(study)])

@@ -7,7 +7,17 @@ import math
 
 import pytest
 
-from gridrun.runs import LONG_RUN_S, estimate_seconds, lr_at, pack, plan_run, training_runs
+from gridrun.runs import (
+    GPU_PIXELS_PER_STEP,
+    LONG_RUN_S,
+    MIN_GPU_SHARE,
+    estimate_seconds,
+    gpu_share,
+    lr_at,
+    pack,
+    plan_run,
+    training_runs,
+)
 from gridrun.spec import parse_grid
 
 
@@ -96,3 +106,46 @@ def test_learning_rate_schedules():
     cosine = replace(base, schedule="cosine")
     assert lr_at(cosine, 4) == pytest.approx(0.05)
     assert lr_at(cosine, 2) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi / 4)))
+
+
+def _plan(image_size, batch_size, seed=0, dataset_size=16):
+    grid = parse_grid({"factors": {"image_size": [image_size], "dataset_size": [dataset_size],
+                                   "epochs": [1], "batch_size": [batch_size]},
+                       "seeds": [seed]})  # fmt: skip
+    return _plans(grid)[0]
+
+
+def test_small_runs_ask_for_a_quarter_or_half_gpu_large_ones_a_whole():
+    # pixels × samples per step and worker against 256² × 16 (a GPU ~60 % busy)
+    assert gpu_share(_plan(256, 4)) == 1 / 4  # 29 % busy measured on an H100
+    assert gpu_share(_plan(256, 8)) == 1 / 2
+    assert gpu_share(_plan(256, 16)) == 1.0
+    assert gpu_share(_plan(512, 4)) == 1.0
+    assert gpu_share(_plan(256, 12)) == 1.0  # over half: a whole GPU
+    assert gpu_share(_plan(32, 4)) == MIN_GPU_SHARE == 1 / 4  # never more than 4 per GPU
+    # a batch split over two workers is half the size on each
+    assert gpu_share(_plan(256, 16), workers=2) == 1 / 2
+    assert GPU_PIXELS_PER_STEP == 256 * 256 * 16
+
+
+def test_gpu_shares_are_packed_apart_and_only_on_gpu():
+    small = [_plan(256, 4, seed) for seed in range(8)]
+    half = [_plan(256, 8, seed) for seed in range(4)]
+    whole = [_plan(256, 16, seed) for seed in range(2)]
+    plans = small + half + whole
+    slots = {1.0: 1, 0.5: 2, 0.25: 4}  # work units of each share that fit on one GPU
+    bundles = pack(plans, slots.__getitem__, use_gpu=True, share_gpus=True)
+    by_share = {}
+    for b in bundles:
+        assert {gpu_share(p) for p in b.runs} == {b.gpu_share}  # homogeneous
+        by_share.setdefault(b.gpu_share, []).append(len(b.runs))
+    # short runs: at least one work unit per slot of its share
+    assert {s: sorted(n) for s, n in by_share.items()} == {
+        0.25: [2, 2, 2, 2], 0.5: [2, 2], 1.0: [2]
+    }  # fmt: skip
+    assert sorted(p.training_run for b in bundles for p in b.runs) == sorted(
+        p.training_run for p in plans
+    )
+    # off, or on CPU workers: one share, packed as before
+    for off in (pack(plans, 1, use_gpu=True), pack(plans, 1, use_gpu=False, share_gpus=True)):
+        assert [b.gpu_share for b in off] == [1.0] and len(off[0].runs) == 14

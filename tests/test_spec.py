@@ -272,6 +272,15 @@ def test_resolved_yaml_round_trips(tmp_path: Path) -> None:
             _grid(resources={"custom": {"fake_gpu": True}}),
             "resources.custom.fake_gpu: expected a number, not the boolean true",
         ),
+        # auto or false only: true is what auto does on GPUs, and 0 is no boolean
+        (
+            _grid(resources={"share_gpus": True}),
+            "resources.share_gpus: expected auto or false, not the boolean true",
+        ),
+        (
+            _grid(resources={"share_gpus": "off"}),
+            "resources.share_gpus: expected auto or false, not the text 'off'",
+        ),
     ],
 )
 def test_a_boolean_float_or_text_for_an_integer_is_refused_not_coerced(raw, message: str) -> None:

@@ -7,7 +7,13 @@ import pytest
 from gridrun.layout import Status, error_line
 from gridrun.runs import plan_run, training_runs
 from gridrun.spec import parse_grid
-from gridrun.tune import ClusterError, max_concurrency, plan_work
+from gridrun.tune import (
+    ClusterError,
+    max_concurrency,
+    plan_work,
+    units_at_once,
+    worker_resources,
+)
 
 FACTORS = {"image_size": [32], "dataset_size": [8], "epochs": [1], "batch_size": [4]}
 
@@ -43,6 +49,41 @@ def test_a_trial_the_cluster_cannot_hold_is_a_clear_error():
 
 def test_explicit_concurrency_is_trusted_for_autoscaling_clusters():
     assert max_concurrency(_grid(max_concurrent_trials=7), {"CPU": 2}, False) == 7
+    assert units_at_once(_grid(max_concurrent_trials=7), {"CPU": 2}, False, [1.0] * 3) == 3
+
+
+def test_a_shared_gpu_holds_as_many_units_as_its_share_allows():
+    grid = _grid(gpus_per_worker=1, cpus_per_worker=1)
+    assert worker_resources(grid, True, 1 / 4) == {"CPU": 1, "GPU": 0.25}
+    assert worker_resources(grid, False, 1 / 4) == {"CPU": 1}  # CPU workers: unchanged
+    cluster = {"CPU": 16, "GPU": 2}
+    assert max_concurrency(grid, cluster, True, 1 / 4) == 8
+    assert max_concurrency(grid, cluster, True, 1 / 2) == 4
+    assert max_concurrency(grid, {"CPU": 3, "GPU": 2}, True, 1 / 4) == 3  # CPUs run out
+    # mixed shares: Tune may start any of them, so count the largest first
+    # one GPU for the whole unit, four quarters on the other: five, not six
+    assert units_at_once(grid, cluster, True, [1.0] + [0.25] * 5) == 5
+    assert units_at_once(grid, cluster, True, [1.0, 1.0, 0.25, 0.25]) == 2
+    assert units_at_once(grid, cluster, True, [0.5] * 3 + [0.25] * 10) == 5
+    assert units_at_once(grid, {"CPU": 2}, False, [1.0] * 3) == 2  # as before on CPU
+    with pytest.raises(ClusterError, match=r"needs 1 GPU but the cluster has 0.5 GPU"):
+        units_at_once(grid, {"CPU": 2, "GPU": 0.5}, True, [1.0, 0.25])
+
+
+def test_small_runs_share_a_gpu_unless_turned_off():
+    grid = {"factors": {**FACTORS, "image_size": [256], "dataset_size": [16],
+                        "batch_size": [4, 16]}, "seeds": [0, 1]}  # fmt: skip
+
+    def slots(share: float) -> int:
+        return max_concurrency(parse_grid(grid), {"CPU": 8, "GPU": 1}, True, share)
+
+    work = plan_work(parse_grid(grid), set(), 3, 32, slots, use_gpu=True)
+    assert sorted((b.gpu_share, len(b.runs)) for b in work.bundles) == [
+        (0.25, 1), (0.25, 1), (1.0, 2)
+    ]  # fmt: skip
+    grid["resources"] = {"share_gpus": False}
+    work = plan_work(parse_grid(grid), set(), 3, 32, slots, use_gpu=True)
+    assert [(b.gpu_share, len(b.runs)) for b in work.bundles] == [(1.0, 4)]
 
 
 def test_out_of_memory_is_infeasible_other_errors_failed():
@@ -84,3 +125,66 @@ def test_a_rerun_plans_only_what_is_not_done():
         "img32_n8_ep2_bs4_s1", "img32_n8_ep4_bs4_s1"
     ]  # fmt: skip
     assert work.epochs_trained == 4 and work.epochs_requested == 6
+
+
+@pytest.mark.ray
+def test_four_small_work_units_run_at_once_on_one_fake_gpu(ray_cluster):
+    """Ray's scheduler on one node of the shared cluster, its `fake_gpu` standing for the
+    GPU: the four quarter-GPU units of batch-4 cells hold their workers side by side."""
+    import time
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    grid = parse_grid({"factors": {**FACTORS, "image_size": [256], "dataset_size": [16]},
+                       "seeds": [0, 1, 2, 3],
+                       "resources": {"cpus_per_worker": 0.25}})  # fmt: skip
+    node = next(n for n in ray.nodes() if n["Alive"] and n["Resources"].get("fake_gpu"))
+    gpu_node = {"CPU": node["Resources"]["CPU"], "GPU": node["Resources"]["fake_gpu"]}
+    assert gpu_node == {"CPU": 1, "GPU": 1}
+
+    def slots(share: float) -> int:
+        return max_concurrency(grid, gpu_node, True, share)
+
+    work = plan_work(grid, set(), 3, 32, slots, use_gpu=True)
+    assert [b.gpu_share for b in work.bundles] == [0.25] * 4
+    assert units_at_once(grid, gpu_node, True, [b.gpu_share for b in work.bundles]) == 4
+
+    @ray.remote(num_cpus=0)
+    class Barrier:
+        def __init__(self) -> None:
+            self.arrived = 0
+
+        def arrive(self) -> None:
+            self.arrived += 1
+
+        def count(self) -> int:
+            return self.arrived
+
+    @ray.remote
+    def unit(barrier, n: int, wait_s: float) -> bool:
+        """Holds its resources until `n` units hold theirs at once (or `wait_s` passes)."""
+        ray.get(barrier.arrive.remote())
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if ray.get(barrier.count.remote()) >= n:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def side_by_side(shares: list[float], wait_s: float) -> list[bool]:
+        barrier = Barrier.remote()
+        here = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        units = []
+        for share in shares:
+            need = worker_resources(grid, True, share)
+            units.append(unit.options(
+                num_cpus=need["CPU"], resources={"fake_gpu": need["GPU"]},
+                scheduling_strategy=here,
+            ).remote(barrier, len(shares), wait_s))  # fmt: skip
+        return ray.get(units)
+
+    assert side_by_side([b.gpu_share for b in work.bundles], wait_s=120) == [True] * 4
+    # the control: of two whole-GPU units on that one fake GPU, one gives up waiting alone
+    # before the other can start
+    assert sorted(side_by_side([1.0, 1.0], wait_s=3)) == [False, True]
