@@ -27,6 +27,8 @@ from gridrun.layout import (
     DEFAULT_METRIC,
     TRIALS_FILE,
     Status,
+    factor_names,
+    level_text,
     parse_trial_id,
     trial_id,
 )  # fmt: skip
@@ -279,17 +281,19 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
     _guarded(lambda: _check_models(grid))
     runs = training_runs(grid, grid.trials())
     served = {t.run_id: run.run_id for run in runs for t in run.trials}
+    settings = list(grid.factors.setting_levels())
     table = Table(
-        "cell_id", *("image", "data", "epochs", "batch"), "steps", "lr", "trained by", box=None
-    )
+        "cell_id", *("image", "data", "epochs", "batch"), *settings, "steps", "lr", "trained by",
+        box=None,
+    )  # fmt: skip
     for cell in grid.cells():
         lead = trial_id(cell.cell_id, grid.seeds[0])
         run_of = served[lead]
         table.add_row(
             cell.cell_id,
-            *(str(v) for v in cell.factors().values()),
+            *(level_text(v) for v in cell.factors().values()),
             str(cell.steps),
-            f"{effective_lr(grid, cell.batch_size):.3g}",
+            f"{effective_lr(grid.for_cell(cell), cell.batch_size):.3g}",
             parse_trial_id(run_of)[0] if run_of != lead else "itself",
         )
     console.print(table)
@@ -306,6 +310,10 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
     reason = grid.share_reason()
     if reason:
         console.print(f"epochs not shared: {reason}")
+    if settings:
+        names = factor_names(grid.factors.model_dump(mode="json"))
+        nuisance = f"; nuisance: {', '.join(grid.nuisance)}" if grid.nuisance else ""
+        console.print(f"factors: {', '.join(names)}{nuisance}", highlight=False)
     console.print(
         f"data: {grid.data.source}, {split.total} images, {split.val} for validation"
         + (f", {split.test} for testing" if split.test else "")
@@ -333,6 +341,8 @@ def status(
     )
     if state.lock is not None:
         console.print(f"  driver: {state.lock.describe()}", highlight=False)
+    for path, levels in state.settings.items():
+        console.print(f"  factor     {path}: {', '.join(map(level_text, levels))}", highlight=False)
     for run_id, epoch in sorted(state.running.items()):
         console.print(f"  running    {run_id}  epoch {epoch}", highlight=False)
     for run_id, (status_, error) in sorted(state.not_ok.items()):
