@@ -461,7 +461,7 @@ class Factors(_Strict):
     @classmethod
     def _split(cls, raw: Any) -> Any:
         # note: the file spells settings by their dotted paths beside the four; they are
-        # checked here (paths, kinds, repeats) and applied to the grid in Grid._cells_valid
+        # checked here (paths, kinds, repeats) and applied to the grid in Grid._consistent
         if not isinstance(raw, dict):
             return raw
         out: dict[Any, Any] = {}
