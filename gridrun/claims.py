@@ -15,6 +15,10 @@ better metric than the factor's other levels. ``best_in``: the best level lies i
 factor's smallest to its largest level the ``response`` (the metric, ``best_epoch``,
 ``train_val_gap``, ``train_time_s`` or ``steps``) ``increases`` or ``decreases``.
 ``analysis.claims`` judges them; this module only says what a claim is.
+
+A claim may name a setting varied as a factor by its dotted path (``train.lr``,
+``model.encoder``, ``augment``), with levels as that factor's (numbers or text); the grid
+checks that it declares the factor.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictFloat,
     StrictInt,
     TypeAdapter,
     ValidationInfo,
@@ -51,6 +56,8 @@ _ONLY_FOR = {"levels": "better", "range": "best_in", "response": "trend", "direc
 _NEEDED = {"better": ("levels",), "best_in": ("range",), "trend": ("direction",)}
 # note: strict, like every integer of the grid file: levels [512, true] is refused, not [1, 512]
 _Level = Annotated[StrictInt, Field(gt=0)]
+# a setting factor's level (train.lr: 3e-4, model.encoder: resnet18); never a boolean
+_SettingLevel = Annotated[StrictFloat | StrictInt | str, Field(union_mode="left_to_right")]
 
 
 def _did_you_mean(word: str, choices) -> str:
@@ -66,8 +73,10 @@ class Claim(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     factor: str
     kind: Literal["better", "best_in", "trend"]
-    levels: list[_Level] | str | None = Field(None, validate_default=True)
-    range: tuple[_Level, _Level] | None = Field(None, validate_default=True)
+    levels: list[_Level] | list[_SettingLevel] | str | None = Field(None, validate_default=True)
+    range: tuple[_Level, _Level] | tuple[float, float] | None = Field(
+        None, validate_default=True
+    )
     response: Literal["metric", "best_epoch", "train_val_gap", "train_time_s", "steps"] | None = (
         Field(None, validate_default=True)
     )
@@ -76,7 +85,7 @@ class Claim(BaseModel):
     @field_validator("factor")
     @classmethod
     def _known_factor(cls, factor: str) -> str:
-        if factor not in FACTORS:
+        if factor not in FACTORS and not _is_setting(factor):
             raise ValueError(
                 f"unknown factor {factor!r}{_did_you_mean(factor, FACTORS)}; "
                 f"one of {', '.join(FACTORS)}"
@@ -90,6 +99,9 @@ class Claim(BaseModel):
         kind, key = info.data.get("kind"), info.field_name
         if kind is None:
             return value
+        core = info.data.get("factor") in FACTORS
+        if core and isinstance(value, list | tuple) and not all(map(_is_level, value)):
+            raise ValueError(f"levels of {info.data['factor']} are positive integers")
         if value is not None and _ONLY_FOR[key] != kind:
             raise ValueError(f"only for kind {_ONLY_FOR[key]!r}, not {kind!r}")
         if value is None and key in _NEEDED[kind]:
@@ -133,7 +145,7 @@ class Claim(BaseModel):
     def levels_text(self) -> str:
         """``≥ 512``, ``512 or 1024``: the claimed levels in words."""
         if isinstance(self.levels, list):
-            return " or ".join(f"{v:g}" for v in self.levels)
+            return " or ".join(v if isinstance(v, str) else f"{v:g}" for v in self.levels)
         match = _COMPARISON.match(self.levels or "")
         if match is None:
             return str(self.levels)
@@ -143,6 +155,15 @@ class Claim(BaseModel):
     def range_text(self) -> str:
         lo, hi = self.range or (0.0, 0.0)
         return f"{lo:g}" if lo == hi else f"{lo:g}–{hi:g}"
+
+
+def _is_setting(factor: str) -> bool:
+    # note: which settings a grid may vary is spec's to say; it checks the factor is declared
+    return "." in factor or factor == "augment"
+
+
+def _is_level(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _unique_titles(claims: list[Claim]) -> list[Claim]:

@@ -28,6 +28,8 @@ from gridrun.layout import (
     DEFAULT_METRIC,
     TRIALS_FILE,
     Status,
+    factor_names,
+    level_text,
     parse_trial_id,
     trial_id,
 )  # fmt: skip
@@ -285,8 +287,9 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
     # on GPU workers, the part of a GPU each worker of the run's work unit asks for
     shares = r.use_gpu is not False and r.share_gpus == "auto"
     share_of = {run: gpu_share(p, r.workers_per_trial) for run, p in plans.items()}
+    settings = list(grid.factors.setting_levels())
     table = Table(
-        "cell_id", *("image", "data", "epochs", "batch"), "steps", "lr", "trained by",
+        "cell_id", *("image", "data", "epochs", "batch"), *settings, "steps", "lr", "trained by",
         *(["GPU"] if shares else []), box=None,
     )  # fmt: skip
     for cell in grid.cells():
@@ -295,9 +298,9 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
         share = share_of[run_of]
         table.add_row(
             cell.cell_id,
-            *(str(v) for v in cell.factors().values()),
+            *(level_text(v) for v in cell.factors().values()),
             str(cell.steps),
-            f"{effective_lr(grid, cell.batch_size):.3g}",
+            f"{effective_lr(grid.for_cell(cell), cell.batch_size):.3g}",
             parse_trial_id(run_of)[0] if run_of != lead else "itself",
             *([f"1/{round(1 / share)}" if share < 1 else "1"] if shares else []),
         )
@@ -321,6 +324,10 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
                 f"{n} training runs at 1/{round(1 / s)} GPU" for s, n in sorted(small.items())
             ) + ", the rest at a whole GPU per worker (resources.share_gpus: false turns it off)"
         )  # fmt: skip
+    if settings:
+        names = factor_names(grid.factors.model_dump(mode="json"))
+        nuisance = f"; nuisance: {', '.join(grid.nuisance)}" if grid.nuisance else ""
+        console.print(f"factors: {', '.join(names)}{nuisance}", highlight=False)
     console.print(
         f"data: {grid.data.source}, {split.total} images, {split.val} for validation"
         + (f", {split.test} for testing" if split.test else "")
@@ -348,6 +355,8 @@ def status(
     )
     if state.lock is not None:
         console.print(f"  driver: {state.lock.describe()}", highlight=False)
+    for path, levels in state.settings.items():
+        console.print(f"  factor     {path}: {', '.join(map(level_text, levels))}", highlight=False)
     for run_id, epoch in sorted(state.running.items()):
         console.print(f"  running    {run_id}  epoch {epoch}", highlight=False)
     for run_id, (status_, error) in sorted(state.not_ok.items()):

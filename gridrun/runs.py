@@ -19,7 +19,6 @@ from typing import Any
 
 from gridrun import layout
 from gridrun.augment import Augmentation, augmentation
-from gridrun.layout import FACTORS
 from gridrun.spec import Grid, Trial, effective_lr
 
 __all__ = [
@@ -60,7 +59,8 @@ class TrialInfo:
     run_id: str
     cell_id: str
     seed: int
-    factors: dict[str, int]
+    # the four factors, then the settings varied as factors by dotted path (train.lr)
+    factors: dict[str, Any]
     training_run: str
     # fixed settings worth showing beside the factors (lr, model, schedule, ...)
     hparams: dict[str, float | int | str] = field(default_factory=dict)
@@ -170,17 +170,26 @@ class Bundle:
 
 def training_runs(grid: Grid, trials: list[Trial]) -> list[TrainingRun]:
     """Group `trials` into training runs (one per trial when epochs cannot be shared)."""
-    if not grid.epochs_shared():
+    if not grid.epochs_shared() and not grid.factors.setting_levels():
         return [TrainingRun((t,)) for t in sorted(trials)]
     groups: dict[tuple, list[Trial]] = defaultdict(list)
     for t in trials:
         c = t.cell
-        groups[(c.image_size, c.dataset_size, c.batch_size, t.seed)].append(t)
-    return [TrainingRun(tuple(sorted(g, key=lambda t: t.cell.epochs))) for g in groups.values()]
+        groups[(c.image_size, c.dataset_size, c.batch_size, c.settings, t.seed)].append(t)
+    runs = []
+    for group in groups.values():
+        group.sort(key=lambda t: t.cell.epochs)
+        # note: a setting varied as a factor (train.schedule) may decide the sharing
+        if grid.for_cell(group[-1].cell).epochs_shared():
+            runs.append(TrainingRun(tuple(group)))
+        else:
+            runs += [TrainingRun((t,)) for t in group]
+    return runs
 
 
 def plan_run(grid: Grid, run: TrainingRun, in_channels: int, eval_size: int) -> RunPlan:
     cell = run.lead.cell
+    grid = grid.for_cell(cell)
     stops: dict[int, list[str]] = defaultdict(list)
     for t in run.trials:
         stops[t.cell.epochs].append(t.run_id)
@@ -217,11 +226,12 @@ def plan_run(grid: Grid, run: TrainingRun, in_channels: int, eval_size: int) -> 
 
 
 def trial_info(grid: Grid, run: TrainingRun, trial: Trial) -> TrialInfo:
+    grid = grid.for_cell(trial.cell)
     return TrialInfo(
         run_id=trial.run_id,
         cell_id=trial.cell.cell_id,
         seed=trial.seed,
-        factors={k: getattr(trial.cell, k) for k in FACTORS},
+        factors=trial.cell.factors(),
         training_run=run.run_id,
         hparams={
             "model": grid.model.label,

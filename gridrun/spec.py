@@ -26,7 +26,15 @@ from pydantic import (
 
 from gridrun.augment import validate_augment, with_folder
 from gridrun.claims import Claims
-from gridrun.layout import FACTORS, OVERLAY_IMAGES, cell_id, num_labels, trial_id
+from gridrun.layout import (
+    FACTORS,
+    GROUPED_KEY,
+    OVERLAY_IMAGES,
+    cell_id,
+    factor_names,
+    num_labels,
+    trial_id,
+)
 from gridrun.model_specs import (
     MODEL_NAMES,
     SMP,
@@ -360,11 +368,119 @@ class TrainConfig(_Strict):
     compile: bool = False
 
 
+# the settings a factor may name besides the four: their section and field; a path
+# elsewhere is refused with the reason (`_FIXED`), an unknown one with a did-you-mean
+_SECTIONS = ("train", "model")
+_TOP_SETTINGS = ("augment",)
+_FIXED = {
+    "data": "the data is prepared once for the whole grid",
+    "resources": "resources are the cluster's, the same for every cell",
+    "tracking": "tracking is the study's, the same for every cell",
+    "seeds": "seeds are crossed with every cell already",
+    "name": "the name is the study's",
+    "claims": "claims are about the factors",
+    "nuisance": "nuisance names factors",
+    "factors": "factors cannot be factors",
+    "model.path": "a builder's folder is resolved once, from the grid file",
+    "model.weights": "weights files are resolved once, from the grid file",
+    "model.kwargs": "a mapping is not a level; vary a named setting",
+}
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _setting_paths() -> list[str]:
+    sections = {"train": TrainConfig, "model": ModelConfig}
+    paths = [f"{s}.{f}" for s in _SECTIONS for f in sections[s].model_fields]
+    return [p for p in paths if p not in _FIXED] + list(_TOP_SETTINGS)
+
+
+def _check_path(path: str) -> None:
+    """Raise ValueError unless `path` names a setting that can vary per cell."""
+    if path in _setting_paths():
+        return
+    reason = _FIXED.get(path) or _FIXED.get(path.split(".")[0])
+    if reason is not None:
+        raise ValueError(f"factors.{_key_text(path)}: cannot vary per cell ({reason})")
+    choices = [*FACTORS, *_setting_paths()]
+    # note: `lr` alone means train.lr, though difflib finds them too far apart
+    ends = [p for p in choices if p.endswith(f".{path}")]
+    hint = f" (did you mean {ends[0]!r}?)" if len(ends) == 1 else _did_you_mean(path, choices)
+    raise ValueError(
+        f"factors.{_key_text(path)}: unknown key{hint}; a factor is "
+        "one of the four or a setting's dotted path, e.g. train.lr"
+    )
+
+
+def _level(path: str, value: Any) -> Any:
+    """A level as read: a number in text (PyYAML reads 3e-4 as text) is the number."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, float) and math.isnan(value):
+        raise ValueError(f"factors.{_key_text(path)}: level nan; a level is a finite number")
+    if value is None or isinstance(value, list | dict) or value in (math.inf, -math.inf):
+        raise ValueError(
+            f"factors.{_key_text(path)}: level {_shown(value)}; a level is a finite number, "
+            "text or a boolean"
+        )
+    return value
+
+
+def _kind(value: Any) -> str:
+    return "boolean" if isinstance(value, bool) else "text" if isinstance(value, str) else "number"
+
+
+def _checked_levels(path: str, levels: list[Any]) -> list[Any]:
+    """The levels of a setting factor, checked, in order: one kind, no repeats."""
+    if not levels:
+        raise ValueError(f"factors.{_key_text(path)}: needs at least one level")
+    kinds = {_kind(v) for v in levels}
+    if len(kinds) > 1:
+        raise ValueError(
+            f"factors.{_key_text(path)}: mixes {' and '.join(sorted(kinds))} levels {levels}"
+        )
+    if len(set(levels)) != len(levels):
+        dupes = sorted({v for v in levels if levels.count(v) > 1})
+        raise ValueError(f"factors.{_key_text(path)}: duplicated level(s) {dupes}")
+    return sorted(levels)
+
+
 class Factors(_Strict):
+    """The four factors' levels, and the settings varied as factors: `settings` holds
+    each crossed setting's levels by its dotted path (train.lr), `grouped` the levels
+    set together ([{batch_size: 4, train.lr: 3e-4}, ...]). A core factor in `grouped`
+    holds its distinct levels there and is crossed with nothing."""
+
     image_size: list[StrictInt]
     dataset_size: list[StrictInt]
     epochs: list[StrictInt]
     batch_size: list[StrictInt]
+    settings: dict[str, list[Any]] = {}
+    grouped: list[dict[str, Any]] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, raw: Any) -> Any:
+        # note: the file spells settings by their dotted paths beside the four; they are
+        # checked here (paths, kinds, repeats) and applied to the grid in Grid._consistent
+        if not isinstance(raw, dict):
+            return raw
+        out: dict[Any, Any] = {}
+        settings: dict[str, list[Any]] = {}
+        for key, levels in raw.items():
+            if key in FACTORS or key == GROUPED_KEY or not isinstance(key, str):
+                out[key] = levels
+                continue
+            _check_path(key)
+            if not isinstance(levels, list):
+                raise ValueError(f"factors.{_key_text(key)}: expected a list of levels")
+            settings[key] = _checked_levels(key, [_level(key, v) for v in levels])
+        if GROUPED_KEY in out:
+            groups = _checked_groups(out[GROUPED_KEY], set(out) | set(settings))
+            out[GROUPED_KEY] = groups
+            for name in FACTORS:
+                if groups and name in groups[0]:
+                    out[name] = sorted({g[name] for g in groups}, key=_sort_key)
+        return {**out, "settings": dict(sorted(settings.items()))}
 
     @field_validator(*FACTORS)
     @classmethod
@@ -381,6 +497,78 @@ class Factors(_Strict):
             raise ValueError(f"levels must be at most {_MAX_LEVEL}")
         # note: kept sorted, so a file listing levels in another order is the same grid
         return sorted(levels)
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: Any) -> dict[str, Any]:
+        # note: as the file spells them, so a grid without settings reads as it always has
+        dumped = handler(self)
+        grouped = set(self.grouped[0]) if self.grouped else set()
+        out = {k: dumped[k] for k in FACTORS if k not in grouped}
+        out.update(dumped["settings"])
+        if self.grouped:
+            out[GROUPED_KEY] = dumped["grouped"]
+        return out
+
+    @property
+    def grouped_names(self) -> tuple[str, ...]:
+        """The factors set together by `grouped`, in name order."""
+        return tuple(sorted(self.grouped[0])) if self.grouped else ()
+
+    def setting_levels(self) -> dict[str, list[Any]]:
+        """Every level of each setting factor, crossed or grouped."""
+        levels = {path: list(values) for path, values in self.settings.items()}
+        for name in self.grouped_names:
+            if name not in FACTORS:
+                levels[name] = sorted({g[name] for g in self.grouped}, key=_sort_key)
+        return levels
+
+
+def _sort_key(value: Any) -> tuple[str, Any]:
+    return (_kind(value), value)
+
+
+def _checked_groups(raw: Any, crossed: set[Any]) -> list[dict[str, Any]]:
+    """`grouped:`, checked: a list of mappings naming the same keys, each a factor not
+    also crossed, with no group twice; sorted, so the file's order does not matter."""
+    where = f"factors.{GROUPED_KEY}"
+    if not isinstance(raw, list) or not raw or not all(isinstance(g, dict) and g for g in raw):
+        raise ValueError(
+            f"{where}: expected a list of mappings of levels set together, "
+            "e.g. [{batch_size: 4, train.lr: 3.0e-4}]"
+        )
+    keys = set(raw[0])
+    groups: list[dict[str, Any]] = []
+    for i, group in enumerate(raw):
+        if set(group) != keys:
+            raise ValueError(
+                f"{where}[{i}]: names {sorted(map(str, group))}, not {sorted(map(str, keys))} "
+                "as the first group does; each group names the same keys"
+            )
+        checked: dict[str, Any] = {}
+        for key, value in group.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}[{i}]: a key must be a string, not {type(key).__name__}")
+            if key in crossed:
+                raise ValueError(
+                    f"{where}[{i}].{_key_text(key)}: {key} is crossed too; a factor is either "
+                    "crossed or grouped"
+                )
+            if key not in FACTORS:
+                _check_path(key)
+                value = _level(key, value)
+            elif value is None or isinstance(value, list | dict):
+                raise ValueError(f"{where}[{i}].{key}: expected an integer, not {_shown(value)}")
+            checked[key] = value
+        groups.append(checked)
+    for key in sorted(keys):
+        kinds = {_kind(g[key]) for g in groups}
+        if len(kinds) > 1:
+            raise ValueError(f"{where}: {key} mixes {' and '.join(sorted(kinds))} levels")
+    ordered = sorted(groups, key=lambda g: tuple(_sort_key(g[k]) for k in sorted(keys)))
+    for a, b in itertools.pairwise(ordered):
+        if a == b:
+            raise ValueError(f"{where}: the group {a} is given twice")
+    return ordered
 
 
 class Resources(_Strict):
@@ -432,6 +620,9 @@ class Grid(_Strict):
     augment: Annotated[Any, BeforeValidator(validate_augment)] = None
     # claims about the factors, judged in the report next to the rules of thumb
     claims: Claims = []
+    # factors the report isolates over: it compares the others at each one's best level
+    # of these (the Playbook's nuisance hyperparameters), as well as averaged
+    nuisance: list[str] = []
 
     @field_validator("seeds")
     @classmethod
@@ -445,9 +636,33 @@ class Grid(_Strict):
             raise ValueError(f"must be from 0 to {_MAX_SEED}, got {bad}")
         return sorted(seeds)
 
+    @field_validator("nuisance")
+    @classmethod
+    def _nuisance(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicated factor(s) in {names}")
+        if "epochs" in names:
+            raise ValueError(
+                "epochs is read off each training run, not a setting to isolate over"
+            )
+        return sorted(names)
+
     @model_validator(mode="after")
     def _consistent(self) -> Grid:
         f = self.factors
+        names = factor_names(self.factors.model_dump(mode="json"))
+        for name in self.nuisance:
+            if name not in names:
+                raise ValueError(
+                    f"nuisance: {name!r} is not a factor{_did_you_mean(name, names)}; "
+                    f"one of {', '.join(names)}"
+                )
+        for i, claim in enumerate(self.claims):
+            if claim.factor not in names:
+                raise ValueError(
+                    f"claims[{i}].factor: {claim.factor!r} is not a factor of this grid"
+                    f"{_did_you_mean(claim.factor, names)}; one of {', '.join(names)}"
+                )
         if max(f.batch_size) > min(f.dataset_size):
             raise ValueError(
                 f"factors.batch_size: batch {max(f.batch_size)} is larger than "
@@ -459,6 +674,32 @@ class Grid(_Strict):
                 f"resources.workers_per_trial: {workers} workers cannot share "
                 f"a batch of {min(f.batch_size)}"
             )
+        if not f.setting_levels():
+            self._check_settings()
+            return self
+        self._check_levels()
+        for cell in self.cells():
+            try:
+                self.for_cell(cell)._check_settings()
+            except ValueError as exc:
+                raise ValueError(f"{_error_text(exc)} (in cell {cell.cell_id})") from None
+        return self
+
+    def _check_levels(self) -> None:
+        """Each setting factor's levels, each applied alone to this grid."""
+        for path, levels in self.factors.setting_levels().items():
+            for level in levels:
+                try:
+                    _applied(self, {path: level})
+                except ValueError as exc:
+                    raise ValueError(
+                        f"factors.{_key_text(path)}: level {level!r} is refused "
+                        f"({_error_text(exc)})"
+                    ) from None
+
+    def _check_settings(self) -> None:
+        """The settings' agreement with each other and with the factors' levels."""
+        f = self.factors
         if self.train.loss in ("bce", "bce_dice") and self.data.num_classes > 1:
             raise ValueError(
                 f"train.loss: {self.train.loss!r} is for binary masks; use 'ce' or 'ce_dice' "
@@ -471,7 +712,6 @@ class Grid(_Strict):
                 f"train.warmup_epochs: {self.train.warmup_epochs} warm-up epochs leave none "
                 f"of the longest cell's {max(f.epochs)}"
             )
-        return self
 
     def epochs_shared(self) -> bool:
         """Whether cells differing only in epochs can share one training run."""
@@ -496,14 +736,34 @@ class Grid(_Strict):
 
     def cells(self) -> list[Cell]:
         f = self.factors
-        combos = itertools.product(f.image_size, f.dataset_size, f.epochs, f.batch_size)
-        return [Cell(*combo) for combo in combos]
+        grouped = f.grouped_names
+        crossed = [(n, getattr(f, n)) for n in FACTORS if n not in grouped]
+        crossed += sorted(f.settings.items())
+        names = [n for n, _ in crossed]
+        cells = []
+        combos = itertools.product(*(levels for _, levels in crossed), f.grouped or [{}])
+        for *combo, group in combos:
+            values = {**dict(zip(names, combo, strict=True)), **group}
+            settings = tuple(sorted((k, v) for k, v in values.items() if k not in FACTORS))
+            cells.append(Cell(*(values[n] for n in FACTORS), settings=settings))
+        return cells
+
+    def for_cell(self, cell: Cell) -> Grid:
+        """This grid with `cell`'s setting levels applied (its lr, model, augment, ...):
+        what the cell's training run uses. ValueError when they do not fit together."""
+        if not cell.settings:
+            return self
+        return self.model_copy(update=_applied(self, dict(cell.settings)))
 
     def trials(self) -> list[Trial]:
         return [Trial(cell, seed) for cell in self.cells() for seed in self.seeds]
 
     def resolved_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        dumped = self.model_dump(mode="json")
+        if not self.nuisance:
+            # note: no nuisance key unless given, so a study written before it resumes
+            del dumped["nuisance"]
+        return yaml.safe_dump(dumped, sort_keys=False)
 
 
 @dataclass(frozen=True, order=True)
@@ -512,6 +772,8 @@ class Cell:
     dataset_size: int
     epochs: int
     batch_size: int
+    # the levels of the settings varied as factors: (dotted path, level), in path order
+    settings: tuple[tuple[str, Any], ...] = ()
 
     @property
     def cell_id(self) -> str:
@@ -521,8 +783,9 @@ class Cell:
     def steps(self) -> int:
         return steps_per_cell(self.epochs, self.dataset_size, self.batch_size)
 
-    def factors(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in FACTORS}
+    def factors(self) -> dict[str, Any]:
+        """The four factors' levels, then the settings' by dotted path."""
+        return {**{name: getattr(self, name) for name in FACTORS}, **dict(self.settings)}
 
 
 @dataclass(frozen=True, order=True)
@@ -545,6 +808,26 @@ def effective_lr(grid: Grid, batch_size: int) -> float:
         return grid.train.lr
     base = grid.train.lr_base_batch or min(grid.factors.batch_size)
     return grid.train.lr * batch_size / base
+
+
+def _applied(grid: Grid, levels: dict[str, Any]) -> dict[str, Any]:
+    """The sections of `grid` with `levels` (dotted path -> level) applied, validated."""
+    update: dict[str, Any] = {}
+    for section, model in (("train", TrainConfig), ("model", ModelConfig)):
+        mine = {p.split(".", 1)[1]: v for p, v in levels.items() if p.startswith(f"{section}.")}
+        if mine:
+            raw = {**getattr(grid, section).model_dump(mode="json"), **mine}
+            update[section] = model.model_validate(raw)
+    if "augment" in levels:
+        update["augment"] = validate_augment(levels["augment"])
+    return update
+
+
+def _error_text(exc: ValueError) -> str:
+    """One line for a ValueError: a ValidationError's first error as `_describe` puts it."""
+    if isinstance(exc, ValidationError):
+        return _describe(exc.errors()[0])
+    return str(exc).removeprefix("Value error, ")
 
 
 def _did_you_mean(word: str, choices) -> str:
@@ -616,7 +899,7 @@ def _describe(error: dict[str, Any]) -> str:
         kind = "null" if value is None else type(value).__name__
         return f"{where}{_key_text(value)}: a key must be a string, not {kind}"
     message = str(error["msg"]).removeprefix("Value error, ")
-    if not key:
+    if not key or message.startswith(f"{key}."):
         return message
     if message.startswith(f"{loc[-1]}:"):
         message = message.split(":", 1)[1].strip()

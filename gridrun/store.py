@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -232,7 +232,12 @@ def _grows(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     """None if `new` only adds factor levels or seeds to `old`; else the first key that
     changes otherwise."""
     for name, levels in old["factors"].items():
-        if not set(levels) <= set(new["factors"].get(name, [])):
+        # note: a list, not a set: `grouped` holds mappings
+        if not all(level in new["factors"].get(name, []) for level in levels):
+            return f"factors.{name}"
+    for name in new["factors"]:
+        # note: the study's trials were not run at any of a new factor's levels
+        if name not in old["factors"]:
             return f"factors.{name}"
     if not set(old["seeds"]) <= set(new["seeds"]):
         return "seeds"
@@ -356,6 +361,8 @@ class StudyState:
     lock: LockHolder | None
     seconds_per_step: float | None  # measured: training time per optimizer step
     steps_left: int
+    # the levels of each setting varied as a factor (train.lr: [...]), crossed or grouped
+    settings: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def study_state(study: Storage) -> StudyState:
@@ -396,4 +403,5 @@ def study_state(study: Storage) -> StudyState:
         lock=lock,
         seconds_per_step=rate,
         steps_left=steps_left,
+        settings=grid.factors.setting_levels(),
     )  # fmt: skip

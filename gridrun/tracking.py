@@ -23,7 +23,8 @@ like the training run, so the Scalars dashboard shows one curve per run); a shor
 trial's folder holds its HParams session and its `trial/<key>` numbers at its own epoch.
 MLflow keeps one run per trial, each with its own epochs.
 
-Settings (`TrialInfo.params`) are the four factors, the seed and the fixed hparams.
+Settings (`TrialInfo.params`) are the factors (the four, then any setting varied as a
+factor, by its dotted path), the seed and the fixed hparams.
 """
 
 from __future__ import annotations
@@ -251,12 +252,13 @@ def _experiment(trial: TrialInfo, metrics: list[str]) -> Summary:
     """The HParams plugin's Experiment: `trial`'s params, `metrics` in order.
 
     The factors and the seed are marked as differing, which puts them first among the
-    columns shown; a fixed setting's domain is its one value; a number's is left open."""
+    columns shown; a fixed setting's domain is its one value; a number's, and a text
+    factor's (model.encoder: its other levels are not known here), are left open."""
     varied = {*trial.factors, "seed"}
     hparams = []
     for name, value in trial.params.items():
         info = api_pb2.HParamInfo(name=name, type=_data_type(value), differs=name in varied)
-        if isinstance(value, str | bool):
+        if isinstance(value, str | bool) and name not in varied:
             info.domain_discrete.extend([value])
         hparams.append(info)
     names = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in metrics]

@@ -175,6 +175,10 @@ def test_a_setting_named_under_factors_is_a_factor_of_the_study(tmp_path: Path):
         {**levels, "epochs": 20}, 1
     )
     assert data.trials["training_run"].nunique() == 2 * 2 * 2 * 2 * 2
+    # the runner, given this grid file, plans the same trials and training runs
+    grid = parse_grid(data.grid)
+    planned = {t.run_id: r.run_id for r in training_runs(grid, grid.trials()) for t in r.trials}
+    assert dict(zip(data.trials[TRIAL_ID], data.trials["training_run"], strict=True)) == planned
 
 
 def test_a_study_without_grid_file_has_the_four_factors(tmp_path: Path, tables):

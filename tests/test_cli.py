@@ -340,3 +340,53 @@ def test_plan_and_run_refuse_a_wrong_model_before_ray(model_folder, model, needl
         runner.invoke(app, ["run", str(grid), "--out", str(study)]), needle
     )
     assert not study.exists()  # refused before the study (or Ray) was started
+
+
+_FIVE = (
+    "name: five\nfactors:\n  image_size: [16]\n  dataset_size: [8]\n  epochs: [1, 2]\n"
+    "  batch_size: [2, 4]\n  train.lr: [3e-4, 1.0e-3]\ntrain: {lr_scaling: linear}\n"
+    "nuisance: [train.lr]\n"
+)
+
+
+def test_plan_shows_a_setting_factor_beside_the_four(tmp_path: Path, monkeypatch) -> None:
+    from gridrun import cli
+
+    monkeypatch.setattr(cli.console, "width", 160)  # note: no cell id cut short
+    result = runner.invoke(app, ["plan", str(_write(tmp_path / "grid.yaml", _FIVE))])
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if "image" in line).split()
+    assert header[:7] == ["cell_id", "image", "data", "epochs", "batch", "train.lr", "steps"]
+    # the cells at lr 1e-3, batch 4: the level, and lr scaled by 4 / 2 as trained
+    rows = [line.split() for line in result.output.splitlines() if "bs4_train.lr=0.001" in line]
+    assert [(r[5], r[7]) for r in rows] == [("0.001", "0.002")] * 2
+    text = _words(result.output)
+    assert "8 cells × 1 seeds = 8 trials, served by 4 training runs" in text
+    assert ("factors: image_size, dataset_size, epochs, batch_size, train.lr; "
+            "nuisance: train.lr") in text  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ("  data.val_size: [4, 6]\n", ("factors.data.val_size", "cannot vary per cell")),
+        ("  train.lrr: [1e-3]\n", ("factors.train.lrr", "did you mean 'train.lr'")),
+        ("  train.lr: [1e-3, -1]\n", ("factors.train.lr", "level -1 is refused")),
+        ("  grouped:\n    - {batch_size: 2, train.lr: 3e-4}\n",
+         ("factors.grouped[0].batch_size", "crossed or grouped")),
+    ],
+)  # fmt: skip
+def test_plan_refuses_a_setting_factor_in_one_line(tmp_path: Path, extra, needles) -> None:
+    text = "factors:\n  image_size: [16]\n  dataset_size: [8]\n  epochs: [1]\n  batch_size: [2]\n"
+    result = runner.invoke(app, ["plan", str(_write(tmp_path / "grid.yaml", text + extra))])
+    _assert_one_clean_error_line(result, *needles)
+
+
+def test_status_lists_the_setting_factors(tmp_path: Path) -> None:
+    grid = load_grid(_write(tmp_path / "grid.yaml", _FIVE))
+    claim_study(Storage(tmp_path / "run"), grid.resolved_yaml())
+    result = runner.invoke(app, ["status", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    text = _words(result.output)
+    assert "0 done, 0 running, 0 not ok, 8 missing of 8" in text
+    assert "factor train.lr: 0.0003, 0.001" in text

@@ -201,3 +201,29 @@ def torch_load(path):
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_a_learning_rate_factor_runs_end_to_end_tied_to_the_batch(ray_cluster, tmp_path):
+    factors = {"image_size": 8, "dataset_size": 4, "epochs": [1, 2], "batch_size": [2, 4],
+               "train.lr": [1.0e-4, 3.0e-2]}  # fmt: skip
+    train = {"lr_scaling": "linear"}
+    grid_file = _write(tmp_path, "lr", factors, val_size=2, train=train, nuisance=["train.lr"])
+    out = tmp_path / "run"
+    result = _run(grid_file, out)
+    assert result.exit_code == 0, result.output
+    assert "8 trials" in result.output and "4 training runs" in " ".join(result.output.split())
+
+    trials = pd.read_parquet(out / "trials.parquet").set_index("run_id")
+    curves = pd.read_parquet(out / "curves.parquet")
+    assert sorted(trials["status"]) == ["ok"] * 8
+    assert sorted(trials["train.lr"].unique()) == [1e-4, 3e-2]
+    assert sorted(curves["train.lr"].unique()) == [1e-4, 3e-2]
+    # the lr trained at: the level × batch / smallest batch (the tie), per cell
+    assert (trials["lr"] == trials["train.lr"] * trials["batch_size"] / 2).all()
+    # runs differing only in lr share nothing and train differently
+    low = curves[(curves["train.lr"] == 1e-4) & (curves["batch_size"] == 2)]
+    high = curves[(curves["train.lr"] == 3e-2) & (curves["batch_size"] == 2)]
+    assert set(low["training_run"]).isdisjoint(high["training_run"])
+    low, high = (c.sort_values(["epochs", "epoch"])["train_loss"].to_numpy() for c in (low, high))
+    assert len(low) == len(high) == 3 and (abs(low - high) > 1e-6).all()
+    assert load_grid(out / "grid.yaml").nuisance == ["train.lr"]

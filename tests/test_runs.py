@@ -17,6 +17,7 @@ from gridrun.runs import (
     pack,
     plan_run,
     training_runs,
+    trial_info,
 )
 from gridrun.spec import parse_grid
 
@@ -149,3 +150,48 @@ def test_gpu_shares_are_packed_apart_and_only_on_gpu():
     # off, or on CPU workers: one share, packed as before
     for off in (pack(plans, 1, use_gpu=True), pack(plans, 1, use_gpu=False, share_gpus=True)):
         assert [b.gpu_share for b in off] == [1.0] and len(off[0].runs) == 14
+
+
+def _five(**extra):
+    return parse_grid(
+        {
+            "factors": {"image_size": [32], "dataset_size": [8], "epochs": [1, 2],
+                        "batch_size": [2, 4], "train.lr": [3e-4, 1e-3], **extra},
+            "train": {"lr_scaling": "linear"},
+        }
+    )  # fmt: skip
+
+
+def test_training_runs_group_by_every_factor_but_epochs():
+    grid = _five()
+    runs = training_runs(grid, grid.trials())
+    # 2 batch sizes × 2 lr levels, each run serving both epochs levels
+    assert sorted(r.run_id for r in runs) == [
+        "img32_n8_ep2_bs2_train.lr=0.0003_s0", "img32_n8_ep2_bs2_train.lr=0.001_s0",
+        "img32_n8_ep2_bs4_train.lr=0.0003_s0", "img32_n8_ep2_bs4_train.lr=0.001_s0",
+    ]  # fmt: skip
+    for run in runs:
+        assert [t.cell.epochs for t in run.trials] == [1, 2]
+        assert len({t.cell.settings for t in run.trials}) == 1
+
+
+def test_a_plan_uses_its_cells_own_settings():
+    grid = _five(**{"train.optimizer": ["adam", "sgd"]})
+    runs = training_runs(grid, grid.trials())
+    plans = {p.training_run: p for p in (plan_run(grid, r, 3, 32) for r in runs)}
+    plan = plans["img32_n8_ep2_bs4_train.lr=0.001_train.optimizer=sgd_s0"]
+    # lr_scaling ties the level to the batch: 1e-3 × 4 / 2
+    assert (plan.optimizer, plan.lr) == ("sgd", pytest.approx(2e-3))
+    info = trial_info(grid, runs[0], grid.trials()[0])
+    assert info.factors["train.lr"] == 3e-4 and info.factors["train.optimizer"] == "adam"
+    assert info.row()["train.lr"] == 3e-4 and info.params["train.lr"] == 3e-4
+
+
+def test_a_schedule_varied_as_a_factor_decides_the_sharing_of_its_own_cells():
+    grid = _five(**{"train.schedule": ["constant", "cosine"]})
+    runs = training_runs(grid, grid.trials())
+    shared = {dict(r.lead.cell.settings)["train.schedule"]: 0 for r in runs}
+    for r in runs:
+        shared[dict(r.lead.cell.settings)["train.schedule"]] += len(r.trials) > 1
+    assert shared == {"constant": 4, "cosine": 0}
+    assert len(runs) == 4 + 8

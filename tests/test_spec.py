@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import load_error
 
 from gridrun.spec import GridError, effective_lr, load_grid, parse_grid, steps_per_cell
@@ -17,7 +18,9 @@ FACTORS = {"image_size": [32], "dataset_size": [8], "epochs": [1], "batch_size":
 def _grid(**overrides):
     raw = {"factors": dict(FACTORS)}
     for key, value in overrides.items():
-        if key in FACTORS:
+        if key == "factors_extra":
+            raw["factors"].update(value)
+        elif key in FACTORS:
             raw["factors"][key] = value
         else:
             raw[key] = value
@@ -434,3 +437,140 @@ def test_the_grid_parser_never_imports_torch_or_ray() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- any setting as a factor ------------------------------------------------------------
+
+_SMP = {"library": "smp", "arch": "Unet", "encoder": "resnet18", "encoder_weights": None}
+
+
+def test_a_setting_by_its_dotted_path_is_crossed_with_the_four() -> None:
+    grid = parse_grid(
+        _grid(
+            batch_size=[2, 4],
+            model=_SMP,
+            factors_extra={"train.lr": ["1e-3", 3.0e-4], "model.encoder": ["resnet34", "resnet18"]},
+        )
+    )
+    # note: PyYAML reads 1e-3 as text; the level is the number, and levels are sorted
+    assert grid.factors.settings == {
+        "model.encoder": ["resnet18", "resnet34"],
+        "train.lr": [3.0e-4, 1e-3],
+    }
+    ids = [c.cell_id for c in grid.cells()]
+    assert len(ids) == 8 == len(set(ids))
+    assert ids[0] == "img32_n8_ep1_bs2_model.encoder=resnet18_train.lr=0.0003"
+    cell = grid.cells()[-1]
+    assert cell.factors() == {
+        "image_size": 32, "dataset_size": 8, "epochs": 1, "batch_size": 4,
+        "model.encoder": "resnet34", "train.lr": 1e-3,
+    }  # fmt: skip
+    applied = grid.for_cell(cell)
+    assert (applied.train.lr, applied.model.encoder) == (1e-3, "resnet34")
+    assert applied.model.build_args()[1]["encoder"] == "resnet34"
+    assert grid.train.lr == 1e-3 and grid.model.encoder == "resnet18"  # the grid is unchanged
+
+
+def test_a_grid_without_settings_keeps_its_ids_and_file() -> None:
+    grid = parse_grid(_grid(batch_size=[2, 4]))
+    assert [c.cell_id for c in grid.cells()] == ["img32_n8_ep1_bs2", "img32_n8_ep1_bs4"]
+    assert grid.for_cell(grid.cells()[0]) is grid
+    assert "nuisance" not in grid.resolved_yaml() and "settings" not in grid.resolved_yaml()
+
+
+def test_grouped_levels_are_set_together_not_crossed() -> None:
+    factors = {k: v for k, v in FACTORS.items() if k != "batch_size"}
+    grouped = [{"batch_size": 16, "train.lr": 1.0e-3}, {"batch_size": 4, "train.lr": "3e-4"}]
+    grid = parse_grid({"factors": {**factors, "epochs": [1, 2], "dataset_size": [16],
+                                   "grouped": grouped},
+                       "data": {"num_images": 40}, "train": {"lr_scaling": "linear"}})  # fmt: skip
+    pairs = sorted({(c.batch_size, grid.for_cell(c).train.lr) for c in grid.cells()})
+    assert pairs == [(4, 3.0e-4), (16, 1e-3)]
+    assert len(grid.cells()) == 4
+    # the core factor's levels are the groups' (data checks and lr scaling read them)
+    assert grid.factors.batch_size == [4, 16]
+    assert grid.factors.setting_levels() == {"train.lr": [3.0e-4, 1e-3]}
+    # lr_scaling still ties lr to the batch: lr × batch / smallest batch
+    cell = next(c for c in grid.cells() if c.batch_size == 16)
+    assert effective_lr(grid.for_cell(cell), 16) == pytest.approx(1e-3 * 16 / 4)
+    # the resolved file writes the groups back (batch_size only there) and reads the same
+    dumped = yaml.safe_load(grid.resolved_yaml())["factors"]
+    assert "batch_size" not in dumped
+    assert dumped["grouped"][0] == {"batch_size": 4, "train.lr": 3e-4}
+    assert parse_grid(yaml.safe_load(grid.resolved_yaml())) == grid
+
+
+def test_the_resolved_file_writes_settings_back_as_dotted_keys(tmp_path: Path) -> None:
+    grid = parse_grid(_grid(factors_extra={"train.lr": [1e-3, 3e-4]}, nuisance=["train.lr"]))
+    dumped = yaml.safe_load(grid.resolved_yaml())
+    assert dumped["factors"]["train.lr"] == [3e-4, 1e-3]
+    assert dumped["nuisance"] == ["train.lr"]
+    path = tmp_path / "grid.yaml"
+    path.write_text(grid.resolved_yaml())
+    assert [c.cell_id for c in load_grid(path).cells()] == [c.cell_id for c in grid.cells()]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"data.source": ["folder"]},
+         "factors.data.source: cannot vary per cell (the data is prepared once for the whole"),
+        ({"resources.pack": [True]}, "factors.resources.pack: cannot vary per cell"),
+        ({"tracking.mlflow": ["x"]}, "factors.tracking.mlflow: cannot vary per cell"),
+        ({"seeds": [1]}, "factors.seeds: cannot vary per cell"),
+        ({"name": ["a"]}, "factors.name: cannot vary per cell"),
+        ({"train.lrr": [1e-3]}, "factors.train.lrr: unknown key (did you mean 'train.lr'?)"),
+        ({"lr": [1e-3]}, "factors.lr: unknown key (did you mean 'train.lr'?)"),
+        ({"train.lr": [-1e-3, 1e-3]}, "factors.train.lr: level -0.001 is refused (lr: "),
+        ({"train.lr": ["fast"]}, "factors.train.lr: level 'fast' is refused (lr: "),
+        ({"train.optimizer": ["adam", "lion"]}, "factors.train.optimizer: level 'lion' is refused"),
+        ({"augment": ["none", "bogus"]}, "factors.augment: level 'bogus' is refused"),
+        ({"train.lr": [1e-3, 1e-3]}, "factors.train.lr: duplicated level(s) [0.001]"),
+        ({"train.lr": [1e-3, "x"]}, "factors.train.lr: mixes number and text levels"),
+        ({"train.lr": 1e-3}, "factors.train.lr: expected a list of levels"),
+        ({"train.lr": []}, "factors.train.lr: needs at least one level"),
+        ({"train.lr": [None]}, "factors.train.lr: level null; a level is a finite number"),
+        ({"train.loss": ["bce", "ce"]},
+         "train.loss: 'ce' needs data.num_classes > 1 (in cell img32_n8_ep1_bs4_train.loss=ce)"),
+        ({"grouped": [{"batch_size": 4, "train.lr": 3e-4}]},
+         "factors.grouped[0].batch_size: batch_size is crossed too"),
+        ({"train.lr": [1e-3], "grouped": [{"train.lr": 3e-4}]},
+         "factors.grouped[0].train.lr: train.lr is crossed too"),
+        ({"grouped": [{"train.lr": 3e-4}, {"train.momentum": 0.5}]},
+         "factors.grouped[1]: names ['train.momentum'], not ['train.lr'] as the first group does"),
+        ({"grouped": [{"train.lr": 3e-4}, {"train.lr": "3e-4"}]},
+         "factors.grouped: the group {'train.lr': 0.0003} is given twice"),
+        ({"grouped": []}, "factors.grouped: expected a list of mappings"),
+    ],
+)  # fmt: skip
+def test_a_setting_factor_that_cannot_be_is_refused_in_one_line(extra, message: str) -> None:
+    error = _error(_grid(factors_extra=extra))
+    assert error.startswith(f"grid: {message}"), error
+    assert error.splitlines() == [error]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"nuisance": ["train.lrr"]},
+         "nuisance: 'train.lrr' is not a factor (did you mean 'train.lr'?)"),
+        ({"nuisance": ["epochs"]}, "nuisance: epochs is read off each training run"),
+        ({"nuisance": ["train.lr", "train.lr"]}, "nuisance: duplicated factor(s)"),
+        ({"claims": [{"factor": "train.momentum", "kind": "better", "levels": [0.5]}]},
+         "claims[0].factor: 'train.momentum' is not a factor of this grid"),
+        ({"claims": [{"factor": "batch_size", "kind": "better", "levels": ["4"]}]},
+         "claims[0].levels: levels of batch_size are positive integers"),
+    ],
+)  # fmt: skip
+def test_nuisance_and_claims_name_declared_factors(extra, message: str) -> None:
+    error = _error(_grid(factors_extra={"train.lr": [1e-3, 3e-4]}, **extra))
+    assert error.startswith(f"grid: {message}"), error
+
+
+def test_nuisance_and_claims_on_a_setting_factor_are_read() -> None:
+    claim = {"factor": "train.lr", "kind": "better", "levels": [3e-4]}
+    grid = parse_grid(_grid(factors_extra={"train.lr": [1e-3, 3e-4]}, nuisance=["train.lr"],
+                            claims=[claim]))  # fmt: skip
+    assert grid.nuisance == ["train.lr"]
+    assert grid.claims[0].levels == [3e-4]
+    assert grid.claims[0].describe() == "train.lr 0.0003 is better"

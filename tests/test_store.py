@@ -320,3 +320,66 @@ def test_baselines_of_multiclass_data_name_every_class() -> None:
     c1 = record["predictors"]["all class 1"]
     assert [c1[f"val_iou_c{k}"] for k in range(3)] == [0.0, pytest.approx(0.3), 0.0]
     assert c1["val_iou"] == pytest.approx(0.1) and "val_miou" not in c1
+
+
+FIVE = parse_grid(
+    {
+        "name": "five",
+        "factors": {"image_size": [32], "dataset_size": [8], "epochs": [3], "batch_size": [2],
+                    "train.lr": [3e-4, 1e-3], "model.base_channels": [4, 8],
+                    "augment": ["none", "flips"]},
+        "train": {"lr_scaling": "linear"},
+        "nuisance": ["train.lr"],
+    }
+)  # fmt: skip
+
+
+def test_each_setting_factor_is_a_column_of_both_tables_with_its_levels_type(tmp_path):
+    results = Results_(tmp_path)
+    for trial in FIVE.trials():
+        (run,) = training_runs(FIVE, [trial])
+        identity = trial_info(FIVE, run, trial)
+        results.start(trial.run_id)
+        for epoch in (1, 2, 3):
+            results.add_epoch(identity, _epoch(epoch, 0.5))
+        results.finish(identity, Status.OK, None)
+    trials = pd.read_parquet(tmp_path / "trials.parquet")
+    curves = pd.read_parquet(tmp_path / "curves.parquet")
+    for table in (trials, curves):
+        assert sorted(set(table["train.lr"])) == [3e-4, 1e-3]
+        assert sorted(set(table["model.base_channels"])) == [4, 8]
+        assert sorted(set(table["augment"])) == ["flips", "none"]
+        assert table["train.lr"].dtype == "float64"
+        assert table["model.base_channels"].dtype == "int64"
+        assert pd.api.types.is_string_dtype(table["augment"])
+    cell = "img32_n8_ep3_bs2_augment=flips_model.base_channels=8_train.lr=0.001"
+    row = trials.set_index("run_id").loc[f"{cell}_s0"]
+    assert (row["train.lr"], row["model.base_channels"], row["augment"]) == (1e-3, 8, "flips")
+    assert len(trials) == 8 and len(curves) == 24
+
+
+def test_a_study_with_setting_factors_extends_by_a_level_not_by_a_new_factor(tmp_path):
+    claim_run_dir(tmp_path, FIVE.resolved_yaml())
+    _run(Results_(tmp_path), FIVE.trials()[0], [0.5])
+    raw = yaml.safe_load(FIVE.resolved_yaml())
+    raw["factors"]["train.lr"] = [3e-4, 1e-3, 3e-3]
+    assert claim_run_dir(tmp_path, parse_grid(raw).resolved_yaml()) is True
+    raw["factors"]["train.optimizer"] = ["adam", "sgd"]
+    with pytest.raises(RunDirError, match=r"factors.train.optimizer differs"):
+        claim_run_dir(tmp_path, parse_grid(raw).resolved_yaml())
+    state = study_state(Storage(tmp_path))
+    assert state.settings["train.lr"] == [3e-4, 1e-3, 3e-3]
+    assert state.settings["augment"] == ["flips", "none"]
+    assert state.total == 3 * 2 * 2
+
+
+def test_a_grouped_study_resumes_and_extends_by_a_group(tmp_path):
+    raw = yaml.safe_load(GRID.resolved_yaml())
+    del raw["factors"]["batch_size"]
+    raw["factors"]["grouped"] = [{"batch_size": 2, "train.lr": 3e-4}]
+    first = parse_grid(raw)
+    claim_run_dir(tmp_path, first.resolved_yaml())
+    _run(Results_(tmp_path), first.trials()[0], [0.5])
+    assert claim_run_dir(tmp_path, first.resolved_yaml()) is False
+    raw["factors"]["grouped"].append({"batch_size": 4, "train.lr": 6e-4})
+    assert claim_run_dir(tmp_path, parse_grid(raw).resolved_yaml()) is True

@@ -413,3 +413,41 @@ def test_make_trackers_feeds_tensorboard_and_mlflow_where_asked(tmp_path, monkey
         [mlflow.MlflowClient(uri).get_experiment_by_name("quick").experiment_id])  # fmt: skip
     assert (run.info.run_name, run.info.status) == (A.run_id, "FINISHED")
     assert run.data.metrics["val/iou"] == _metrics(A, 3)["val_iou"]
+
+
+def _lr_trial(lr: float, encoder: str, training_run: str) -> TrialInfo:
+    """A trial of a grid varying train.lr and model.encoder besides the four."""
+    factors = {"image_size": 32, "dataset_size": 8, "epochs": 3, "batch_size": 4,
+               "model.encoder": encoder, "train.lr": lr}  # fmt: skip
+    cell_id = f"img32_n8_ep3_bs4_model.encoder={encoder}_train.lr={lr:g}"
+    return TrialInfo(f"{cell_id}_s0", cell_id, 0, factors, training_run, HPARAMS)
+
+
+def test_settings_varied_as_factors_are_hparams_and_mlflow_params(tmp_path, monkeypatch):
+    import mlflow
+
+    low, high = _lr_trial(3e-4, "resnet18", A.run_id), _lr_trial(1e-3, "resnet34", B.run_id)
+    monkeypatch.setitem(STATUS, low, Status.OK)
+    monkeypatch.setitem(STATUS, high, Status.OK)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _feed(Trackers([TensorBoardTracker(tmp_path / "tb"), MlflowTracker(uri, "five")]),
+          runs=((low,), (high,)))  # fmt: skip
+
+    experiment, _ = _hparams_backend(tmp_path / "tb")
+    infos = {h.name: h for h in experiment.hparam_infos}
+    # the extra factors are marked as differing like the four, so they are shown first
+    assert [h.name for h in experiment.hparam_infos][:7] == sorted(
+        [*FACTORS, "seed", "model.encoder", "train.lr"])  # fmt: skip
+    assert infos["train.lr"].type == api_pb2.DATA_TYPE_FLOAT64
+    # a text factor's domain stays open: its other levels are not known when it is written
+    assert infos["model.encoder"].type == api_pb2.DATA_TYPE_STRING
+    assert not infos["model.encoder"].HasField("domain_discrete")
+    for trial in (low, high):
+        hparams, _ = _session(_events(tmp_path / "tb" / trial.run_id))
+        assert (hparams["train.lr"], hparams["model.encoder"]) == (
+            trial.factors["train.lr"], trial.factors["model.encoder"])  # fmt: skip
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    runs = mlflow.search_runs(experiment_names=["five"]).set_index("tags.mlflow.runName")
+    assert runs.loc[low.run_id, "params.train.lr"] == "0.0003"
+    assert runs.loc[high.run_id, "params.model.encoder"] == "resnet34"
