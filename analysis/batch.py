@@ -82,10 +82,16 @@ def run_curves(
     columns = [*keys, "batch_size", "seed", "epoch", "step", metric]
     if curves.empty or metric not in curves.columns:
         return pd.DataFrame(columns=columns)
-    c = curves.dropna(subset=[metric]).copy()
-    own = c["cell_id"].astype(str) + "/" + c["seed"].astype(str)
+    needed = [*keys, "batch_size", "dataset_size", "cell_id", "seed", "epoch", "step",
+              "training_run", metric]  # fmt: skip
+    c = curves[[k for k in dict.fromkeys(needed) if k in curves.columns]]
+    c = c.dropna(subset=[metric])
     run = c["training_run"] if "training_run" in c.columns else pd.Series(None, index=c.index)
-    c[_RUN] = run.where(run.notna(), own).astype(str)
+    missing = run.isna()
+    if missing.any():
+        own = c.loc[missing, "cell_id"].astype(str) + "/" + c.loc[missing, "seed"].astype(str)
+        run = run.where(~missing, own)
+    c = c.assign(**{_RUN: run.astype(str)})
     computed = c["epoch"] * np.ceil(c["dataset_size"] / c["batch_size"])
     c["step"] = c["step"].fillna(computed) if "step" in c.columns else computed
     # note: the longest trial of a run holds the run's whole curve; the others repeat it
@@ -105,18 +111,22 @@ def _readings(curves: pd.DataFrame, metric: str, factors: Sequence[str]) -> pd.D
     runs = run_curves(curves, metric, factors)
     keys = group_keys(runs, factors)
     columns = [*keys, "comparison", "budget", "batch_size", "seed", "epoch", "step", metric]
-    parts = []
-    for _, g in runs.groupby(keys, sort=True):
-        if g["batch_size"].nunique() < 2:
-            continue
-        ends = g.groupby(["batch_size", "seed"])[["epoch", "step"]].max()
-        for comparison, col in zip(COMPARISONS, ("epoch", "step"), strict=True):
-            budget = ends[col].min()
-            at = g[g[col] <= budget].groupby(["batch_size", "seed"]).tail(1)
-            parts.append(at.assign(comparison=comparison, budget=budget))
-    if not parts:
+    if runs.empty:
         return pd.DataFrame(columns=columns)
-    return pd.concat(parts, ignore_index=True)[columns]
+    grouped = runs.groupby(keys, sort=True)
+    runs = runs.assign(_group=grouped.ngroup())
+    runs = runs[(grouped["batch_size"].transform("nunique") >= 2) & (runs["_group"] >= 0)]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    by_run = runs.groupby(["_group", "batch_size", "seed"], sort=False)
+    parts = []
+    for comparison, col in zip(COMPARISONS, ("epoch", "step"), strict=True):
+        # note: a group's budget is the least its runs all reached
+        budget = by_run[col].transform("max").groupby(runs["_group"]).transform("min")
+        at = runs[runs[col] <= budget].groupby(["_group", "batch_size", "seed"]).tail(1)
+        parts.append(at.assign(comparison=comparison, budget=budget[at.index]))
+    out = pd.concat(parts).sort_values("_group", kind="stable", ignore_index=True)
+    return out[columns]
 
 
 def batch_comparison_table(
@@ -340,14 +350,17 @@ def get_steps_info(
     keys = group_keys(runs, factors)
     sign = 1.0 if higher_is_better(metric) else -1.0
     scored = []
-    for key, g in runs.groupby(keys, sort=True):
-        if g["batch_size"].nunique() < 2:
-            continue
-        by = ["batch_size", "epoch"]
-        lines = interval_frame(g, by, metric, params, bounds=metric_bounds(metric))
-        lines = lines.merge(g.groupby(by)["step"].min().reset_index(), on=by)
-        key = key if isinstance(key, tuple) else (key,)
-        scored.append((float((sign * lines["mean"]).max()), group_label(keys, key), lines))
+    if len(runs):
+        runs = runs[runs.groupby(keys)["batch_size"].transform("nunique") >= 2]
+    if len(runs):
+        # note: one interval_frame over every group, then split: the same rows per group
+        by = [*keys, "batch_size", "epoch"]
+        every = interval_frame(runs, by, metric, params, bounds=metric_bounds(metric))
+        every = every.merge(runs.groupby(by)["step"].min().reset_index(), on=by)
+        for key, lines in every.groupby(keys, sort=True):
+            lines = lines.drop(columns=keys).reset_index(drop=True)
+            key = key if isinstance(key, tuple) else (key,)
+            scored.append((float((sign * lines["mean"]).max()), group_label(keys, key), lines))
     scored.sort(key=lambda s: -s[0])
     panels = [StepsPanel(title, lines) for _, title, lines in scored[:limit]]
     return StepsInfo(metric, lr, panels, len(scored), dict(baselines or {}))

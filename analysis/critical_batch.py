@@ -19,7 +19,7 @@ from analysis.baselines import Baselines
 from analysis.batch import MIN_BATCH_LEVELS, group_keys, group_label, run_curves
 from analysis.load import FACTORS
 from analysis.params import DEFAULT_PARAMS, Params
-from analysis.plateau import smooth_centred
+from analysis.plateau import smooth_runs
 from analysis.stats import higher_is_better
 from gridrun.layout import DEFAULT_METRIC
 
@@ -77,13 +77,20 @@ def steps_to_target_table(
     sign = 1.0 if higher_is_better(metric) else -1.0
     trivial = baselines.best(metric) if baselines is not None else None
     rows = []
+    if runs.empty:
+        return pd.DataFrame(rows, columns=[*keys, *STEPS_COLUMNS_TAIL])
+    # note: runs are sorted by group, batch size, seed and epoch: each run is contiguous
+    run_of = runs.groupby([*keys, "batch_size", "seed"], sort=False).ngroup().to_numpy()
+    bounds = np.r_[0, np.flatnonzero(np.diff(run_of)) + 1, len(runs)]
+    smooth = smooth_runs(runs[metric].to_numpy(float), bounds, params.window)
+    smooth = sign * smooth
+    runs = runs.assign(_smooth=smooth)
+    step, batch, seeds = (runs[c].to_numpy() for c in ("step", "batch_size", "seed"))
+    step = step.astype(float)
     for key, g in runs.groupby(keys, sort=True):
         if g["batch_size"].nunique() < MIN_BATCH_LEVELS:
             continue
         key = key if isinstance(key, tuple) else (key,)
-        by_run = g.groupby(["batch_size", "seed"], sort=True)
-        smooth = by_run[metric].transform(lambda v: smooth_centred(v.to_numpy(), params.window))
-        g = g.assign(_smooth=sign * smooth)
         mean_curve = g.groupby(["batch_size", "epoch"])["_smooth"].mean()
         weakest = mean_curve.groupby("batch_size").max().min()
         if trivial is not None:
@@ -94,10 +101,10 @@ def steps_to_target_table(
                 sign
             ).min()
         target = floor + params.target_fraction * (weakest - floor) if weakest > floor else np.nan
-        for (b, seed), run in g.groupby(["batch_size", "seed"], sort=True):
-            steps, first_epoch = _crossing(
-                run["step"].to_numpy(float), run["_smooth"].to_numpy(float), target
-            )
+        i, j = np.searchsorted(bounds, [g.index[0], g.index[-1] + 1])
+        for start, end in zip(bounds[i:j], bounds[i + 1 : j + 1], strict=True):
+            b, seed = batch[start], seeds[start]
+            steps, first_epoch = _crossing(step[start:end], smooth[start:end], target)
             rows.append(
                 [*key, b, seed, sign * floor, floor_from, sign * target, steps, b * steps,
                  first_epoch]  # fmt: skip

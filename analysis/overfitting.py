@@ -65,6 +65,18 @@ def training_progress(train_loss: np.ndarray, k: int = 5) -> np.ndarray:
     return (1000.0 * (strips.mean() / strips.min() - 1.0)).to_numpy()
 
 
+def _runs_progress(train_loss: np.ndarray, bounds: np.ndarray, k: int) -> np.ndarray:
+    """:func:`training_progress` of each trial's curve at once; trial ``i`` is
+    ``train_loss[bounds[i] : bounds[i + 1]]``."""
+    series = pd.Series(np.asarray(train_loss, dtype=float))
+    labels = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+    strips = series.groupby(labels, sort=False).rolling(k, min_periods=k)
+    progress = 1000.0 * (strips.mean() / strips.min() - 1.0)
+    out = np.empty(len(series))
+    out[progress.index.get_level_values(-1)] = progress.to_numpy()
+    return out
+
+
 @dataclass(frozen=True)
 class OnsetResult:
     """``index``: the 0-based onset, ``None`` if none; ``confirmed``: the curve has at
@@ -142,6 +154,7 @@ def overfitting_table(
         j: overfit_onset(train[bounds[j] : bounds[j + 1]], val[bounds[j] : bounds[j + 1]], params)
         for j in np.unique(longest)
     }
+    progress = _runs_progress(train, bounds, params.progress_k)
     rows = np.full((len(heads), len(_NUMBERS)), np.nan)
     for i, j in enumerate(longest):
         lo, hi, run = bounds[i], bounds[i + 1], runs[j]
@@ -158,7 +171,7 @@ def overfitting_table(
             sum(t < hi - lo for t in run.transient_starts),
             np.nanmax(gl),
             gl[-1],
-            training_progress(train[lo:hi], params.progress_k)[-1],
+            progress[hi - 1],
             train_score[hi - 1] - s[-1],
             abs(best - s[-1]),
         )

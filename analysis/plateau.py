@@ -34,7 +34,7 @@ from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import higher_is_better
 from gridrun.layout import DEFAULT_METRIC
 
-__all__ = ["PlateauResult", "detect_plateau", "plateau_table", "smooth_centred"]
+__all__ = ["PlateauResult", "detect_plateau", "plateau_table", "smooth_centred", "smooth_runs"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,18 @@ def smooth_centred(values: np.ndarray, window: int = 5) -> np.ndarray:
     return series.rolling(window, center=True, min_periods=1).median().to_numpy()
 
 
+def smooth_runs(values: np.ndarray, bounds: np.ndarray, window: int = 5) -> np.ndarray:
+    """:func:`smooth_centred` of each run of ``values`` at once; run ``i`` is
+    ``values[bounds[i] : bounds[i + 1]]`` (``bounds`` from 0 to ``len(values)``)."""
+    series = pd.Series(np.asarray(values, dtype=float))
+    labels = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+    rolled = series.groupby(labels, sort=False).rolling(window, center=True, min_periods=1)
+    medians = rolled.median()
+    out = np.empty(len(series))
+    out[medians.index.get_level_values(-1)] = medians.to_numpy()
+    return out
+
+
 def detect_plateau(
     values: np.ndarray,
     params: Params = DEFAULT_PARAMS,
@@ -67,8 +79,15 @@ def detect_plateau(
     the curve fell back). ``trivial`` holds the trivial predictors' scores of the metric:
     an epoch whose smoothed value is collapsed on them cannot start the plateau.
     """
-    sign = 1.0 if higher_better else -1.0
     raw = smooth_centred(values, params.window)
+    return _plateau_of_smoothed(raw, params, higher_better, trivial)
+
+
+def _plateau_of_smoothed(
+    raw: np.ndarray, params: Params, higher_better: bool, trivial: Sequence[float]
+) -> PlateauResult:
+    """:func:`detect_plateau` of a curve already smoothed by :func:`smooth_centred`."""
+    sign = 1.0 if higher_better else -1.0
     kept = np.flatnonzero(~np.isnan(raw))
     s, patience = sign * raw[kept], params.patience
     at_floor = collapsed_curve(raw[kept], trivial, params.collapse_margin, higher_better)
@@ -151,11 +170,12 @@ def plateau_table(
     higher = higher_is_better(metric)
     sign = 1.0 if higher else -1.0
     trivial = list(baselines.scores(metric).values()) if baselines is not None else []
+    smoothed = smooth_runs(values, bounds, params.window)
     runs = {}
     for j in np.unique(longest):
-        lo, hi = bounds[j], bounds[j + 1]
-        smooth = sign * smooth_centred(values[lo:hi], params.window)
-        runs[j] = (detect_plateau(values[lo:hi], params, higher, trivial), smooth, epochs[lo:hi])
+        raw = smoothed[bounds[j] : bounds[j + 1]]
+        plateau = _plateau_of_smoothed(raw, params, higher, trivial)
+        runs[j] = (plateau, sign * raw, epochs[bounds[j] : bounds[j + 1]])
     rows = [
         _trial_row(*runs[j], epochs[bounds[i + 1] - 1], params.patience)
         for i, j in enumerate(longest)

@@ -103,19 +103,28 @@ def _intervals(
     groups: list[np.ndarray], bounds: tuple[float, float], params: Params
 ) -> np.ndarray:
     """Rows of (n, mean, ci_low, ci_high, std) for each group of seed values."""
-    out = np.full((len(groups), 5), np.nan)
     clean = [g[~np.isnan(g)] for g in groups]
-    sizes = np.array([len(g) for g in clean])
-    for i, g in enumerate(clean):
-        out[i, 0] = len(g)
-        if len(g):
-            out[i, 1] = g.mean()
-        if len(g) >= 2:
-            out[i, 4] = g.std(ddof=1)
-    for n in np.unique(sizes[sizes >= max(params.min_seeds, 2)]):
+    sizes = np.array([len(g) for g in clean], dtype=int)
+    flat = np.concatenate(clean) if clean else np.empty(0)
+    return _packed_intervals(flat, sizes, bounds, params)
+
+
+def _packed_intervals(
+    flat: np.ndarray, sizes: np.ndarray, bounds: tuple[float, float], params: Params
+) -> np.ndarray:
+    """:func:`_intervals` of groups packed one after another in ``flat`` (no NaNs),
+    ``sizes[i]`` values each; groups of one size are computed together."""
+    out = np.full((len(sizes), 5), np.nan)
+    out[:, 0] = sizes
+    starts = np.cumsum(sizes) - sizes
+    for n in np.unique(sizes[sizes > 0]):
         rows = np.flatnonzero(sizes == n)
-        lo, hi = _t_bounds(np.stack([clean[i] for i in rows]), bounds, params.level)
-        out[rows, 2], out[rows, 3] = lo, hi
+        values = flat[starts[rows, None] + np.arange(n)]
+        out[rows, 1] = values.mean(axis=1)
+        if n >= 2:
+            out[rows, 4] = values.std(axis=1, ddof=1)
+        if n >= max(params.min_seeds, 2):
+            out[rows, 2], out[rows, 3] = _t_bounds(values, bounds, params.level)
     return out
 
 
@@ -144,12 +153,15 @@ def interval_frame(
     columns = [*by, "n", "mean", "std", "ci_low", "ci_high"]
     if df.empty:
         return pd.DataFrame(columns=columns)
-    keys, groups = [], []
-    for key, g in df.groupby(by, sort=True)[value]:
-        keys.append(key if isinstance(key, tuple) else (key,))
-        groups.append(g.to_numpy(dtype=float))
-    rows = _intervals(groups, bounds, params)
-    out = pd.DataFrame(keys, columns=by)
+    grouped = df.groupby(by, sort=True)
+    code = grouped.ngroup().fillna(-1).to_numpy(dtype=int)
+    keys = grouped.size().index
+    values = df[value].to_numpy(dtype=float)
+    keep = (code >= 0) & ~np.isnan(values)
+    order = np.argsort(code[keep], kind="stable")
+    sizes = np.bincount(code[keep], minlength=len(keys))
+    rows = _packed_intervals(values[keep][order], sizes, bounds, params)
+    out = keys.to_frame(index=False, name=by) if len(by) > 1 else pd.DataFrame({by[0]: keys})
     out["n"] = rows[:, 0].astype(int)
     out["mean"], out["std"] = rows[:, 1], rows[:, 4]
     out["ci_low"], out["ci_high"] = rows[:, 2], rows[:, 3]
