@@ -276,6 +276,8 @@ class ModelConfig(_Strict):
             for key in ("arch", "encoder"):
                 if getattr(self, key) is None:
                     raise ValueError(f"{key}: required with library {SMP!r}")
+        if self.form == "name" and self.name is None:
+            raise ValueError(f"name: expected a model name, e.g. {UNET!r}, not null")
         keys = _FORM_KEYS[self.form]
         for other in ("name", "base_channels", "depth", *_FORM_KEYS[SMP], "target", "path"):
             if other not in keys and getattr(self, other) not in (None, {}):

@@ -388,5 +388,5 @@ def test_status_lists_the_setting_factors(tmp_path: Path) -> None:
     result = runner.invoke(app, ["status", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     text = _words(result.output)
-    assert "0 done, 0 running, 0 not ok, 8 missing of 8" in text
+    assert "0 ok, 0 running, 0 not ok, 8 missing of 8" in text
     assert "factor train.lr: 0.0003, 0.001" in text
