@@ -4,7 +4,7 @@ uses too) and ``storage`` (every study file it reads or writes, on a local disk 
 behind a URI).
 
     import analysis
-    run = analysis.load("runs/quick")                 # RunData: the tables, split
+    run = analysis.load("runs/quick")                 # StudyData: the tables, split
     cells = analysis.cells_table(run.final, run.metric)
     analysis.recommendations_table(cells, run.metric)
     analysis.plot_learning_curves(run)                # a matplotlib Figure
@@ -28,7 +28,7 @@ from analysis.findings import ReportTables, compute_tables
 from analysis.importance import importance_table, plot_factor_importance
 from analysis.interactions import plot_interactions
 from analysis.learning_curves import plot_learning_curves
-from analysis.load import FACTORS, AnalysisInputError, RunData, final_metrics, load
+from analysis.load import FACTORS, AnalysisInputError, StudyData, final_metrics, load
 from analysis.main_effects import main_effects_table, plot_main_effects
 from analysis.overfitting import overfitting_table
 from analysis.overlays import plot_overlays
@@ -55,7 +55,7 @@ __all__ = [
     "Params",
     "Report",
     "ReportTables",
-    "RunData",
+    "StudyData",
     "anova_table",
     "batch_comparison_table",
     "batch_difference_table",

@@ -349,7 +349,7 @@ def anova_table(
     df: pd.DataFrame, response: str = "final", factors: Sequence[str] = FACTORS
 ) -> pd.DataFrame:
     """Type II ANOVA of ``response`` on the ``factors`` (a study's
-    :attr:`analysis.load.RunData.factors`) that vary in ``df``, each categorical (text
+    :attr:`analysis.load.StudyData.factors`) that vary in ``df``, each categorical (text
     levels too), with the training run as the unit where runs are shared (see module doc).
 
     Columns ``term, df, sum_sq, F, p_value, partial_eta_sq, omega_sq, stratum``: ``term``

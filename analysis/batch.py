@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from analysis.figures import BaselineLine, draw_baselines, log_axis, panel_grid
-from analysis.load import FACTORS, RunData
+from analysis.load import FACTORS, StudyData
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import format_interval, higher_is_better, interval_frame, metric_bounds
 from gridrun.layout import DEFAULT_METRIC
@@ -51,7 +51,7 @@ _RUN = "_run"
 
 
 def group_keys(df: pd.DataFrame, factors: Sequence[str] = FACTORS) -> list[str]:
-    """The ``factors`` (a study's :attr:`RunData.factors`) a group of runs shares: all
+    """The ``factors`` (a study's :attr:`StudyData.factors`) a group of runs shares: all
     but ``epochs``, ``batch_size`` and a setting tied to the batch size (levels grouped
     with it, such as ``{batch_size: 8, train.lr: 0.001}``), which the comparison reads
     at each batch size's own level."""
@@ -396,7 +396,7 @@ def get_steps_plot(info: StepsInfo) -> Figure:
     return fig
 
 
-def plot_batch_steps(run: RunData) -> Figure:
+def plot_batch_steps(run: StudyData) -> Figure:
     """The metric against optimizer steps, one line per batch size, one panel per group."""
     metric = run.metric if run.metric in run.curves.columns else DEFAULT_METRIC
     scores = run.baselines.scores(metric) if run.baselines is not None else {}

@@ -38,7 +38,7 @@ def cells_table(
 ) -> pd.DataFrame:
     """One row per cell from :func:`analysis.load.final_metrics` rows.
 
-    Columns: the ``factors`` (a study's :attr:`~analysis.load.RunData.factors`; the
+    Columns: the ``factors`` (a study's :attr:`~analysis.load.StudyData.factors`; the
     four always, the others where ``final`` has them), ``cell_id``, ``n`` (seeds),
     mean/std/interval of the ``final`` and ``best`` metric (``final_mean``,
     ``final_std``, ``final_ci_low``, ...; no interval below ``params.min_seeds`` seeds),

@@ -48,7 +48,7 @@ from gridrun.claims import RULES_OF_THUMB, Claim, parse_claims
 from gridrun.layout import trial_id
 
 if TYPE_CHECKING:
-    from analysis.load import RunData
+    from analysis.load import StudyData
 
 __all__ = [
     "CLAIM_COLUMNS",
@@ -455,8 +455,8 @@ def study_claims(grid: Mapping[str, Any]) -> tuple[list[Claim], list[str]]:
     return [*RULES_OF_THUMB, *(c for c in own if c not in RULES_OF_THUMB)], []
 
 
-def claims_table(data: RunData) -> pd.DataFrame:
-    """:func:`judge_claims` of a loaded study (:class:`analysis.load.RunData`): the rules of
+def claims_table(data: StudyData) -> pd.DataFrame:
+    """:func:`judge_claims` of a loaded study (:class:`analysis.load.StudyData`): the rules of
     thumb and the claims of its grid file."""
     claims, _ = study_claims(data.grid)
     return judge_claims(claims, data.final, data.curves, data.metric, data.params)

@@ -71,7 +71,7 @@ def collapse_table(
     factors: Sequence[str] = FACTORS,
 ) -> pd.DataFrame:
     """One row per (cell, seed) of :func:`analysis.load.final_metrics` rows; the
-    ``factors`` beyond the four (a study's :attr:`RunData.factors`) follow ``batch_size``
+    ``factors`` beyond the four (a study's :attr:`StudyData.factors`) follow ``batch_size``
     where ``final`` has them.
 
     Columns: ``collapsed`` (the rule of :func:`collapsed_curve` on ``final``),

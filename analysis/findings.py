@@ -21,7 +21,7 @@ from analysis.collapse import collapse_table
 from analysis.critical_batch import critical_batch_table
 from analysis.edges import edges_table
 from analysis.isolation import get_isolation_info, grid_nuisance
-from analysis.load import TRIAL_KEY, RunData
+from analysis.load import TRIAL_KEY, StudyData
 from analysis.main_effects import main_effects_table
 from analysis.overfitting import overfitting_table
 from analysis.pareto import pareto_costs, pareto_table
@@ -194,12 +194,12 @@ def _cells_with_extras(
     return cells
 
 
-def _grid_levels(data: RunData) -> dict[str, list] | None:
+def _grid_levels(data: StudyData) -> dict[str, list] | None:
     factors = data.grid.get("factors")
     return {k: list(v) for k, v in factors.items()} if isinstance(factors, dict) else None
 
 
-def compute_tables(data: RunData) -> ReportTables:
+def compute_tables(data: StudyData) -> ReportTables:
     """All tables from the ``ok`` trials; plateau and overfitting need curves."""
     metric, params = data.metric, data.params
     curve_metric = metric if metric in data.curves.columns else DEFAULT_METRIC

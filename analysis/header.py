@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 
 from analysis.batch import lr_text
-from analysis.load import FACTORS, RunData
-from gridrun.layout import GROUPED_KEY, factor_names
+from analysis.load import FACTORS, StudyData
+from gridrun.layout import GROUPED_KEY, RENAMED_KEYS, factor_names
 
 __all__ = ["devices", "study_facts"]
 
@@ -41,7 +41,7 @@ def _data(grid: dict[str, Any]) -> str | None:
     return ", ".join(parts)
 
 
-def _evaluation(data: RunData) -> str | None:
+def _evaluation(data: StudyData) -> str | None:
     """Where every cell is scored: the split sizes, the resolution and the class shares."""
     grid_data = data.grid.get("data") if isinstance(data.grid.get("data"), dict) else {}
     base = data.baselines
@@ -91,7 +91,9 @@ def _hardware(grid: dict[str, Any], trials: pd.DataFrame) -> str | None:
     parts.append(", ".join(used) if used else "device not recorded")
     res = grid.get("resources")
     if isinstance(res, dict):
-        parts.append(f"{res.get('workers_per_trial', 1)} worker(s) per trial")
+        old = next(o for (_, o), new in RENAMED_KEYS.items() if new == "workers_per_unit")
+        workers = res.get("workers_per_unit", res.get(old, 1))  # an older study's grid.yaml
+        parts.append(f"{workers} worker(s) per training run")
     nodes = trials["node_id"].dropna().nunique() or trials["node_ip"].dropna().nunique()
     if nodes:
         parts.append(f"{nodes} node(s)")
@@ -122,7 +124,7 @@ def _time(trials: pd.DataFrame) -> str | None:
     return ", ".join(parts) or None
 
 
-def study_facts(data: RunData, cells: int, seeds: int) -> list[tuple[str, str]]:
+def study_facts(data: StudyData, cells: int, seeds: int) -> list[tuple[str, str]]:
     """(label, value) pairs for the header, known facts only."""
     grid, trials = data.grid, data.trials
     counts = trials["status"].value_counts()

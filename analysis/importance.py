@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.anova import anova_table, omega_sq_bootstrap
-from analysis.load import FACTORS, RunData
+from analysis.load import FACTORS, StudyData
 from analysis.params import DEFAULT_PARAMS, Params
 
 __all__ = [
@@ -28,7 +28,7 @@ def importance_table(
     final: pd.DataFrame, params: Params = DEFAULT_PARAMS, factors: Sequence[str] = FACTORS
 ) -> pd.DataFrame:
     """``term, omega_sq, ci_low, ci_high, p_value`` for every ANOVA term of ``factors``
-    (a study's :attr:`RunData.factors`), largest first; ``p_value`` from the term's
+    (a study's :attr:`StudyData.factors`), largest first; ``p_value`` from the term's
     stratum (between or within training runs, see :func:`analysis.anova.anova_table`)."""
     return omega_sq_bootstrap(final, anova_table(final, "final", factors), "final", params)
 
@@ -65,7 +65,7 @@ def get_importance_plot(info: pd.DataFrame, metric: str, total: int, params: Par
     return fig
 
 
-def plot_factor_importance(run: RunData) -> Figure:
+def plot_factor_importance(run: StudyData) -> Figure:
     """Bar chart of the ω² of every ANOVA term of ``run``, with intervals."""
     table = importance_table(run.final, run.params, run.factors)
     return get_importance_plot(

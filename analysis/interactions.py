@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from analysis.baselines import Baselines
 from analysis.figures import PanelsInfo, draw_levels, level_axis, panel_grid, spread_levels
-from analysis.load import FACTORS, RunData, varying_factors
+from analysis.load import FACTORS, StudyData, varying_factors
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import metric_bounds, seed_mean_intervals
 from gridrun.layout import DEFAULT_METRIC
@@ -58,7 +58,7 @@ def get_interaction_info(
     metric: str = DEFAULT_METRIC,
     factors: Sequence[str] = FACTORS,
 ) -> InteractionsInfo:
-    """One :class:`PairInfo` per pair of ``factors`` (a study's :attr:`RunData.factors`)
+    """One :class:`PairInfo` per pair of ``factors`` (a study's :attr:`StudyData.factors`)
     with at least two levels in ``final``.
 
     The factor with more levels goes on the x axis; the other draws the lines.
@@ -131,7 +131,7 @@ def get_heatmap_plot(pairs: InteractionsInfo, metric: str) -> Figure:
     return fig
 
 
-def plot_interactions(run: RunData, kind: str = "lines") -> Figure:
+def plot_interactions(run: StudyData, kind: str = "lines") -> Figure:
     """Interaction plots (``kind="lines"``) or heatmaps (``"heatmap"``) for every pair."""
     pairs = get_interaction_info(run.final, run.params, run.baselines, run.metric, run.factors)
     draw = get_heatmap_plot if kind == "heatmap" else get_interaction_plot

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from scipy import integrate, stats
 
 from analysis.figures import panel_grid, shared_ylim
-from analysis.load import TRIAL_KEY, RunData
+from analysis.load import TRIAL_KEY, StudyData
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import detectable_difference, higher_is_better, interval_frame, metric_bounds
 from gridrun.layout import DEFAULT_METRIC, factor_names
@@ -230,7 +230,7 @@ def isolation_table(
     return pd.DataFrame(rows, columns=ISOLATION_COLUMNS)
 
 
-def _with_factors(data: RunData) -> tuple[pd.DataFrame, tuple[str, ...]]:
+def _with_factors(data: StudyData) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """``data.final`` with a column for every factor of the grid (the settings beyond the
     four are read from the trials table) and the factors' names."""
     grid_factors = data.grid.get("factors")
@@ -243,7 +243,7 @@ def _with_factors(data: RunData) -> tuple[pd.DataFrame, tuple[str, ...]]:
 
 
 def get_isolation_info(
-    data: RunData, metric: str | None = None, params: Params | None = None
+    data: StudyData, metric: str | None = None, params: Params | None = None
 ) -> pd.DataFrame:
     """:func:`isolation_table` of a study's final metric over the nuisance factors its grid
     declares; no rows when it declares none."""
@@ -370,6 +370,6 @@ def get_isolation_plot(table: pd.DataFrame, metric: str) -> Figure:
     return fig
 
 
-def plot_isolation(run: RunData) -> Figure:
+def plot_isolation(run: StudyData) -> Figure:
     """Isolation plots of ``run``'s final metric over the nuisance factors its grid declares."""
     return get_isolation_plot(get_isolation_info(run), run.metric)

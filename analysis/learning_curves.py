@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis.baselines import Baselines
 from analysis.figures import BaselineLine, baseline_lines, draw_baselines, panel_grid
-from analysis.load import RunData
+from analysis.load import StudyData
 from analysis.overfitting import overfitting_table
 from analysis.plateau import plateau_table
 from gridrun.layout import DEFAULT_METRIC
@@ -169,7 +169,7 @@ def get_learning_curves_plot(info: CurvesInfo, kind: str = "metric") -> Figure:
     return fig
 
 
-def plot_learning_curves(run: RunData, kind: str = "metric", cells: Sequence[str] = ()) -> Figure:
+def plot_learning_curves(run: StudyData, kind: str = "metric", cells: Sequence[str] = ()) -> Figure:
     """Learning curves of ``run`` (``kind`` ``metric`` or ``loss``); ``cells`` first; the
     trivial predictors' validation scores on the metric panels."""
     metric = run.metric if run.metric in run.curves.columns else DEFAULT_METRIC

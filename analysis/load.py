@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FACTORS",
     "AnalysisInputError",
-    "RunData",
+    "StudyData",
     "final_metrics",
     "load",
     "split_runs",
@@ -93,7 +93,7 @@ def _read(files: Storage, rel: str) -> bytes | None:
 
 
 @dataclass
-class RunData:
+class StudyData:
     """A study's tables, split into the trials the fits use and the ones they leave out.
 
     ``ok`` holds the finished trials with status ``ok``; ``curves`` only their epochs.
@@ -142,13 +142,13 @@ class RunData:
 
     def __repr__(self) -> str:
         return (
-            f"RunData({self.name!r}, metric={self.metric!r}: {len(self.trials)} trials, "
+            f"StudyData({self.name!r}, metric={self.metric!r}: {len(self.trials)} trials, "
             f"{len(self.ok)} ok, {len(self.running)} running, {len(self.curves)} curve rows)"
         )
 
 
 def varying_factors(df: pd.DataFrame, factors: Sequence[str] = FACTORS) -> list[str]:
-    """The ``factors`` (a study's :attr:`RunData.factors`) with at least two levels in
+    """The ``factors`` (a study's :attr:`StudyData.factors`) with at least two levels in
     ``df``, in that order."""
     return [f for f in factors if f in df.columns and df[f].nunique(dropna=True) >= 2]
 
@@ -282,7 +282,7 @@ def _check_metric(metric: str, trials: pd.DataFrame, curves: pd.DataFrame) -> No
 
 def load(
     location: str | Path, metric: str = DEFAULT_METRIC, params: Params = DEFAULT_PARAMS
-) -> RunData:
+) -> StudyData:
     """Read ``trials.parquet``, ``curves.parquet`` and ``grid.yaml`` of a study.
 
     ``location`` is a directory or a URI (``s3://...``, read through ``gridrun.storage``).
@@ -316,7 +316,7 @@ def load(
         notes.append(f"{len(running)} trials still running: left out until they finish.")
     ok_curves = curves.merge(ok[list(TRIAL_KEY)], on=list(TRIAL_KEY), how="inner")
 
-    return RunData(
+    return StudyData(
         location=str(location),
         name=_name(files),
         metric=metric,
@@ -333,7 +333,7 @@ def load(
     )
 
 
-def final_metrics(data: RunData) -> pd.DataFrame:
+def final_metrics(data: StudyData) -> pd.DataFrame:
     """One row per finished ``ok`` trial: factors, ``final`` and ``best`` metric, costs.
 
     ``final`` is the metric at the trial's last epoch and ``best`` its best epoch's

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from analysis.baselines import Baselines
 from analysis.figures import PanelsInfo, draw_levels, level_axis, panel_grid
-from analysis.load import FACTORS, RunData
+from analysis.load import FACTORS, StudyData
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import metric_bounds, seed_mean_intervals
 from gridrun.layout import DEFAULT_METRIC
@@ -47,7 +47,7 @@ def get_main_effects_info(
     factors: Sequence[str] = FACTORS,
 ) -> MainEffectsInfo:
     """An :class:`EffectInfo` per factor of ``factors`` (a study's
-    :attr:`RunData.factors`) with two or more levels in ``final``, one shared y-range and
+    :attr:`StudyData.factors`) with two or more levels in ``final``, one shared y-range and
     the trivial predictors' scores on ``metric``."""
     infos = []
     for factor in factors:
@@ -93,7 +93,7 @@ def get_main_effects_plot(infos: MainEffectsInfo, metric: str) -> Figure:
     return fig
 
 
-def plot_main_effects(run: RunData) -> Figure:
+def plot_main_effects(run: StudyData) -> Figure:
     """Main-effect plots of ``run``'s final metric for every factor."""
     info = get_main_effects_info(run.final, run.params, run.baselines, run.metric, run.factors)
     return get_main_effects_plot(info, run.metric)

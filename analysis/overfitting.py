@@ -123,7 +123,7 @@ def overfitting_table(
     factors: Sequence[str] = FACTORS,
 ) -> pd.DataFrame:
     """One row per (cell, seed) with both losses; onsets from its training run's curve.
-    The ``factors`` beyond the four (a study's :attr:`RunData.factors`) follow
+    The ``factors`` beyond the four (a study's :attr:`StudyData.factors`) follow
     ``batch_size`` where the curves have them.
 
     Run columns: ``training_run`` and ``run_overfit_epoch`` (the run's confirmed onset,

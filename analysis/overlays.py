@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from analysis.cells import cells_table
-from analysis.load import FACTORS, RunData
+from analysis.load import FACTORS, StudyData
 from gridrun.layout import DEFAULT_METRIC, EXAMPLES_FILE, OVERLAY_IMAGES, TRIAL_ID
 from gridrun.painting import COLORS, overlay_masks, paint_overlay
 
@@ -194,7 +194,7 @@ def get_overlay_plot(info: OverlayInfo) -> Figure:
 
 
 def plot_overlays(
-    run: RunData, cells: list[str] | None = None, max_images: int = OVERLAY_IMAGES
+    run: StudyData, cells: list[str] | None = None, max_images: int = OVERLAY_IMAGES
 ) -> Figure:
     """Overlays of ``cells`` (default: the best and the worst cell) on the example images."""
     if cells is None:

@@ -17,7 +17,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from analysis.cells import cells_table, extra_factors
-from analysis.load import FACTORS, RunData
+from analysis.load import FACTORS, StudyData
 from analysis.stats import higher_is_better
 
 __all__ = ["ParallelInfo", "plot_parallel_coordinates", "get_parallel_info", "get_parallel_plot"]
@@ -85,7 +85,7 @@ def get_parallel_plot(info: ParallelInfo) -> Figure:
     return fig
 
 
-def plot_parallel_coordinates(run: RunData) -> Figure:
+def plot_parallel_coordinates(run: StudyData) -> Figure:
     """Parallel-coordinates plot of ``run``'s cells over all factors, coloured by the metric."""
     cells = cells_table(run.final, run.metric, run.params, run.factors)
     return get_parallel_plot(get_parallel_info(cells, run.metric))

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from analysis.baselines import Baselines
 from analysis.cells import cells_table, extra_factors
 from analysis.figures import BaselineLine, baseline_lines, draw_baselines, log_axis
-from analysis.load import FACTORS, RunData
+from analysis.load import FACTORS, StudyData
 from analysis.stats import higher_is_better
 
 __all__ = [
@@ -172,7 +172,7 @@ def get_pareto_plot(info: ParetoInfo) -> Figure:
     return fig
 
 
-def plot_pareto(run: RunData) -> Figure:
+def plot_pareto(run: StudyData) -> Figure:
     """Mean metric of every cell against train time, and against peak memory when every
     trial ran on a GPU; frontiers and the trivial predictors' scores drawn."""
     cells = cells_table(run.final, run.metric, run.params, run.factors)

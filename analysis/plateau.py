@@ -148,7 +148,7 @@ def plateau_table(
     factors: Sequence[str] = FACTORS,
 ) -> pd.DataFrame:
     """One row per (cell, seed), the plateau found on its training run's whole curve;
-    the ``factors`` beyond the four (a study's :attr:`RunData.factors`) follow
+    the ``factors`` beyond the four (a study's :attr:`StudyData.factors`) follow
     ``batch_size`` where the curves have them.
 
     Run columns: ``training_run``, ``run_epochs`` (its last recorded epoch),

@@ -40,7 +40,7 @@ from analysis.importance import get_importance_info, get_importance_plot
 from analysis.interactions import get_heatmap_plot, get_interaction_info, get_interaction_plot
 from analysis.isolation import get_isolation_plot, isolation_rule, isolation_sentences
 from analysis.learning_curves import get_learning_curves_info, get_learning_curves_plot
-from analysis.load import FACTORS, RunData, load, study_storage
+from analysis.load import FACTORS, StudyData, load, study_storage
 from analysis.main_effects import get_main_effects_info, get_main_effects_plot
 from analysis.overlays import get_overlay_info, get_overlay_plot, grid_ignore_index
 from analysis.parallel import get_parallel_info, get_parallel_plot
@@ -78,7 +78,7 @@ class _Sink:
     """Where the report goes: ``to`` (a directory or a URI), or the study's report/.
     Local files are named by the path as the user gave it, other files by their URI."""
 
-    def __init__(self, data: RunData, to: str | Path | None):
+    def __init__(self, data: StudyData, to: str | Path | None):
         self.root: Path | None
         if to is None:
             self.storage = data.files.child(REPORT_DIR)
@@ -131,7 +131,7 @@ def _overlay_picks(tables: ReportTables) -> list[tuple[str, str]]:
     return [(label, c) for label, c in picks if not (c in seen or seen.add(c))]
 
 
-def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, dict]:
+def _plots(data: StudyData, tables: ReportTables, overlays: bool) -> tuple[dict, dict]:
     """Every figure the data allow as (name → Image), and per-section notes."""
     metric, params, base = data.metric, data.params, data.baselines
     curve_metric = metric if metric in data.curves.columns else DEFAULT_METRIC
@@ -256,7 +256,7 @@ def _plots(data: RunData, tables: ReportTables, overlays: bool) -> tuple[dict, d
     return images, notes
 
 
-def _sections(data: RunData, tables: ReportTables, images: dict, notes: dict) -> list[Section]:
+def _sections(data: StudyData, tables: ReportTables, images: dict, notes: dict) -> list[Section]:
     metric, params = data.metric, data.params
 
     def img(*names: str) -> tuple[Image, ...]:

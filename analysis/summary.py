@@ -13,7 +13,7 @@ from analysis.collapse import collapse_sentences
 from analysis.critical_batch import critical_batch_sentences
 from analysis.edges import edge_sentences
 from analysis.findings import ReportTables
-from analysis.load import RunData
+from analysis.load import StudyData
 from analysis.params import Params
 from analysis.recommend import recommendation_sentences
 from analysis.scaling import MIN_SIZES
@@ -214,7 +214,7 @@ def lead_count(tables: ReportTables) -> int:
     return min(tables.recommendations["image_size"].nunique(), MAX_LEAD)
 
 
-def summarize(data: RunData, tables: ReportTables) -> list[str]:
+def summarize(data: StudyData, tables: ReportTables) -> list[str]:
     """Short sentences for the terminal and the report's first screen, most useful first."""
     metric, params, cells = data.metric, data.params, tables.cells
     findings = _lead(tables, metric, params)

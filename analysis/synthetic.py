@@ -189,7 +189,7 @@ def example_grid(
         "train": {"optimizer": "adam", "lr": 0.001, "loss": "bce_dice"},
         "factors": levels,
         "seeds": sorted(int(s) for s in trials["seed"].unique()),
-        "resources": {"workers_per_trial": 1, "use_gpu": "auto"},
+        "resources": {"workers_per_unit": 1, "use_gpu": "auto"},
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,7 @@ app = typer.Typer(
 )
 console = Console(soft_wrap=True)  # long paths and run ids stay on one line
 err = Console(stderr=True)
+_default_showwarning = warnings.showwarning
 T = TypeVar("T")
 
 
@@ -54,11 +56,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from gridrun.data import DataError
     from gridrun.spec import GridError
     from gridrun.storage import StorageError
-    from gridrun.store import RunDirError
+    from gridrun.store import StudyDirError
     from gridrun.tune import ClusterError
 
     errors: list[type[Exception]] = [
-        GridError, AugmentError, DataError, ClusterError, RunDirError, StorageError,
+        GridError, AugmentError, DataError, ClusterError, StudyDirError, StorageError,
     ]  # fmt: skip
     try:
         from analysis.load import AnalysisInputError
@@ -131,6 +133,17 @@ def _main(
     ] = False,
 ) -> None:
     """Factorial segmentation-training grids on Ray: grid file in, Parquet tables out."""
+    warnings.showwarning = _one_line_warning
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A grid key under its old name, and the like: one line on stderr, no source line."""
+    from gridrun.spec import RenamedKeyWarning
+
+    if issubclass(category, RenamedKeyWarning):
+        err.print(f"warning: {message}", highlight=False, soft_wrap=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 @app.command()
@@ -222,7 +235,7 @@ def _run(grid, study, address, mlflow_uri, started, extended) -> None:
     console.print(
         f"done in {time.monotonic() - started:.0f}s: {counts}"
         + (f"; {summary.skipped} already done" if summary.skipped else "")
-        + f"; {summary.training_runs} training runs in {summary.bundles} work units, "
+        + f"; {summary.training_runs} training runs in {summary.units} work units, "
         f"{summary.epochs_trained} epochs trained for {summary.epochs_requested} requested "
         f"({summary.concurrency} at a time, {'GPU' if summary.use_gpu else 'CPU'} workers)"
     )
@@ -286,7 +299,7 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
     plans = {run.run_id: plan_run(grid, run, 3, grid.eval_size) for run in runs}
     # on GPU workers, the part of a GPU each worker of the run's work unit asks for
     shares = r.use_gpu is not False and r.share_gpus == "auto"
-    share_of = {run: gpu_share(p, r.workers_per_trial) for run, p in plans.items()}
+    share_of = {run: gpu_share(p, r.workers_per_unit) for run, p in plans.items()}
     settings = list(grid.factors.setting_levels())
     table = Table(
         "cell_id", *("image", "data", "epochs", "batch"), *settings, "steps", "lr", "trained by",
@@ -308,7 +321,7 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
     requested = sum(t.cell.epochs for t in grid.trials())
     trained = sum(run.epochs for run in runs)
     steps = sum(run.steps for run in runs)
-    gpu_hours = sum(estimate_seconds(p, True, r.workers_per_trial) for p in plans.values())
+    gpu_hours = sum(estimate_seconds(p, True, r.workers_per_unit) for p in plans.values())
     console.print(
         f"{len(grid.cells())} cells × {len(grid.seeds)} seeds = {len(grid.trials())} trials, "
         f"served by {len(runs)} training runs: {trained} epochs trained for {requested} "

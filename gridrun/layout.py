@@ -55,6 +55,7 @@ __all__ = [
     "FINAL_METRICS",
     "GROUPED_KEY",
     "NOT_CURVE",
+    "RENAMED_KEYS",
     "OVERLAY_IMAGES",
     "TRIAL_FLOAT_COLUMNS",
     "TRIAL_ID",
@@ -113,6 +114,14 @@ def factor_names(grid_factors: Mapping[str, object] | None) -> tuple[str, ...]:
             extra.add(key)
     return (*FACTORS, *sorted(extra - set(FACTORS)))
 
+
+# grid keys renamed to the glossary's words: (section, old spelling) -> new. A work unit,
+# not a trial, holds a worker group and is what Ray Tune runs concurrently. A grid file
+# (or an older study's grid.yaml) with the old spelling is read under the new one.
+RENAMED_KEYS: dict[tuple[str, str], str] = {
+    ("resources", "workers_per_trial"): "workers_per_unit",
+    ("resources", "max_concurrent_trials"): "max_concurrent_units",
+}
 
 GRID_FILE = "grid.yaml"
 BASELINES_FILE = "baselines.json"

@@ -21,7 +21,7 @@ from gridrun.layout import Status, latest_checkpoint_path, run_end_path
 if TYPE_CHECKING:
     from ray import ObjectRef
 
-    from gridrun.runs import Bundle
+    from gridrun.runs import WorkUnit
     from gridrun.storage import Storage
 
 __all__ = [
@@ -246,12 +246,12 @@ class WorkUnitSetup:
     faults: str
     refs: DataRefs
 
-    def config(self, unit: Bundle) -> dict[str, Any]:
+    def config(self, unit: WorkUnit) -> dict[str, Any]:
         """The TorchTrainer's `train_loop_config` (Ray wants a dict) for `unit`."""
         return {_UNIT_KEY: unit, _SETUP_KEY: self}
 
     @staticmethod
-    def from_config(config: Mapping[str, Any]) -> tuple[Bundle, WorkUnitSetup]:
+    def from_config(config: Mapping[str, Any]) -> tuple[WorkUnit, WorkUnitSetup]:
         """The work unit and its set-up back from a `train_loop_config`."""
         setup = config[_SETUP_KEY]
         if not isinstance(setup, WorkUnitSetup):

@@ -4,9 +4,9 @@ A *trial* is one (cell, seed). A *training run* is what is actually trained: the
 that differ only in `epochs` share one run trained to the largest of their epoch counts,
 and each trial reads its numbers off the run's curve at its own epoch (exact while
 nothing depends on the total epoch count: data order is seeded per epoch, validation
-draws no random numbers, and the schedule does not look at the last epoch). A *bundle*
+draws no random numbers, and the schedule does not look at the last epoch). A *unit*
 is a work unit: training runs trained one after another by one long-lived TorchTrainer
-worker group, so the worker start-up is paid once per bundle, not once per run.
+worker group, so the worker start-up is paid once per unit, not once per run.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from gridrun.augment import Augmentation, augmentation
 from gridrun.spec import Grid, Trial, effective_lr
 
 __all__ = [
-    "Bundle",
+    "WorkUnit",
     "RunPlan",
     "TrialInfo",
     "TrainingRun",
@@ -40,7 +40,7 @@ __all__ = [
 # decides what is packed, so being off by 2× costs little
 CPU_PIXELS_PER_S = 2.0e5
 GPU_PIXELS_PER_S = 1.0e8
-# a bundle's worker group takes ~10 s to start; a run shorter than 10× that is packed
+# a unit's worker group takes ~10 s to start; a run shorter than 10× that is packed
 STARTUP_S = 10.0
 LONG_RUN_S = 10 * STARTUP_S
 # note: pixels × samples per optimizer step and worker from which a run keeps a GPU to
@@ -158,10 +158,10 @@ class RunPlan:
 
 
 @dataclass(frozen=True)
-class Bundle:
+class WorkUnit:
     """A work unit: training runs one worker group trains one after another."""
 
-    bundle_id: str
+    unit_id: str
     runs: tuple[RunPlan, ...]
     seconds: float  # estimated
     # the part of `gpus_per_worker` each worker asks for (all its runs have this share)
@@ -285,12 +285,12 @@ def pack(
     workers: int = 1,
     enabled: bool = True,
     share_gpus: bool = False,
-) -> list[Bundle]:
-    """Bundles of runs: a long run alone; short runs spread by longest-first onto the
-    least-loaded bundle, at least one bundle per free slot, and about LONG_RUN_S each.
-    Longest bundles come first, so they start first. On GPUs with `share_gpus`, runs are
-    grouped by `gpu_share` first and each group is packed alone, so a bundle's runs ask
-    for one share; `slots` then gives the bundles of a share that fit at once."""
+) -> list[WorkUnit]:
+    """Work units of runs: a long run alone; short runs spread by longest-first onto the
+    least-loaded unit, at least one unit per free slot, and about LONG_RUN_S each.
+    Longest units come first, so they start first. On GPUs with `share_gpus`, runs are
+    grouped by `gpu_share` first and each group is packed alone, so a unit's runs ask
+    for one share; `slots` then gives the units of a share that fit at once."""
     est = {p.training_run: estimate_seconds(p, use_gpu, workers) for p in plans}
     shares: dict[float, list[RunPlan]] = defaultdict(list)
     for p in plans:
@@ -299,15 +299,15 @@ def pack(
     for share, some in sorted(shares.items(), reverse=True):
         n = slots(share) if callable(slots) else slots
         groups += [(share, g) for g in (_bins(some, est, n) if enabled else [[p] for p in some])]
-    bundles = []
+    units = []
     for share, group in groups:
         group = sorted(group, key=lambda p: p.training_run)
         seconds = sum(est[p.training_run] for p in group)
-        bundles.append((seconds, group, share))
-    bundles.sort(key=lambda b: (-b[0], b[1][0].training_run))
+        units.append((seconds, group, share))
+    units.sort(key=lambda b: (-b[0], b[1][0].training_run))
     return [
-        Bundle(f"b{i:04d}_{group[0].training_run}", tuple(group), seconds, share)
-        for i, (seconds, group, share) in enumerate(bundles)
+        WorkUnit(f"b{i:04d}_{group[0].training_run}", tuple(group), seconds, share)
+        for i, (seconds, group, share) in enumerate(units)
     ]
 
 

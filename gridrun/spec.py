@@ -7,6 +7,7 @@ import itertools
 import math
 import re
 import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,6 +31,7 @@ from gridrun.layout import (
     FACTORS,
     GROUPED_KEY,
     OVERLAY_IMAGES,
+    RENAMED_KEYS,
     cell_id,
     factor_names,
     num_labels,
@@ -54,11 +56,13 @@ __all__ = [
     "TOTAL_EPOCH_SCHEDULES",
     "Cell",
     "Grid",
+    "RenamedKeyWarning",
     "GridError",
     "Trial",
     "effective_lr",
     "load_grid",
     "parse_grid",
+    "renamed_keys",
     "steps_per_cell",
 ]
 
@@ -574,13 +578,13 @@ def _checked_groups(raw: Any, crossed: set[Any]) -> list[dict[str, Any]]:
 
 
 class Resources(_Strict):
-    workers_per_trial: _PositiveInt = 1
+    workers_per_unit: _PositiveInt = 1
     use_gpu: Literal["auto"] | bool = "auto"
     cpus_per_worker: _PositiveFloat = 1
     gpus_per_worker: _PositiveFloat = 1
     # extra custom Ray resources each worker needs, e.g. {"fake_gpu": 1}
     custom: dict[str, _PositiveFloat] = Field(default_factory=dict)
-    max_concurrent_trials: Literal["auto"] | _PositiveInt = "auto"
+    max_concurrent_units: Literal["auto"] | _PositiveInt = "auto"
     # short training runs share one long-lived TorchTrainer worker group (one start-up)
     pack: bool = True
     # times a training run restarts from its last epoch after a lost worker or node
@@ -670,10 +674,10 @@ class Grid(_Strict):
                 f"factors.batch_size: batch {max(f.batch_size)} is larger than "
                 f"dataset_size {min(f.dataset_size)}"
             )
-        workers = self.resources.workers_per_trial
+        workers = self.resources.workers_per_unit
         if workers > min(f.batch_size):
             raise ValueError(
-                f"resources.workers_per_trial: {workers} workers cannot share "
+                f"resources.workers_per_unit: {workers} workers cannot share "
                 f"a batch of {min(f.batch_size)}"
             )
         if not f.setting_levels():
@@ -979,9 +983,38 @@ class _Loader(yaml.SafeLoader):
             ) from exc
 
 
+class RenamedKeyWarning(FutureWarning):
+    """A grid file spells a key by its old name; it is read under the new one."""
+
+
+def renamed_keys(raw: Any, source: str | None = "grid") -> Any:
+    """`raw` with the old spellings of RENAMED_KEYS under their new names; a warning of
+    one line for each when `source` names the file (None: silently, e.g. an old study's
+    grid.yaml compared on a resume). Both spellings at once is an error."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = dict(raw)
+    for (section, old), new in RENAMED_KEYS.items():
+        block = raw.get(section)
+        if not isinstance(block, dict) or old not in block:
+            continue
+        if new in block:
+            raise GridError(f"{source}: {section}.{old}: give {section}.{new} only (its new name)")
+        block = {(new if k == old else k): v for k, v in block.items()}
+        raw[section] = block
+        if source is not None:
+            warnings.warn(
+                f"{source}: {section}.{old} is now {section}.{new}; read as that",
+                RenamedKeyWarning,
+                stacklevel=2,
+            )
+    return raw
+
+
 def parse_grid(raw: Any, source: str = "grid") -> Grid:
     if not isinstance(raw, dict):
         raise GridError(f"{source}: expected a mapping of keys, got {type(raw).__name__}")
+    raw = renamed_keys(raw, source)
     try:
         return Grid.model_validate(raw)
     except ValidationError as exc:

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Results",
-    "RunDirError",
+    "StudyDirError",
     "StudyLock",
     "StudyState",
     "baselines_record",
@@ -60,7 +60,7 @@ __all__ = [
 _Row = dict[str, Any]
 
 
-class RunDirError(ValueError):
+class StudyDirError(ValueError):
     """The study directory cannot be used as asked (the message names it)."""
 
 
@@ -256,13 +256,16 @@ def claim_study(study: Storage, resolved_yaml: str) -> bool:
     existing = study.read_text(GRID_FILE)
     if existing == resolved_yaml:
         return False
-    old, new = yaml.safe_load(existing), yaml.safe_load(resolved_yaml)
+    from gridrun.spec import renamed_keys
+
+    # note: a study written before a key was renamed reads under the new name
+    old, new = renamed_keys(yaml.safe_load(existing), None), yaml.safe_load(resolved_yaml)
     if not study.exists(TRIALS_FILE):
         study.write_text(GRID_FILE, resolved_yaml)  # nothing ran yet: the new grid wins
         return False
     differs = _grows(old, new)
     if differs is not None:
-        raise RunDirError(
+        raise StudyDirError(
             f"{study}: holds the results of a different grid ({differs} differs; a grid may "
             "only add levels or seeds to a study); pass --out to choose another directory"
         )
@@ -322,7 +325,7 @@ class StudyLock:
         if not self.study.create_exclusive(LOCK_FILE, self._payload()):
             holder = self.holder()
             if holder is not None and holder.pid != self.me.pid and self._alive(holder):
-                raise RunDirError(
+                raise StudyDirError(
                     f"{self.study}: in use by another gridrun run ({holder.describe()}); "
                     "wait for it or stop it"
                 )
@@ -369,11 +372,11 @@ def study_state(study: Storage) -> StudyState:
     from gridrun.spec import GridError, parse_grid
 
     if not study.exists(GRID_FILE):
-        raise RunDirError(f"{study}: not a gridrun study (no {GRID_FILE})")
+        raise StudyDirError(f"{study}: not a gridrun study (no {GRID_FILE})")
     try:
         grid = parse_grid(yaml.safe_load(study.read_text(GRID_FILE)), str(study))
     except GridError as exc:
-        raise RunDirError(str(exc)) from None
+        raise StudyDirError(str(exc)) from None
     trials = grid.trials()
     table = study.read_parquet(TRIALS_FILE)
     rows = {r[TRIAL_ID]: r for r in table.to_dict("records")}

@@ -1,5 +1,5 @@
-"""How work units reach Ray: each bundle of training runs is one Tune trial that fits a
-TorchTrainer; the Tuner fans the bundles out over the cluster, and a Tune callback
+"""How work units reach Ray: each unit of training runs is one Tune trial that fits a
+TorchTrainer; the Tuner fans the units out over the cluster, and a Tune callback
 hands every report to the `Collector` in the driver."""
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from gridrun.records import (
     report_from_dict,
     report_to_dict,
 )
-from gridrun.runs import Bundle, TrialInfo, pack, plan_run, training_runs, trial_info
+from gridrun.runs import TrialInfo, WorkUnit, pack, plan_run, training_runs, trial_info
 from gridrun.spec import Grid
 from gridrun.storage import Storage
 from gridrun.store import Results
 
 __all__ = [
-    "TRIAL_RESOURCES",
+    "UNIT_RESOURCES",
     "ClusterError",
     "RunSummary",
     "WorkPlan",
@@ -45,9 +45,9 @@ __all__ = [
 # note: the trial process only waits on its TorchTrainer, so it holds no CPU (two trials
 # each holding a CPU while waiting for a worker deadlock a 2-CPU machine); Tune needs a
 # non-empty request, so it asks for one byte of memory
-TRIAL_RESOURCES = {"cpu": 0, "memory": 1}
+UNIT_RESOURCES = {"cpu": 0, "memory": 1}
 # note: Ray Train notices a finished worker group on a poll (2 s by default); on a local
-# machine a short poll costs nothing and saves most of a second per bundle
+# machine a short poll costs nothing and saves most of a second per unit
 LOCAL_HEALTH_CHECK_S = "0.2"
 
 
@@ -63,13 +63,13 @@ class RunSummary:
     concurrency: int
     use_gpu: bool
     training_runs: int
-    bundles: int
+    units: int
     epochs_trained: int
     epochs_requested: int
 
 
 def worker_resources(grid: Grid, use_gpu: bool, gpu_share: float = 1.0) -> dict[str, float]:
-    """What each worker of a work unit asks Ray for; `gpu_share` is the unit's (Bundle)."""
+    """What each worker of a work unit asks Ray for; `gpu_share` is the unit's (WorkUnit)."""
     r = grid.resources
     need = {"CPU": r.cpus_per_worker, **r.custom}
     if use_gpu:
@@ -78,7 +78,7 @@ def worker_resources(grid: Grid, use_gpu: bool, gpu_share: float = 1.0) -> dict[
 
 
 def _unit_resources(grid: Grid, use_gpu: bool, gpu_share: float) -> dict[str, float]:
-    workers = grid.resources.workers_per_trial
+    workers = grid.resources.workers_per_unit
     return {k: v * workers for k, v in worker_resources(grid, use_gpu, gpu_share).items()}
 
 
@@ -89,7 +89,7 @@ def max_concurrency(
     none waits forever."""
     per_trial = _unit_resources(grid, use_gpu, gpu_share)
     fits = min(math.floor(cluster.get(k, 0.0) / v + 1e-9) for k, v in per_trial.items())
-    explicit = grid.resources.max_concurrent_trials
+    explicit = grid.resources.max_concurrent_units
     if explicit != "auto":
         # an autoscaling cluster may grow into what the user asked for
         return explicit
@@ -107,7 +107,7 @@ def units_at_once(
 ) -> int:
     """How many of these work units (one GPU share each) Tune may start at once: as many
     as fit when the largest run together, so whichever start, all hold their workers."""
-    explicit = grid.resources.max_concurrent_trials
+    explicit = grid.resources.max_concurrent_units
     if explicit != "auto":
         return min(explicit, max(1, len(gpu_shares)))
     # the largest alone must fit: else the error names what it lacks
@@ -126,16 +126,16 @@ def units_at_once(
 @dataclass(frozen=True)
 class WorkPlan:
     """What one invocation trains: the trials still to do, grouped into training runs
-    and packed into bundles."""
+    and packed into units."""
 
     trials: dict[str, list[TrialInfo]]  # training run -> the trials it serves
-    bundles: list[Bundle]
+    units: list[WorkUnit]
     epochs_requested: int
     skipped: int
 
     @property
     def epochs_trained(self) -> int:
-        return sum(p.epochs for b in self.bundles for p in b.runs)
+        return sum(p.epochs for b in self.units for p in b.runs)
 
 
 def plan_work(
@@ -152,13 +152,13 @@ def plan_work(
     runs = training_runs(grid, todo)
     plans = [plan_run(grid, run, in_channels, eval_size) for run in runs]
     r = grid.resources
-    bundles = pack(
-        plans, slots, use_gpu, r.workers_per_trial, enabled=r.pack,
+    units = pack(
+        plans, slots, use_gpu, r.workers_per_unit, enabled=r.pack,
         share_gpus=r.share_gpus == "auto",
     )  # fmt: skip
     return WorkPlan(
         trials={run.run_id: [trial_info(grid, run, t) for t in run.trials] for run in runs},
-        bundles=bundles,
+        units=units,
         epochs_requested=sum(t.cell.epochs for t in todo),
         skipped=len(every) - len(todo),
     )
@@ -176,8 +176,10 @@ class _TrainerSetup:
     unit: WorkUnitSetup
 
 
-def _bundle_trial(config: dict[str, Any], bundles: dict[str, Bundle], setup: _TrainerSetup) -> None:
-    """One Tune trial: train a bundle's runs in one TorchTrainer. If the trainer fails
+def _work_unit_trial(
+    config: dict[str, Any], units: dict[str, WorkUnit], setup: _TrainerSetup
+) -> None:
+    """One Tune trial: train a unit's runs in one TorchTrainer. If the trainer fails
     for good (restarts used up), the run it was on is reported failed and a new trainer
     takes the runs it had not reached."""
     from ray import tune
@@ -187,22 +189,22 @@ def _bundle_trial(config: dict[str, Any], bundles: dict[str, Bundle], setup: _Tr
 
     from gridrun.worker import train_loop_per_worker
 
-    bundle = bundles[config["bundle_id"]]
+    unit = units[config["unit_id"]]
     study = Storage(setup.unit.study)
-    remaining = list(bundle.runs)
+    remaining = list(unit.runs)
     attempt = 0
     while remaining:
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config=setup.unit.config(replace(bundle, runs=tuple(remaining))),
+            train_loop_config=setup.unit.config(replace(unit, runs=tuple(remaining))),
             scaling_config=ScalingConfig(
                 num_workers=setup.workers,
                 use_gpu=setup.use_gpu,
-                resources_per_worker=setup.worker_resources[bundle.gpu_share],
+                resources_per_worker=setup.worker_resources[unit.gpu_share],
             ),
             run_config=RunConfig(
                 # note: a fresh name per fit, also when Tune retries the whole work unit
-                name=f"{bundle.bundle_id}-{attempt}-{uuid.uuid4().hex[:6]}",
+                name=f"{unit.unit_id}-{attempt}-{uuid.uuid4().hex[:6]}",
                 storage_path=setup.storage,
                 callbacks=[TuneReportCallback()],
                 failure_config=FailureConfig(max_failures=setup.max_restarts),
@@ -226,8 +228,8 @@ class _TuneCallback:
     """Runs in the driver: Tune's events in, the collector's rows out.
     (Made a tune.Callback by `_tune_callback`, so importing this module needs no Ray.)"""
 
-    def __init__(self, collector: Collector, bundles: dict[str, Bundle], study: Storage):
-        self.collector, self.bundles, self.study = collector, bundles, study
+    def __init__(self, collector: Collector, units: dict[str, WorkUnit], study: Storage):
+        self.collector, self.units, self.study = collector, units, study
 
     def __getstate__(self) -> dict:
         # note: the Tuner pickles its callbacks into its experiment state; this one lives
@@ -235,7 +237,7 @@ class _TuneCallback:
         return {}
 
     def _runs(self, trial) -> list[str]:
-        return [p.training_run for p in self.bundles[trial.config["bundle_id"]].runs]
+        return [p.training_run for p in self.units[trial.config["unit_id"]].runs]
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.collector.start(self._runs(trial))
@@ -262,11 +264,11 @@ class _TuneCallback:
         self._end(trial, error.strip().splitlines()[-1][:500])
 
 
-def _tune_callback(collector: Collector, bundles: dict[str, Bundle], study: Storage):
+def _tune_callback(collector: Collector, units: dict[str, WorkUnit], study: Storage):
     from ray import tune
 
     cls = type("GridrunCallback", (_TuneCallback, tune.Callback), {})
-    return cls(collector, bundles, study)
+    return cls(collector, units, study)
 
 
 def init_ray(address: str | None) -> None:
@@ -296,7 +298,7 @@ def cluster_gpu(grid: Grid) -> tuple[dict[str, float], bool]:
     cluster = ray.cluster_resources()
     want_gpu = grid.resources.use_gpu
     use_gpu = cluster.get("GPU", 0) > 0 if want_gpu == "auto" else bool(want_gpu)
-    if use_gpu and cluster.get("GPU", 0) == 0 and grid.resources.max_concurrent_trials == "auto":
+    if use_gpu and cluster.get("GPU", 0) == 0 and grid.resources.max_concurrent_units == "auto":
         raise ClusterError("resources.use_gpu: true but the cluster has no GPU")
     return cluster, use_gpu
 
@@ -323,7 +325,7 @@ def run_grid(
     work = plan_work(
         grid, results.final_trial_ids(), prepared.in_channels, prepared.eval_size, slots, use_gpu
     )
-    concurrency = units_at_once(grid, cluster, use_gpu, [b.gpu_share for b in work.bundles])
+    concurrency = units_at_once(grid, cluster, use_gpu, [b.gpu_share for b in work.units])
 
     def summary(statuses: dict[Status, int]) -> RunSummary:
         return RunSummary(
@@ -333,12 +335,12 @@ def run_grid(
             concurrency=concurrency,
             use_gpu=use_gpu,
             training_runs=len(work.trials),
-            bundles=len(work.bundles),
+            units=len(work.units),
             epochs_trained=work.epochs_trained,
             epochs_requested=work.epochs_requested,
         )
 
-    if not work.bundles:
+    if not work.units:
         return summary({})
     for run in work.trials:
         # a retried run starts from its latest epoch, never from a stale end marker
@@ -353,40 +355,40 @@ def run_grid(
         by_size={size: put(arrays) for size, arrays in prepared.sizes.items()},
     )
     setup = _TrainerSetup(
-        workers=grid.resources.workers_per_trial,
+        workers=grid.resources.workers_per_unit,
         use_gpu=use_gpu,
         worker_resources={
-            b.gpu_share: worker_resources(grid, use_gpu, b.gpu_share) for b in work.bundles
+            b.gpu_share: worker_resources(grid, use_gpu, b.gpu_share) for b in work.units
         },
         storage=study.join(RAY_DIR),
         max_restarts=grid.resources.max_restarts,
         # chaos testing only (see worker._inject_fault)
         unit=WorkUnitSetup(study.uri, os.environ.get("GRIDRUN_FAULTS", ""), refs),
     )
-    bundles = {b.bundle_id: b for b in work.bundles}
+    units = {b.unit_id: b for b in work.units}
     examples = getattr(prepared, "examples", None)
     collector = Collector(
         results, work.trials, listener, tracker, examples,
         lambda rel: study.read_npz(rel)["pred"],
     )
     trainable = tune.with_resources(
-        tune.with_parameters(_bundle_trial, bundles=bundles, setup=setup), TRIAL_RESOURCES
+        tune.with_parameters(_work_unit_trial, units=units, setup=setup), UNIT_RESOURCES
     )
     tuner = tune.Tuner(
         trainable,
-        param_space={"bundle_id": tune.grid_search([b.bundle_id for b in work.bundles])},
+        param_space={"unit_id": tune.grid_search([b.unit_id for b in work.units])},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=concurrency,
+            max_concurrent_units=concurrency,
             # a finished trial's process takes the next trial: one torch import less each
             reuse_actors=True,
-            trial_name_creator=lambda trial: trial.config["bundle_id"],
-            trial_dirname_creator=lambda trial: trial.config["bundle_id"],
+            trial_name_creator=lambda trial: trial.config["unit_id"],
+            trial_dirname_creator=lambda trial: trial.config["unit_id"],
         ),
         run_config=tune.RunConfig(
             # one Tune experiment per invocation, so a resumed run never mixes states
             name=f"tune-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}",
             storage_path=study.join(RAY_DIR),
-            callbacks=[_tune_callback(collector, bundles, study)],
+            callbacks=[_tune_callback(collector, units, study)],
             # note: a work unit whose trial process or Train controller is lost with its
             # node starts again; its runs go on from their latest epochs
             failure_config=tune.FailureConfig(max_failures=grid.resources.max_restarts),

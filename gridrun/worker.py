@@ -1,4 +1,4 @@
-"""The Ray side of a worker: a bundle's training runs one after another in one
+"""The Ray side of a worker: a unit's training runs one after another in one
 long-lived worker group, each resumed from its latest checkpoint when one exists, with the
 checkpoints and predictions the trial rows point to written as the run passes each
 cell's epoch. `gridrun.train.run_epochs` does the training itself."""
@@ -78,7 +78,7 @@ def train_run(
     faults: str = "",
     test_y: np.ndarray | None = None,
 ) -> None:
-    """Train one run of a bundle, resuming from its latest checkpoint if one exists;
+    """Train one run of a unit, resuming from its latest checkpoint if one exists;
     rank 0 writes the checkpoints and predictions the trial rows point to. Every report
     sent is appended to `history`, which the checkpoint keeps."""
     rank, _ = rank_and_world()
@@ -120,15 +120,15 @@ def train_run(
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """What each Ray Train worker runs: every run of the bundle not ended yet. A run that
-    raises is reported as failed (or infeasible) and the bundle goes on with the next."""
+    """What each Ray Train worker runs: every run of the unit not ended yet. A run that
+    raises is reported as failed (or infeasible) and the unit goes on with the next."""
     import ray
     import ray.train
     import ray.train.torch
 
     from gridrun.storage import Storage
 
-    bundle, setup = WorkUnitSetup.from_config(config)
+    unit, setup = WorkUnitSetup.from_config(config)
     refs = setup.refs
     study = Storage(setup.study)
     worker = WorkerInfo(
@@ -146,7 +146,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ray.train.report(report_to_dict(report))
 
     rank, world = rank_and_world()
-    for plan in bundle.runs:
+    for plan in unit.runs:
         ended = RunEnd.load(study, plan.training_run)
         if ended is not None:
             # a restarted worker group: this run ended before the restart

@@ -62,7 +62,7 @@ def test_final_metric_is_last_epoch_of_each_finished_ok_trial(tmp_path: Path, ta
     got = final.set_index(["cell_id", "seed"])["final"]
     assert got.to_dict() == pytest.approx(last.reindex(got.index).to_dict())
     assert (final["best"] >= final["final"]).all()
-    assert "RunData(" in repr(data) and "1 running" in repr(data)
+    assert "StudyData(" in repr(data) and "1 running" in repr(data)
 
 
 def test_hand_written_trials_without_new_columns_or_curves(tmp_path: Path):

@@ -72,7 +72,7 @@ def test_grid_runs_end_to_end_and_resumes(ray_cluster, tmp_path):
 
 def test_two_workers_train_data_parallel_across_two_nodes(ray_cluster, tmp_path):
     factors = {"image_size": 32, "dataset_size": 6, "epochs": 1, "batch_size": 4}
-    resources = {"workers_per_trial": 2}
+    resources = {"workers_per_unit": 2}
     data = {"source": "synthetic", "val_size": 3, "test_size": 2}
     grid_file = _write(tmp_path, "ddp", factors, val_size=3, resources=resources, data=data)
     out = tmp_path / "run"
@@ -103,7 +103,7 @@ def test_failed_trial_becomes_a_row_and_the_grid_goes_on(ray_cluster, tmp_path):
     model = {"name": "lraspp_mobilenet_v3_large"}
     grid_file = _write(
         tmp_path, "fails", factors, val_size=2, model=model,
-        resources={"max_concurrent_trials": 1},
+        resources={"max_concurrent_units": 1},
     )  # fmt: skip
     out = tmp_path / "run"
     result = _run(grid_file, out)

@@ -16,7 +16,7 @@ def test_injected_faults_end_as_rows_and_a_killed_worker_resumes(
 ):
     factors = {"image_size": 16, "dataset_size": 4, "epochs": 6, "batch_size": [1, 2, 4]}
     grid = grid_file(
-        tmp_path, "faults", factors, val_size=2, resources={"max_concurrent_trials": 1}
+        tmp_path, "faults", factors, val_size=2, resources={"max_concurrent_units": 1}
     )
     monkeypatch.setenv(
         "GRIDRUN_FAULTS",

@@ -36,7 +36,7 @@ FAILED = RunFailed(RUN, Status.INFEASIBLE, "OutOfMemoryError: CUDA out of memory
 TUNE_KEYS = {
     "training_iteration": 3, "trial_id": "a1b2_00000", "done": False, "timestamp": 1.7e9,
     "checkpoint_dir_name": None, "node_ip": "10.0.0.8", "pid": 99, "hostname": "h",
-    "time_total_s": 4.5, "config": {"bundle_id": "u0"}, "experiment_tag": "0",
+    "time_total_s": 4.5, "config": {"unit_id": "u0"}, "experiment_tag": "0",
 }  # fmt: skip
 
 

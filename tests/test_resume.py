@@ -59,7 +59,7 @@ def test_one_driver_at_a_time_and_a_killed_driver_resumes_from_the_bucket(
         "factors": {"image_size": [32], "dataset_size": [8], "epochs": [3],
                     "batch_size": [2]},
         "seeds": [0, 1, 2, 3, 4, 5],
-        "resources": {"max_concurrent_trials": 1},
+        "resources": {"max_concurrent_units": 1},
     }  # fmt: skip
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text(yaml.safe_dump(grid))

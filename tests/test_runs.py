@@ -69,10 +69,10 @@ def test_short_runs_are_packed_into_one_work_unit_per_slot():
     grid = parse_grid({"factors": {"image_size": [32], "dataset_size": [8], "epochs": [1],
                                    "batch_size": [4]}, "seeds": list(range(16))})  # fmt: skip
     plans = _plans(grid)
-    bundles = pack(plans, slots=2, use_gpu=False)
-    assert len(bundles) == 2
-    assert sorted(len(b.runs) for b in bundles) == [8, 8]
-    assert sorted(p.training_run for b in bundles for p in b.runs) == sorted(
+    units = pack(plans, slots=2, use_gpu=False)
+    assert len(units) == 2
+    assert sorted(len(b.runs) for b in units) == [8, 8]
+    assert sorted(p.training_run for b in units for p in b.runs) == sorted(
         p.training_run for p in plans
     )
     assert len(pack(plans, slots=2, use_gpu=False, enabled=False)) == 16
@@ -87,9 +87,9 @@ def test_long_runs_are_never_packed():
     plans = _plans(grid, 512)
     big = next(p for p in plans if p.image_size == 512)
     assert estimate_seconds(big, use_gpu=False) >= LONG_RUN_S
-    bundles = pack(plans, slots=1, use_gpu=False)
-    assert [len(b.runs) for b in bundles] == [1, 1]
-    assert bundles[0].runs[0] is big  # the longest starts first
+    units = pack(plans, slots=1, use_gpu=False)
+    assert [len(b.runs) for b in units] == [1, 1]
+    assert units[0].runs[0] is big  # the longest starts first
 
 
 def test_learning_rate_schedules():
@@ -135,16 +135,16 @@ def test_gpu_shares_are_packed_apart_and_only_on_gpu():
     whole = [_plan(256, 16, seed) for seed in range(2)]
     plans = small + half + whole
     slots = {1.0: 1, 0.5: 2, 0.25: 4}  # work units of each share that fit on one GPU
-    bundles = pack(plans, slots.__getitem__, use_gpu=True, share_gpus=True)
+    units = pack(plans, slots.__getitem__, use_gpu=True, share_gpus=True)
     by_share = {}
-    for b in bundles:
+    for b in units:
         assert {gpu_share(p) for p in b.runs} == {b.gpu_share}  # homogeneous
         by_share.setdefault(b.gpu_share, []).append(len(b.runs))
     # short runs: at least one work unit per slot of its share
     assert {s: sorted(n) for s, n in by_share.items()} == {
         0.25: [2, 2, 2, 2], 0.5: [2, 2], 1.0: [2]
     }  # fmt: skip
-    assert sorted(p.training_run for b in bundles for p in b.runs) == sorted(
+    assert sorted(p.training_run for b in units for p in b.runs) == sorted(
         p.training_run for p in plans
     )
     # off, or on CPU workers: one share, packed as before

@@ -10,7 +10,14 @@ import pytest
 import yaml
 from helpers import load_error
 
-from gridrun.spec import GridError, effective_lr, load_grid, parse_grid, steps_per_cell
+from gridrun.spec import (
+    GridError,
+    RenamedKeyWarning,
+    effective_lr,
+    load_grid,
+    parse_grid,
+    steps_per_cell,
+)  # fmt: skip
 
 FACTORS = {"image_size": [32], "dataset_size": [8], "epochs": [1], "batch_size": [4]}
 
@@ -42,7 +49,7 @@ def test_defaults_are_filled_in() -> None:
     assert (grid.train.optimizer, grid.train.lr, grid.train.loss) == ("adam", 1e-3, "bce_dice")
     assert grid.train.lr_scaling == "none"
     assert grid.seeds == [0]
-    assert grid.resources.workers_per_trial == 1
+    assert grid.resources.workers_per_unit == 1
     # every cell is scored at the largest image_size unless data.eval_size says otherwise
     assert grid.eval_size == 96
     assert parse_grid(_grid(data={"eval_size": 48})).eval_size == 48
@@ -87,8 +94,8 @@ def test_unknown_key_names_the_dotted_key_and_suggests_the_right_one(
         (_grid(train={"lr": -0.1}), "train.lr", "greater than 0"),
         (_grid(dataset_size=[16, 4], batch_size=[8]), "factors.batch_size", "dataset_size 4"),
         (
-            _grid(resources={"workers_per_trial": 3}, batch_size=[2, 4]),
-            "resources.workers_per_trial",
+            _grid(resources={"workers_per_unit": 3}, batch_size=[2, 4]),
+            "resources.workers_per_unit",
             "batch of 2",
         ),
         (_grid(model={"name": "unet2"}), "model.name", "did you mean 'unet'"),
@@ -262,8 +269,8 @@ def test_resolved_yaml_round_trips(tmp_path: Path) -> None:
         (_grid(model={"depth": True}), "model.depth: expected an integer, not the boolean true"),
         (_grid(data={"val_size": 4.0}), "data.val_size: expected an integer, not the float 4.0"),
         (
-            _grid(resources={"workers_per_trial": True}),
-            "resources.workers_per_trial: expected an integer, not the boolean true",
+            _grid(resources={"workers_per_unit": True}),
+            "resources.workers_per_unit: expected an integer, not the boolean true",
         ),
         (
             _grid(tracking={"overlay_images": False}),
@@ -574,3 +581,22 @@ def test_nuisance_and_claims_on_a_setting_factor_are_read() -> None:
     assert grid.nuisance == ["train.lr"]
     assert grid.claims[0].levels == [3e-4]
     assert grid.claims[0].describe() == "train.lr 0.0003 is better"
+
+
+def test_a_key_under_its_old_name_is_read_under_the_new_with_one_warning() -> None:
+    raw = _grid(resources={"workers_per_trial": 2, "max_concurrent_trials": 3})
+    raw["factors"]["batch_size"] = [4]
+    with pytest.warns(RenamedKeyWarning) as caught:
+        grid = parse_grid(raw, "g.yaml")
+    assert [str(w.message) for w in caught] == [
+        "g.yaml: resources.workers_per_trial is now resources.workers_per_unit; read as that",
+        "g.yaml: resources.max_concurrent_trials is now resources.max_concurrent_units; read as"
+        " that",
+    ]
+    assert (grid.resources.workers_per_unit, grid.resources.max_concurrent_units) == (2, 3)
+    # the resolved grid speaks the new names only
+    assert "workers_per_trial" not in grid.resolved_yaml()
+    both = _grid(resources={"workers_per_trial": 1, "workers_per_unit": 1})
+    assert _error(both) == (
+        "grid: resources.workers_per_trial: give resources.workers_per_unit only (its new name)"
+    )

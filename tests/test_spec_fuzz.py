@@ -87,7 +87,7 @@ def _usable(grid: Grid) -> None:
     trials = grid.trials()
     for run in training_runs(grid, trials):
         plan = plan_run(grid, run, 3, grid.eval_size)
-        estimate_seconds(plan, True, grid.resources.workers_per_trial)
+        estimate_seconds(plan, True, grid.resources.workers_per_unit)
         lr_at(plan, 0)
         lr_at(plan, plan.epochs * plan.steps_per_epoch - 1)
         for trial in run.trials:
@@ -293,7 +293,7 @@ BASES: list[dict[str, Any]] = [
             "batch_size": [2, 4],
         },
         "seeds": [0, 1, 2],
-        "resources": {"workers_per_trial": 2, "custom": {"fake_gpu": 1}, "pack": False},
+        "resources": {"workers_per_unit": 2, "custom": {"fake_gpu": 1}, "pack": False},
         "tracking": {"tensorboard": False, "overlay_every": 2, "overlay_images": 0},
     },
     {

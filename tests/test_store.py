@@ -10,14 +10,21 @@ import pytest
 import yaml
 
 from gridrun.data import SplitTruth
-from gridrun.layout import BASELINES_FILE, CURVE_COLUMNS, TRIAL_COLUMNS, Status
+from gridrun.layout import (
+    BASELINES_FILE,
+    CURVE_COLUMNS,
+    GRID_FILE,
+    TRIAL_COLUMNS,
+    TRIALS_FILE,
+    Status,
+)  # fmt: skip
 from gridrun.records import EpochReport, TrialRow, WorkerInfo
 from gridrun.runs import training_runs, trial_info
 from gridrun.spec import parse_grid
 from gridrun.storage import Storage, StorageError
 from gridrun.store import (
     Results,
-    RunDirError,
+    StudyDirError,
     StudyLock,
     baselines_record,
     claim_study,
@@ -179,7 +186,7 @@ def test_a_study_is_resumed_by_its_grid_and_refuses_another(tmp_path: Path) -> N
 
     _run(Results_(run_dir), GRID.trials()[0], [0.5])
     assert claim_run_dir(run_dir, GRID.resolved_yaml()) is False
-    with pytest.raises(RunDirError, match=r"different grid \(train.lr differs") as info:
+    with pytest.raises(StudyDirError, match=r"different grid \(train.lr differs") as info:
         claim_run_dir(run_dir, other.resolved_yaml())
     assert str(run_dir) in str(info.value)
     assert (run_dir / "grid.yaml").read_text() == GRID.resolved_yaml()
@@ -195,7 +202,7 @@ def test_a_grid_that_only_adds_levels_or_seeds_extends_the_study(tmp_path: Path)
     wider = parse_grid({**more_seeds.model_dump(mode="json"), "factors": factors})
     assert claim_run_dir(tmp_path, wider.resolved_yaml()) is True
     # dropping a level is not growing: the rows of that level would be orphaned
-    with pytest.raises(RunDirError, match=r"factors.batch_size differs"):
+    with pytest.raises(StudyDirError, match=r"factors.batch_size differs"):
         narrower = wider.model_dump(mode="json")
         narrower["factors"]["batch_size"] = [2]
         claim_run_dir(tmp_path, parse_grid(narrower).resolved_yaml())
@@ -239,7 +246,7 @@ def test_run_status_counts_done_not_ok_and_missing(tmp_path: Path) -> None:
 
 
 def test_run_status_without_grid_file(tmp_path: Path) -> None:
-    with pytest.raises(RunDirError, match="grid.yaml"):
+    with pytest.raises(StudyDirError, match="grid.yaml"):
         run_status(tmp_path)
 
 
@@ -258,7 +265,7 @@ def test_a_live_lock_is_refused_naming_its_holder_and_a_dead_one_taken_over(tmp_
             holder = {"host": socket.gethostname(), "pid": sleeper.pid,
                       "started_at": "2026-01-01T00:00:00+00:00", "heartbeat": 0}  # fmt: skip
             (tmp_path / "lock.json").write_text(json.dumps(holder))
-            with pytest.raises(RunDirError, match=f"process {sleeper.pid} on"):
+            with pytest.raises(StudyDirError, match=f"process {sleeper.pid} on"):
                 StudyLock(study).acquire()
         finally:
             sleeper.kill()
@@ -278,7 +285,7 @@ def test_a_lock_from_another_host_is_stale_only_after_its_heartbeat_stops(tmp_pa
     study = Storage(tmp_path)
     holder = {"host": "elsewhere", "pid": 1, "started_at": "x", "heartbeat": time.time()}
     (tmp_path / "lock.json").write_text(json.dumps(holder))
-    with pytest.raises(RunDirError, match="process 1 on elsewhere"):
+    with pytest.raises(StudyDirError, match="process 1 on elsewhere"):
         StudyLock(study).acquire()
     holder["heartbeat"] = time.time() - StudyLock.STALE_S - 1
     (tmp_path / "lock.json").write_text(json.dumps(holder))
@@ -365,7 +372,7 @@ def test_a_study_with_setting_factors_extends_by_a_level_not_by_a_new_factor(tmp
     raw["factors"]["train.lr"] = [3e-4, 1e-3, 3e-3]
     assert claim_run_dir(tmp_path, parse_grid(raw).resolved_yaml()) is True
     raw["factors"]["train.optimizer"] = ["adam", "sgd"]
-    with pytest.raises(RunDirError, match=r"factors.train.optimizer differs"):
+    with pytest.raises(StudyDirError, match=r"factors.train.optimizer differs"):
         claim_run_dir(tmp_path, parse_grid(raw).resolved_yaml())
     state = study_state(Storage(tmp_path))
     assert state.settings["train.lr"] == [3e-4, 1e-3, 3e-3]
@@ -383,3 +390,15 @@ def test_a_grouped_study_resumes_and_extends_by_a_group(tmp_path):
     assert claim_run_dir(tmp_path, first.resolved_yaml()) is False
     raw["factors"]["grouped"].append({"batch_size": 4, "train.lr": 6e-4})
     assert claim_run_dir(tmp_path, parse_grid(raw).resolved_yaml()) is True
+
+
+def test_a_study_written_under_the_old_key_names_resumes(tmp_path) -> None:
+    grid = parse_grid({"factors": {"image_size": [32], "dataset_size": [8], "epochs": [1],
+                                   "batch_size": [4]}})  # fmt: skip
+    study = Storage(tmp_path)
+    old = grid.resolved_yaml().replace("workers_per_unit", "workers_per_trial")
+    old = old.replace("max_concurrent_units", "max_concurrent_trials")
+    study.write_text(GRID_FILE, old)
+    study.write_text(TRIALS_FILE, "")  # something ran: the grids are compared
+    assert claim_study(study, grid.resolved_yaml()) is False
+    assert study.read_text(GRID_FILE) == grid.resolved_yaml()

@@ -25,12 +25,12 @@ def _grid(**resources):
 def test_trials_whose_workers_fit_run_at_once_and_no_more():
     # the trial process holds no CPU: on 2 CPUs two 1-CPU trials run, never a third
     assert max_concurrency(_grid(), {"CPU": 2}, use_gpu=False) == 2
-    assert max_concurrency(_grid(workers_per_trial=2), {"CPU": 2}, use_gpu=False) == 1
+    assert max_concurrency(_grid(workers_per_unit=2), {"CPU": 2}, use_gpu=False) == 1
     assert max_concurrency(_grid(cpus_per_worker=3), {"CPU": 16}, use_gpu=False) == 5
 
 
 def test_gpu_trials_are_packed_by_gpus_not_cpus():
-    grid = _grid(workers_per_trial=2, gpus_per_worker=1, cpus_per_worker=2)
+    grid = _grid(workers_per_unit=2, gpus_per_worker=1, cpus_per_worker=2)
     assert max_concurrency(grid, {"CPU": 64, "GPU": 8}, use_gpu=True) == 4
     assert max_concurrency(grid, {"CPU": 6, "GPU": 8}, use_gpu=True) == 1
 
@@ -42,14 +42,14 @@ def test_custom_resources_limit_packing_like_a_gpu():
 
 def test_a_trial_the_cluster_cannot_hold_is_a_clear_error():
     with pytest.raises(ClusterError, match=r"needs 4 CPU but the cluster has 2 CPU"):
-        max_concurrency(_grid(workers_per_trial=2, cpus_per_worker=2), {"CPU": 2}, False)
+        max_concurrency(_grid(workers_per_unit=2, cpus_per_worker=2), {"CPU": 2}, False)
     with pytest.raises(ClusterError, match=r"GPU"):
         max_concurrency(_grid(), {"CPU": 2}, use_gpu=True)
 
 
 def test_explicit_concurrency_is_trusted_for_autoscaling_clusters():
-    assert max_concurrency(_grid(max_concurrent_trials=7), {"CPU": 2}, False) == 7
-    assert units_at_once(_grid(max_concurrent_trials=7), {"CPU": 2}, False, [1.0] * 3) == 3
+    assert max_concurrency(_grid(max_concurrent_units=7), {"CPU": 2}, False) == 7
+    assert units_at_once(_grid(max_concurrent_units=7), {"CPU": 2}, False, [1.0] * 3) == 3
 
 
 def test_a_shared_gpu_holds_as_many_units_as_its_share_allows():
@@ -78,12 +78,12 @@ def test_small_runs_share_a_gpu_unless_turned_off():
         return max_concurrency(parse_grid(grid), {"CPU": 8, "GPU": 1}, True, share)
 
     work = plan_work(parse_grid(grid), set(), 3, 32, slots, use_gpu=True)
-    assert sorted((b.gpu_share, len(b.runs)) for b in work.bundles) == [
+    assert sorted((b.gpu_share, len(b.runs)) for b in work.units) == [
         (0.25, 1), (0.25, 1), (1.0, 2)
     ]  # fmt: skip
     grid["resources"] = {"share_gpus": False}
     work = plan_work(parse_grid(grid), set(), 3, 32, slots, use_gpu=True)
-    assert [(b.gpu_share, len(b.runs)) for b in work.bundles] == [(1.0, 4)]
+    assert [(b.gpu_share, len(b.runs)) for b in work.units] == [(1.0, 4)]
 
 
 def test_out_of_memory_is_infeasible_other_errors_failed():
@@ -147,8 +147,8 @@ def test_four_small_work_units_run_at_once_on_one_fake_gpu(ray_cluster):
         return max_concurrency(grid, gpu_node, True, share)
 
     work = plan_work(grid, set(), 3, 32, slots, use_gpu=True)
-    assert [b.gpu_share for b in work.bundles] == [0.25] * 4
-    assert units_at_once(grid, gpu_node, True, [b.gpu_share for b in work.bundles]) == 4
+    assert [b.gpu_share for b in work.units] == [0.25] * 4
+    assert units_at_once(grid, gpu_node, True, [b.gpu_share for b in work.units]) == 4
 
     @ray.remote(num_cpus=0)
     class Barrier:
@@ -184,7 +184,7 @@ def test_four_small_work_units_run_at_once_on_one_fake_gpu(ray_cluster):
             ).remote(barrier, len(shares), wait_s))  # fmt: skip
         return ray.get(units)
 
-    assert side_by_side([b.gpu_share for b in work.bundles], wait_s=120) == [True] * 4
+    assert side_by_side([b.gpu_share for b in work.units], wait_s=120) == [True] * 4
     # the control: of two whole-GPU units on that one fake GPU, one gives up waiting alone
     # before the other can start
     assert sorted(side_by_side([1.0, 1.0], wait_s=3)) == [False, True]
