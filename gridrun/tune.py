@@ -304,6 +304,7 @@ def run_grid(
         )
 
     if not work.bundles:
+        results.compact()  # a driver stopped after its last trial may have left parts
         return summary({})
     for run in work.trials:
         # a retried run starts from its latest epoch, never from a stale end marker
@@ -356,7 +357,11 @@ def run_grid(
             verbose=0,
         ),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        # note: a finished (or stopped) study is two tables pandas opens
+        results.compact()
     statuses: dict[str, int] = {}
     for trials in work.trials.values():
         for t in trials:
