@@ -123,11 +123,11 @@ def main() -> None:
         grown = _peak_mb() - baseline_mb
         started = time.perf_counter()
         results.compact()
-        compact_s = time.perf_counter() - started
+        compact_s, compact_mb = time.perf_counter() - started, _peak_mb() - baseline_mb
         trials, curves = (study.read_parquet(f) for f in (TRIALS_FILE, CURVES_FILE))
         print(
-            f"compaction: {compact_s:.1f} s into {len(trials)} trial and {len(curves)} curve "
-            f"rows; peak RSS after it {_peak_mb():.0f} MB ({_peak_mb() - baseline_mb:+.0f} MB)"
+            f"compaction at the end: {compact_s:.1f} s into {len(trials)} trial and "
+            f"{len(curves)} curve rows; driver peak memory with it +{compact_mb:.0f} MB"
         )
     first = sum(times[:FIRST]) / len(times[:FIRST])
     tail = times[-max(FIRST, args.trials // 10) :]

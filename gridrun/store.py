@@ -245,7 +245,7 @@ def _delete_parts(study: Storage, names: list[str]) -> None:
 
 # note: curves compact a slice of trials at a time, about this many rows, so the driver
 # never holds the whole table (800,000 rows for 10,000 trials of 80 epochs)
-COMPACT_ROWS = 100_000
+COMPACT_ROWS = 50_000
 
 
 def compact(study: Storage) -> None:
@@ -304,7 +304,7 @@ def _compact_curves(study: Storage, rels: list[str], owner: pd.Series | None) ->
                 pieces.append(_conform(table.filter(pa.array(keep)), schema))
             piece = pa.concat_tables(pieces).sort_by([(c, "ascending") for c in order])
             writer.write_table(piece)
-    study.write_bytes(CURVES_FILE, buffer.getvalue())
+    study.write_bytes(CURVES_FILE, buffer.getbuffer())  # type: ignore[arg-type]  # no copy
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
