@@ -8,7 +8,6 @@ that hold only some of the columns. A study is a local directory or a URI such a
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections.abc import Sequence
@@ -185,13 +184,16 @@ def split_runs(
     return curves, heads, bounds, heads["training_run"].map(longest).to_numpy(int)
 
 
-def _read_parquet(files: Storage, rel: str) -> pd.DataFrame | None:
-    """The table, or None when there is no such file."""
+def _read_tables(files: Storage) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Both tables with the parts a running study has appended; None for a missing one."""
+    from gridrun.storage import TableReadError, read_tables
+
     try:
-        data = _read(files, rel)
-        return None if data is None else pd.read_parquet(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001 - any reader error means the same to the user
-        raise AnalysisInputError(f"cannot read {rel}: {exc}") from exc
+        return read_tables(files)
+    except TableReadError as exc:
+        raise AnalysisInputError(str(exc)) from exc
+    except OSError as exc:
+        raise AnalysisInputError(f"cannot read the tables of {files}: {exc}") from exc
 
 
 def _read_grid(files: Storage, notes: list[str]) -> dict[str, Any]:
@@ -290,12 +292,12 @@ def load(
     or when ``metric`` is in neither table.
     """
     files = study_storage(location)
-    table = _read_parquet(files, TRIALS_FILE)
+    table, curves_table = _read_tables(files)
     if table is None:
         raise AnalysisInputError(f"no trials table at {location}/{TRIALS_FILE}")
     notes: list[str] = []
     trials = _normalise_trials(table, notes)
-    table = _read_parquet(files, CURVES_FILE)
+    table = curves_table
     if table is None:
         table = pd.DataFrame(columns=[*TRIAL_KEY, *FACTORS, "epoch", *FINAL_METRICS])
         notes.append(f"{CURVES_FILE} is missing: curve analyses are skipped.")

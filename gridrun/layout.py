@@ -24,6 +24,8 @@ A study directory (a local path or a URI such as ``s3://bucket/prefix``) holds::
                                   what trivial predictors (all background, ...) score
     trials.parquet                one row per (cell, seed)
     curves.parquet                one row per (cell, seed, epoch)
+    trials.parts/, curves.parts/  while a study runs: the rows of trials finished since
+                                  the tables were last compacted, one part per write
     lock.json                     the live driver that owns the study
     progress.json                 the trials running now and their latest epoch
     checkpoints/<trial>.pt        the model at a cell's own epoch (the row's `checkpoint`)
@@ -85,12 +87,16 @@ __all__ = [
     "TRIAL_COLUMNS",
     "TRIALS_FILE",
     "Status",
+    "CURVES_PARTS_DIR",
+    "TRIALS_PARTS_DIR",
     "best_column",
     "best_name",
     "checkpoint_path",
     "error_line",
     "latest_checkpoint_path",
     "num_labels",
+    "parse_part_name",
+    "part_name",
     "predictions_path",
     "run_end_path",
 ]
@@ -136,6 +142,10 @@ EXAMPLES_FILE = f"{PREDICTIONS_DIR}/examples.npz"
 TENSORBOARD_DIR = "tensorboard"
 REPORT_DIR = "report"
 RAY_DIR = "ray"
+# each finished trial's rows are appended as a part; readers see the table with its
+# parts applied, and `gridrun run` compacts the parts into the table when it ends
+TRIALS_PARTS_DIR = "trials.parts"
+CURVES_PARTS_DIR = "curves.parts"
 
 TRIAL_COLUMNS = [
     "cell_id", "seed", *FACTORS, "status", "error", "final_val_iou", "final_train_iou",
@@ -283,6 +293,19 @@ def error_line(exc: BaseException) -> str:
         exc = next(iter(failures.values()))
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:500]
+
+
+def part_name(number: int, level: int) -> str:
+    """A table part's file name in its parts directory: the number of the newest write it
+    holds and its level (0: one write; n + 1: several level-n parts merged). Parts apply
+    in (number, level) order, which is the name order."""
+    return f"{number:08d}.{level}.parquet"
+
+
+def parse_part_name(name: str) -> tuple[int, int] | None:
+    """(number, level) of a part's file name; None for any other file."""
+    found = re.fullmatch(r"(\d{8,})\.(\d)\.parquet", name)
+    return None if found is None else (int(found[1]), int(found[2]))
 
 
 def predictions_path(training_run: str, epoch: int) -> str:

@@ -11,6 +11,9 @@ works on every Ray node that has them: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCE
 server (MinIO, moto). A URI may also carry pyarrow's options as a query, e.g.
 ``s3://bucket/prefix?endpoint_override=127.0.0.1:9000&scheme=http``; the query is kept
 on every derived URI (`join`, `child`), which Ray's ``storage_path`` accepts too.
+
+`read_tables` reads a study's two tables as a reader sees them while it runs: each
+table with the parts appended since it was last compacted (`gridrun.layout`).
 """
 
 from __future__ import annotations
@@ -21,14 +24,41 @@ import os
 import posixpath
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
-__all__ = ["Storage", "StorageError"]
+from gridrun.layout import (
+    CURVE_COLUMNS,
+    CURVES_FILE,
+    CURVES_PARTS_DIR,
+    TRIAL_COLUMNS,
+    TRIAL_KEY,
+    TRIALS_FILE,
+    TRIALS_PARTS_DIR,
+    parse_part_name,
+)
+
+__all__ = [
+    "Storage",
+    "StorageError",
+    "TableReadError",
+    "combine_parts",
+    "combine_tables",
+    "latest_rows",
+    "owned_rows",
+    "list_parts",
+    "read_arrow",
+    "read_arrow_or_none",
+    "read_tables",
+    "table_frame",
+    "write_arrow",
+]
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # temporary files and keys start with this and are never listed
@@ -332,6 +362,175 @@ class Storage:
             # completes a multipart upload when its stream is closed, even on an error)
             # cannot leave a truncated file under it
             self._fs.copy_file(tmp, final)
+
+
+class TableReadError(ValueError):
+    """A table or part that exists but cannot be read (the message names it)."""
+
+
+# a table's pieces in the order they apply: an Arrow table (or None) per source
+Sources = Sequence[pa.Table | None]
+
+
+def list_parts(study: Storage, parts_dir: str) -> list[str]:
+    """The whole parts in `parts_dir`, as paths in the study, in the order they apply."""
+    named = [(parse_part_name(n), n) for n in study.list(parts_dir)]
+    return [f"{parts_dir}/{n}" for key, n in sorted((k, n) for k, n in named if k is not None)]
+
+
+def read_arrow(study: Storage, rel: str, columns: list[str] | None = None) -> pa.Table:
+    """The Parquet file `rel` (only `columns`, if given) as an Arrow table without
+    pandas' metadata (FileNotFoundError if it is gone)."""
+    data = study.read_bytes(rel)
+    try:
+        return pq.read_table(io.BytesIO(data), columns=columns).replace_schema_metadata(None)
+    except Exception as exc:  # noqa: BLE001 - any reader error means the same to the user
+        raise TableReadError(f"cannot read {rel}: {exc}") from exc
+
+
+def latest_rows(trials: Sources) -> tuple[pa.Table | None, pd.Series | None]:
+    """Trial rows of sources applied in order (the latest row of a trial wins; column
+    types promoted across sources), and the source of each trial's row, by TRIAL_KEY."""
+    key = list(TRIAL_KEY)
+    table, source = _concat(trials)
+    if table is None:
+        return None, None
+    keys = table.select(key).to_pandas()
+    keep = ~keys.duplicated(key, keep="last").to_numpy()
+    return table.filter(pa.array(keep)), pd.Series(source[keep], _index(keys[keep]))
+
+
+def owned_rows(curves: pa.Table, source: int, owner: pd.Series | None) -> np.ndarray:
+    """Which curve rows of `source` belong to their trial's latest row: the curve rows
+    written with it (a trial without any row keeps only source 0's, the compacted table)."""
+    wanted = np.zeros(curves.num_rows)
+    if owner is not None and curves.num_rows:
+        found = owner.reindex(_index(curves.select(list(TRIAL_KEY)).to_pandas()))
+        wanted = found.fillna(0).to_numpy()
+    return wanted == source
+
+
+def combine_parts(trials: Sources, curves: Sources) -> tuple[pa.Table | None, pa.Table | None]:
+    """Sources applied in order, sources[i] of both tables written together: a trial's
+    latest row wins, with the curve rows written with it (`owned_rows`). None for a
+    table without any source."""
+    trial_table, owner = latest_rows(trials)
+    curve_table, curve_src = _concat(curves)
+    if curve_table is not None and curve_table.num_rows:
+        keep = np.zeros(curve_table.num_rows, dtype=bool)
+        for i in np.unique(curve_src):
+            at = curve_src == i
+            keep[at] = owned_rows(curve_table.filter(pa.array(at)), int(i), owner)
+        curve_table = curve_table.filter(pa.array(keep))
+    return trial_table, curve_table
+
+
+def combine_tables(
+    trials: Sources, curves: Sources
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """`combine_parts` as pandas frames, as pandas would have built them from the rows
+    that remain: columns in the tables' order, extras sorted, rows sorted by trial (and
+    epoch). An empty curves table where trials has rows and curves none."""
+    key = list(TRIAL_KEY)
+    trial_table, curve_table = combine_parts(trials, curves)
+    curve_frame = table_frame(curve_table, CURVE_COLUMNS, [*key, "epoch"])
+    if curve_frame is None and trial_table is not None:
+        curve_frame = pd.DataFrame(columns=CURVE_COLUMNS)
+    return table_frame(trial_table, TRIAL_COLUMNS, key), curve_frame
+
+
+def write_arrow(study: Storage, rel: str, table: pa.Table) -> None:
+    """Write an Arrow table as Parquet, atomically (its column types kept as they are)."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    study.write_bytes(rel, buffer.getvalue())
+
+
+def read_tables(
+    study: Storage, curves: bool = True
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """trials and curves (None unless `curves`) as they stand: the compacted tables with
+    the whole parts written since applied (`combine_tables`); a part being written is
+    invisible. Without parts, the tables as written. None for a table with neither file
+    nor part. Raises TableReadError for a file that cannot be read."""
+    for _ in range(_READ_ATTEMPTS):
+        # note: parts are listed before the tables are read, trials before curves; a
+        # part compacted away meanwhile (its rows are in the table now) means read again
+        trial_parts = list_parts(study, TRIALS_PARTS_DIR)
+        curve_parts = list_parts(study, CURVES_PARTS_DIR) if curves else []
+        try:
+            if not trial_parts and not curve_parts:
+                frame = _read_frame(study, CURVES_FILE) if curves else None
+                return _read_frame(study, TRIALS_FILE), frame
+            # note: sources[i] of both tables are the parts of one name, written together
+            names = sorted({p.rsplit("/", 1)[-1] for p in trial_parts + curve_parts},
+                           key=parse_part_name)  # fmt: skip
+            trials = [read_arrow_or_none(study, TRIALS_FILE)]
+            trials += [_part(study, TRIALS_PARTS_DIR, n, trial_parts) for n in names]
+            if not curves:
+                return combine_tables(trials, [])[0], None
+            curve_tables = [read_arrow_or_none(study, CURVES_FILE)]
+            curve_tables += [_part(study, CURVES_PARTS_DIR, n, curve_parts) for n in names]
+            return combine_tables(trials, curve_tables)
+        except FileNotFoundError:
+            continue
+    raise OSError(f"{study}: its tables were compacted during each of {_READ_ATTEMPTS} reads")
+
+
+def _part(study: Storage, parts_dir: str, name: str, listed: list[str]) -> pa.Table | None:
+    rel = f"{parts_dir}/{name}"
+    return read_arrow(study, rel) if rel in listed else None
+
+
+def _read_frame(study: Storage, rel: str) -> pd.DataFrame | None:
+    try:
+        data = study.read_bytes(rel)
+    except FileNotFoundError:
+        return None
+    try:
+        return pd.read_parquet(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - any reader error means the same to the user
+        raise TableReadError(f"cannot read {rel}: {exc}") from exc
+
+
+def read_arrow_or_none(study: Storage, rel: str) -> pa.Table | None:
+    """`read_arrow`, or None when there is no file `rel`."""
+    try:
+        return read_arrow(study, rel)
+    except FileNotFoundError:
+        return None
+
+
+def _index(keys: pd.DataFrame) -> pd.MultiIndex:
+    return pd.MultiIndex.from_frame(keys)
+
+
+def _concat(sources: Sources) -> tuple[pa.Table | None, np.ndarray]:
+    """The sources' rows as one table (column types promoted: a part where a column is
+    all null takes the others' type) and each row's source index."""
+    present = [(i, t) for i, t in enumerate(sources) if t is not None]
+    if not present:
+        return None, np.zeros(0, dtype=int)
+    table = pa.concat_tables([t for _, t in present], promote_options="permissive")
+    return table, np.repeat([i for i, _ in present], [t.num_rows for _, t in present])
+
+
+def table_frame(table: pa.Table | None, leading: list[str], by: list[str] | None):
+    """The rows as pandas would hold them had it built the table from the rows."""
+    if table is None:
+        return None
+    # note: a column only superseded rows had is not a column of the rows that remain
+    names = table.column_names
+    extra = sorted(c for c in names if c not in leading and table[c].null_count < len(table))
+    frame = table.select([c for c in leading if c in names] + extra).to_pandas()
+    for column in frame.columns:
+        values = frame[column]
+        # note: pandas builds text with gaps as object, None in the gaps
+        if isinstance(values.dtype, pd.StringDtype) and values.isna().any():
+            frame[column] = values.astype(object).where(values.notna(), None)
+    if by is None or not set(by) <= set(frame.columns):
+        return frame
+    return frame.sort_values(by, ignore_index=True)
 
 
 def _open(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -1,9 +1,14 @@
 """The study directory: the resolved grid, the two Parquet tables, the lock that keeps
 one driver writing, and resume bookkeeping. Every file goes through `Storage`, whose
-writes are atomic, so a reader (or a crash) never sees half a table."""
+writes are atomic, so a reader (or a crash) never sees half a table.
+
+The tables grow by appending: each finished trial's rows are a new part of each table,
+parts merge as they pile up, and `compact` folds them into the two tables."""
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import math
 import os
@@ -15,7 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from gridrun.layout import (
@@ -24,22 +32,38 @@ from gridrun.layout import (
     BEST_METRIC,
     CURVE_COLUMNS,
     CURVES_FILE,
+    CURVES_PARTS_DIR,
     FINAL_METRICS,
     GRID_FILE,
     LOCK_FILE,
     PROGRESS_FILE,
     TRIAL_COLUMNS,
     TRIAL_ID,
+    TRIAL_KEY,
     TRIALS_FILE,
+    TRIALS_PARTS_DIR,
     Progress,
     Status,
     best_column,
     final_column,
     num_labels,
+    parse_part_name,
+    part_name,
 )
 from gridrun.records import EpochReport, TrialRow
 from gridrun.runs import TrialInfo, training_runs
-from gridrun.storage import Storage
+from gridrun.storage import (
+    Storage,
+    combine_parts,
+    latest_rows,
+    list_parts,
+    owned_rows,
+    read_arrow,
+    read_arrow_or_none,
+    read_tables,
+    table_frame,
+    write_arrow,
+)
 
 if TYPE_CHECKING:
     from gridrun.data import SplitTruth
@@ -51,6 +75,7 @@ __all__ = [
     "StudyState",
     "baselines_record",
     "claim_study",
+    "compact",
     "study_state",
     "summarize_trial",
     "write_baselines",
@@ -113,15 +138,22 @@ def summarize_trial(
 
 
 class Results:
-    """Rows of one study, flushed to Parquet as each trial finishes."""
+    """Rows of one study. Each finished trial's rows are appended as a part of both
+    tables; parts merge as they pile up and `compact` folds them into the tables. Holds
+    the finished trials' rows, never their epochs."""
+
+    # note: MERGE_PARTS parts of one level merge into one part of the next, so a row is
+    # rewritten once per level (a handful in a study of any size), not once per trial
+    MERGE_PARTS = 32
 
     def __init__(self, study: Storage):
         self.study = study
-        trials, curves = study.read_parquet(TRIALS_FILE), study.read_parquet(CURVES_FILE)
-        self.trials: dict[str, _Row] = {r[TRIAL_ID]: r for r in trials.to_dict("records")}
-        self.curves: dict[str, list[_Row]] = {}
-        for record in curves.to_dict("records"):
-            self.curves.setdefault(record[TRIAL_ID], []).append(record)
+        trials, _ = read_tables(study, curves=False)
+        records = [] if trials is None else trials.to_dict("records")
+        self.trials: dict[str, _Row] = {r[TRIAL_ID]: r for r in records}
+        names = {n.rsplit("/", 1)[-1] for d in _PARTS_DIRS for n in list_parts(study, d)}
+        self._parts = sorted(k for k in map(parse_part_name, names) if k is not None)
+        self._next = max((number for number, _ in self._parts), default=0) + 1
         self._pending: dict[str, dict[int, EpochReport]] = {}
         self._started: dict[str, datetime] = {}
 
@@ -157,21 +189,132 @@ class Results:
         row["checkpoint"] = checkpoint
         row["started_at"] = self._started.pop(trial.run_id, None) or datetime.now(UTC)
         row["finished_at"] = datetime.now(UTC)
+        name = part_name(self._next, 0)
+        curves = [_curve_row(trial, r) for r in epochs]
+        # note: curves first. A trial is done once its row is in a trials part, so a
+        # driver killed between the two writes leaves at worst a curves part no trial
+        # row owns (readers leave it out), never a finished trial without its curve
+        if curves:
+            self.study.write_parquet(f"{CURVES_PARTS_DIR}/{name}", _ordered(curves, CURVE_COLUMNS))
+        self.study.write_parquet(f"{TRIALS_PARTS_DIR}/{name}", _ordered([row], TRIAL_COLUMNS))
         self.trials[trial.run_id] = row
-        self.curves[trial.run_id] = [_curve_row(trial, r) for r in epochs]
-        self.flush()
+        self._parts.append((self._next, 0))
+        self._next += 1
+        self._merge()
         return TrialRow(status, error, dict(row))
 
-    def flush(self) -> None:
-        trials = _ordered(list(self.trials.values()), TRIAL_COLUMNS)
-        curves = _ordered([r for rows in self.curves.values() for r in rows], CURVE_COLUMNS)
-        trials = trials.sort_values(["cell_id", "seed"], ignore_index=True)
-        curves = curves.sort_values(["cell_id", "seed", "epoch"], ignore_index=True)
-        # note: curves first. A trial is done once its row is in the trials table, so a
-        # driver killed between the two writes leaves at worst curve rows of a trial that
-        # reruns (and replaces them), never a finished trial without its curve
-        self.study.write_parquet(CURVES_FILE, curves)
-        self.study.write_parquet(TRIALS_FILE, trials)
+    def compact(self) -> None:
+        """Fold every part into the two tables (`compact`)."""
+        compact(self.study)
+        self._parts = []
+
+    def _merge(self) -> None:
+        """While the newest MERGE_PARTS parts share a level, merge them into one part of
+        the next level, named by the newest, so it applies after them."""
+        while True:
+            level = self._parts[-1][1]
+            tail = list(itertools.takewhile(lambda p, lv=level: p[1] == lv, reversed(self._parts)))
+            if len(tail) < self.MERGE_PARTS:
+                return
+            names = [part_name(*p) for p in reversed(tail)]
+            merged = part_name(tail[0][0], level + 1)
+            # note: source 0 is empty, so curve rows no trial row here owns are left out
+            trials, curves = combine_parts(
+                [None, *(read_arrow_or_none(self.study, f"{TRIALS_PARTS_DIR}/{n}") for n in names)],
+                [None, *(read_arrow_or_none(self.study, f"{CURVES_PARTS_DIR}/{n}") for n in names)],
+            )
+            if curves is not None and curves.num_rows:
+                write_arrow(self.study, f"{CURVES_PARTS_DIR}/{merged}", curves)
+            if trials is not None:
+                write_arrow(self.study, f"{TRIALS_PARTS_DIR}/{merged}", trials)
+            _delete_parts(self.study, names)
+            self._parts[-len(tail) :] = [(tail[0][0], level + 1)]
+
+
+_PARTS_DIRS = (TRIALS_PARTS_DIR, CURVES_PARTS_DIR)
+
+
+def _delete_parts(study: Storage, names: list[str]) -> None:
+    # note: in the order they apply, each trials part before its curves part: what a
+    # crash leaves is a suffix, whose rows the merged part or table holds too, and no
+    # trials part whose curves part is gone
+    for name in names:
+        for directory in _PARTS_DIRS:
+            study.delete(f"{directory}/{name}")
+
+
+# note: curves compact a slice of trials at a time, about this many rows, so the driver
+# never holds the whole table (800,000 rows for 10,000 trials of 80 epochs)
+COMPACT_ROWS = 50_000
+
+
+def compact(study: Storage) -> None:
+    """Rewrite trials.parquet and curves.parquet with every part applied, then remove
+    the parts, so a finished study is two tables pandas opens. Nothing to do without
+    parts. Only the study's writer (the lock holder) may call this."""
+    listed = {n.rsplit("/", 1)[-1] for d in _PARTS_DIRS for n in list_parts(study, d)}
+    if not listed:
+        return
+    names = sorted(listed, key=parse_part_name)
+    trial_rels = [TRIALS_FILE, *(f"{TRIALS_PARTS_DIR}/{n}" for n in names)]
+    trials, owner = latest_rows([read_arrow_or_none(study, rel) for rel in trial_rels])
+    # note: curves first, as in `Results.finish`
+    _compact_curves(study, [CURVES_FILE, *(f"{CURVES_PARTS_DIR}/{n}" for n in names)], owner)
+    if trials is not None:
+        study.write_parquet(TRIALS_FILE, table_frame(trials, TRIAL_COLUMNS, list(TRIAL_KEY)))
+    _delete_parts(study, names)
+    for directory in _PARTS_DIRS:
+        study.delete(directory)  # note: empty now; local disk keeps empty directories
+
+
+def _compact_curves(study: Storage, rels: list[str], owner: pd.Series | None) -> None:
+    """curves.parquet from `rels` (sources in order): each trial's owned rows, sorted by
+    trial and epoch, written a slice of trials at a time."""
+    key, order = list(TRIAL_KEY), [*TRIAL_KEY, "epoch"]
+    schemas, rows = [], []
+    for i, rel in enumerate(rels):
+        try:
+            parquet = pq.ParquetFile(io.BytesIO(study.read_bytes(rel)))
+        except FileNotFoundError:
+            continue
+        schemas.append(parquet.schema_arrow.remove_metadata())
+        keys = parquet.read(columns=key)
+        owned = keys.filter(pa.array(owned_rows(keys, i, owner))).to_pandas()
+        rows.append(owned.groupby(key, sort=False).size().rename("rows").reset_index())
+        rows[-1]["source"] = i
+    counts = pd.concat(rows).sort_values(key, ignore_index=True) if rows else None
+    if counts is None or not len(counts):
+        study.write_parquet(CURVES_FILE, pd.DataFrame(columns=CURVE_COLUMNS))
+        return
+    unified = pa.unify_schemas(schemas, promote_options="permissive")
+    names = [c for c in CURVE_COLUMNS if c in unified.names]
+    names += sorted(c for c in unified.names if c not in CURVE_COLUMNS)
+    schema = pa.schema([unified.field(c) for c in names])
+    slices = (counts["rows"].cumsum() // COMPACT_ROWS).to_numpy()
+    buffer = io.BytesIO()
+    with pq.ParquetWriter(buffer, schema) as writer:
+        for at in np.unique(slices):
+            wanted = counts[slices == at]
+            index = pd.MultiIndex.from_frame(wanted[key])
+            pieces = []
+            for i in wanted["source"].unique():
+                table = read_arrow(study, rels[i])
+                keys = pd.MultiIndex.from_frame(table.select(key).to_pandas())
+                keep = owned_rows(table, int(i), owner) & keys.isin(index)
+                pieces.append(_conform(table.filter(pa.array(keep)), schema))
+            piece = pa.concat_tables(pieces).sort_by([(c, "ascending") for c in order])
+            writer.write_table(piece)
+    study.write_bytes(CURVES_FILE, buffer.getbuffer())  # type: ignore[arg-type]  # no copy
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with `schema`'s columns, in its order and types (missing ones null)."""
+    columns = [
+        table[f.name].cast(f.type) if f.name in table.column_names
+        else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]  # fmt: skip
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _predictors(num_classes: int) -> dict[str, int]:
@@ -260,7 +403,7 @@ def claim_study(study: Storage, resolved_yaml: str) -> bool:
 
     # note: a study written before a key was renamed reads under the new name
     old, new = renamed_keys(yaml.safe_load(existing), None), yaml.safe_load(resolved_yaml)
-    if not study.exists(TRIALS_FILE):
+    if not study.exists(TRIALS_FILE) and not list_parts(study, TRIALS_PARTS_DIR):
         study.write_text(GRID_FILE, resolved_yaml)  # nothing ran yet: the new grid wins
         return False
     differs = _grows(old, new)
@@ -378,7 +521,8 @@ def study_state(study: Storage) -> StudyState:
     except GridError as exc:
         raise StudyDirError(str(exc)) from None
     trials = grid.trials()
-    table = study.read_parquet(TRIALS_FILE)
+    table = read_tables(study, curves=False)[0]
+    table = pd.DataFrame() if table is None else table
     rows = {r[TRIAL_ID]: r for r in table.to_dict("records")}
     expected = [t.run_id for t in trials]
     missing = [t for t in trials if t.run_id not in rows]

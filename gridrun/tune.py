@@ -341,6 +341,7 @@ def run_grid(
         )
 
     if not work.units:
+        results.compact()  # a driver stopped after its last trial may have left parts
         return summary({})
     for run in work.trials:
         # a retried run starts from its latest epoch, never from a stale end marker
@@ -395,7 +396,11 @@ def run_grid(
             verbose=0,
         ),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        # note: a finished (or stopped) study is two tables pandas opens
+        results.compact()
     statuses: dict[Status, int] = {}
     for trials in work.trials.values():
         for t in trials:

@@ -12,7 +12,7 @@ from gridrun.layout import Status
 from gridrun.records import EpochReport, RunFailed, WorkerInfo, report_from_dict, report_to_dict
 from gridrun.runs import training_runs, trial_info
 from gridrun.spec import parse_grid
-from gridrun.storage import Storage
+from gridrun.storage import Storage, read_tables
 from gridrun.store import Results
 
 GRID = parse_grid(
@@ -26,6 +26,13 @@ def _collector(tmp_path: Path) -> Collector:
     runs = training_runs(GRID, GRID.trials())
     trials = {r.run_id: [trial_info(GRID, r, t) for t in r.trials] for r in runs}
     return Collector(Results(Storage(tmp_path)), trials)
+
+
+def _tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both tables as a reader sees them while the study runs."""
+    trials, curves = read_tables(Storage(path))
+    assert trials is not None and curves is not None
+    return trials, curves
 
 
 WORKER = WorkerInfo("10.0.0.7", "a1b2c3", 4321)
@@ -50,8 +57,8 @@ def test_each_cell_reads_the_shared_curve_at_its_own_epoch(tmp_path):
     collector = _collector(tmp_path)
     for epoch, iou in enumerate([0.2, 0.6, 0.5, 0.7], start=1):
         collector.report(_through_tune(_report(epoch, iou)))
-    trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("epochs")
-    curves = pd.read_parquet(tmp_path / "curves.parquet")
+    trials = _tables(tmp_path)[0].set_index("epochs")
+    curves = _tables(tmp_path)[1]
     assert trials["final_val_iou"].to_dict() == {1: 0.2, 2: 0.6, 4: 0.7}
     # best so far up to its own epoch, never beyond it
     assert trials["best_val_iou"].to_dict() == {1: 0.2, 2: 0.6, 4: 0.7}
@@ -86,9 +93,9 @@ def test_a_run_that_diverges_ends_its_longer_cells_as_diverged(tmp_path):
     collector = _collector(tmp_path)
     collector.report(_report(1, 0.3))
     collector.report(_report(2, float("nan"), status=Status.DIVERGED))
-    trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("epochs")
+    trials = _tables(tmp_path)[0].set_index("epochs")
     assert trials["status"].to_dict() == {1: "ok", 2: "diverged", 4: "diverged"}
-    curves = pd.read_parquet(tmp_path / "curves.parquet")
+    curves = _tables(tmp_path)[1]
     assert len(curves[curves["epochs"] == 4]) == 2  # its curve up to the divergence
 
 
@@ -98,7 +105,7 @@ def test_a_run_that_fails_ends_its_open_cells_with_the_error(tmp_path):
     collector.report(
         RunFailed(RUN, Status.INFEASIBLE, "OutOfMemoryError: CUDA out of memory", WORKER)
     )
-    trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("epochs")
+    trials = _tables(tmp_path)[0].set_index("epochs")
     assert trials["status"].to_dict() == {1: "ok", 2: "infeasible", 4: "infeasible"}
     assert trials.loc[4, "error"].startswith("OutOfMemoryError")
 
@@ -107,7 +114,7 @@ def test_an_epoch_reported_again_after_a_restart_is_kept_once(tmp_path):
     collector = _collector(tmp_path)
     for epoch in (1, 2, 2, 3, 4):
         collector.report(_report(epoch, 0.1 * epoch))
-    curves = pd.read_parquet(tmp_path / "curves.parquet")
+    curves = _tables(tmp_path)[1]
     assert curves[curves["epochs"] == 4]["epoch"].tolist() == [1, 2, 3, 4]
 
 
@@ -116,6 +123,6 @@ def test_a_work_unit_that_ends_early_fails_the_runs_it_never_reported(tmp_path):
     collector.start([RUN])
     collector.report(_report(1, 0.3))
     collector.lost([RUN], "node lost")
-    trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("epochs")
+    trials = _tables(tmp_path)[0].set_index("epochs")
     assert trials["status"].to_dict() == {1: "ok", 2: "failed", 4: "failed"}
     assert trials.loc[2, "error"] == "node lost"

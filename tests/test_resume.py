@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from gridrun.storage import Storage
+from gridrun.storage import Storage, read_tables
 
 pytestmark = pytest.mark.ray
 
@@ -45,7 +45,9 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def _rows(study: Storage) -> pd.DataFrame:
-    return study.read_parquet("trials.parquet")
+    """The trials as a reader sees them, mid-run (parts) or after (the table)."""
+    trials, _ = read_tables(study, curves=False)
+    return pd.DataFrame() if trials is None else trials
 
 
 def test_one_driver_at_a_time_and_a_killed_driver_resumes_from_the_bucket(
@@ -93,6 +95,9 @@ def test_one_driver_at_a_time_and_a_killed_driver_resumes_from_the_bucket(
     kept = after.set_index("run_id").loc[before.index]
     assert kept["finished_at"].tolist() == before["finished_at"].tolist()
     assert f"{len(before)} already done" in " ".join(output.split())
+    # the finished study is two tables: the parts the drivers appended are compacted
+    assert study.list("trials.parts") == [] and study.list("curves.parts") == []
+    assert len(study.read_parquet("trials.parquet")) == 6
     curves = study.read_parquet("curves.parquet")
     assert sorted(curves.groupby("run_id")["epoch"].apply(tuple)) == [(1, 2, 3)] * 6
     assert not study.exists("lock.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from gridrun.layout import (
 from gridrun.records import EpochReport, TrialRow, WorkerInfo
 from gridrun.runs import training_runs, trial_info
 from gridrun.spec import parse_grid
-from gridrun.storage import Storage, StorageError
+from gridrun.storage import Storage, StorageError, read_tables
 from gridrun.store import (
     Results,
     StudyDirError,
@@ -48,6 +49,13 @@ def _identity(trial):
 
 def Results_(path: Path) -> Results:  # noqa: N802 - reads like the class it builds
     return Results(Storage(path))
+
+
+def _tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both tables as a reader sees them while the study runs."""
+    trials, curves = read_tables(Storage(path))
+    assert trials is not None and curves is not None
+    return trials, curves
 
 
 def claim_run_dir(path: Path, resolved: str) -> bool:
@@ -94,6 +102,8 @@ def test_results_round_trip_through_parquet(tmp_path: Path) -> None:
     results = Results_(tmp_path)
     row = _run(results, trial, [0.5, 0.7, 0.6])
     assert row.status is Status.OK and row.columns["status"] == "ok"
+    results.compact()  # what `gridrun run` does when it ends: two tables, no parts
+    assert not (tmp_path / "trials.parts").exists() and not (tmp_path / "curves.parts").exists()
 
     trials = pd.read_parquet(tmp_path / "trials.parquet")
     curves = pd.read_parquet(tmp_path / "curves.parquet")
@@ -155,12 +165,10 @@ def test_a_new_results_reloads_rows_and_lists_only_ok_trials_as_done(tmp_path: P
     reloaded = Results_(tmp_path)
     assert set(reloaded.trials) == {first.run_id, second.run_id}
     assert reloaded.final_trial_ids() == {first.run_id}
-    assert len(reloaded.curves[first.run_id]) == 2
 
     # a resumed run adds to the tables and never drops the earlier rows
     _run(reloaded, third, [0.1, 0.2, 0.3])
-    trials = pd.read_parquet(tmp_path / "trials.parquet")
-    curves = pd.read_parquet(tmp_path / "curves.parquet")
+    trials, curves = _tables(tmp_path)
     assert set(trials["run_id"]) == {first.run_id, second.run_id, third.run_id}
     assert len(curves) == 2 + 1 + 3
 
@@ -171,8 +179,8 @@ def test_rerunning_a_trial_replaces_its_rows(tmp_path: Path) -> None:
     results = Results_(tmp_path)
     _run(results, trial, [0.4, 0.5, 0.6])
     assert Results_(tmp_path).final_trial_ids() == {trial.run_id}
-    assert len(pd.read_parquet(tmp_path / "trials.parquet")) == 1
-    assert len(pd.read_parquet(tmp_path / "curves.parquet")) == 3
+    trials, curves = _tables(tmp_path)
+    assert len(trials) == 1 and len(curves) == 3
 
 
 def test_a_study_is_resumed_by_its_grid_and_refuses_another(tmp_path: Path) -> None:
@@ -350,8 +358,7 @@ def test_each_setting_factor_is_a_column_of_both_tables_with_its_levels_type(tmp
         for epoch in (1, 2, 3):
             results.add_epoch(identity, _epoch(epoch, 0.5))
         results.finish(identity, Status.OK, None)
-    trials = pd.read_parquet(tmp_path / "trials.parquet")
-    curves = pd.read_parquet(tmp_path / "curves.parquet")
+    trials, curves = _tables(tmp_path)
     for table in (trials, curves):
         assert sorted(set(table["train.lr"])) == [3e-4, 1e-3]
         assert sorted(set(table["model.base_channels"])) == [4, 8]
@@ -402,3 +409,175 @@ def test_a_study_written_under_the_old_key_names_resumes(tmp_path) -> None:
     study.write_text(TRIALS_FILE, "")  # something ran: the grids are compared
     assert claim_study(study, grid.resolved_yaml()) is False
     assert study.read_text(GRID_FILE) == grid.resolved_yaml()
+
+
+# -- tables that grow by appending -----------------------------------------------------
+
+GRID6 = parse_grid(
+    {
+        "name": "six",
+        "factors": {"image_size": [32], "dataset_size": [8], "epochs": [3], "batch_size": [2, 4]},
+        "seeds": [0, 1, 2],
+    }
+)
+
+
+@pytest.fixture(params=["local", "s3"])
+def study(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "local":
+        return Storage(tmp_path / "study")
+    return Storage(request.getfixturevalue("s3_uri"))
+
+
+class _OldDesign:
+    """The tables as the runner wrote them before parts: every row held, both tables
+    rewritten from the rows on each finished trial."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict] = {}
+        self.curves: dict[str, list[dict]] = {}
+
+    def tables(self, where: Storage) -> tuple[pd.DataFrame, pd.DataFrame]:
+        from gridrun.store import _ordered
+
+        trials = _ordered(list(self.rows.values()), TRIAL_COLUMNS)
+        curves = _ordered([r for rows in self.curves.values() for r in rows], CURVE_COLUMNS)
+        where.write_parquet("t.parquet", trials.sort_values(["cell_id", "seed"], ignore_index=True))
+        where.write_parquet(
+            "c.parquet", curves.sort_values(["cell_id", "seed", "epoch"], ignore_index=True)
+        )
+        return pd.read_parquet(where.local_path("t.parquet")), pd.read_parquet(
+            where.local_path("c.parquet")
+        )
+
+
+def _finish(results: Results, old: _OldDesign, trial, reports, status=Status.OK, error=None):
+    from gridrun.store import _curve_row
+
+    identity = trial_info(GRID6, training_runs(GRID6, [trial])[0], trial)
+    results.start(trial.run_id)
+    for report in reports:
+        results.add_epoch(identity, report)
+    row = results.finish(identity, status, error)
+    old.rows[trial.run_id] = row.columns
+    old.curves[trial.run_id] = [_curve_row(identity, r) for r in reports]
+
+
+def _with_extra(report: EpochReport) -> EpochReport:
+    return dataclasses.replace(report, metrics={**report.metrics, "val_iou_c2": 0.25})
+
+
+def test_parts_merged_and_compacted_give_the_old_tables(study, tmp_path, monkeypatch):
+    import gridrun.store
+
+    monkeypatch.setattr(Results, "MERGE_PARTS", 2)  # merges at two levels in six trials
+    monkeypatch.setattr(gridrun.store, "COMPACT_ROWS", 4)  # curves compact in slices
+    t = GRID6.trials()
+    old = _OldDesign()
+    results = Results(study)
+    _finish(results, old, t[0], [_epoch(e, 0.1 * e) for e in (1, 2, 3)])
+    _finish(results, old, t[1], [_epoch(1, 0.2)], Status.FAILED, "node lost")
+    _finish(results, old, t[2], [], Status.FAILED, "worker died")
+    _finish(results, old, t[3], [_with_extra(_epoch(e, 0.3)) for e in (1, 2, 3)])
+    # a resumed driver retries the failures: the last row wins, with its own curve only
+    results = Results(study)
+    assert results.final_trial_ids() == {t[0].run_id, t[3].run_id}
+    _finish(results, old, t[1], [_epoch(e, 0.4) for e in (1, 2, 3)])
+    diverged = [_epoch(1, 0.5), _epoch(2, math.nan, Status.DIVERGED)]
+    _finish(results, old, t[2], diverged, Status.DIVERGED)
+    _finish(results, old, t[4], [_epoch(e, 0.6) for e in (1, 2, 3)])
+    assert len(study.list("trials.parts")) < 7  # merged as they piled up
+
+    want_trials, want_curves = old.tables(Storage(tmp_path / "old"))
+    trials, curves = read_tables(study)  # mid-run, as a reader sees it
+    pd.testing.assert_frame_equal(trials, want_trials)
+    pd.testing.assert_frame_equal(curves, want_curves)
+    assert curves.groupby("run_id")["epoch"].apply(list)[t[2].run_id] == [1, 2]
+
+    results.compact()
+    assert study.list("trials.parts") == [] and study.list("curves.parts") == []
+    pd.testing.assert_frame_equal(study.read_parquet("trials.parquet"), want_trials)
+    pd.testing.assert_frame_equal(study.read_parquet("curves.parquet"), want_curves)
+    # a study resumed after compaction appends again and compacts to the same kind of table
+    results = Results(study)
+    _finish(results, old, t[5], [_epoch(e, 0.7) for e in (1, 2, 3)])
+    results.compact()
+    want_trials, want_curves = old.tables(Storage(tmp_path / "old"))
+    pd.testing.assert_frame_equal(study.read_parquet("trials.parquet"), want_trials)
+    pd.testing.assert_frame_equal(study.read_parquet("curves.parquet"), want_curves)
+
+
+def test_a_part_being_written_is_invisible_to_readers(study):
+    import threading
+
+    t = GRID6.trials()
+    old = _OldDesign()
+    results = Results(study)
+    _finish(results, old, t[0], [_epoch(1, 0.1)])
+    halfway, go_on = threading.Event(), threading.Event()
+
+    def slow_write(rel: str, data: bytes) -> None:
+        def fill(tmp: str) -> None:
+            with study._fs.open_output_stream(tmp) as stream:
+                stream.write(data[: len(data) // 2])
+                halfway.set()
+                go_on.wait(30)
+                stream.write(data[len(data) // 2 :])
+
+        study._atomic(rel, fill)
+
+    study.write_bytes = slow_write  # type: ignore[method-assign]
+    writer = threading.Thread(target=_finish, args=(results, old, t[1], [_epoch(1, 0.2)]))
+    writer.start()
+    try:
+        assert halfway.wait(30)
+        trials, curves = read_tables(study)
+        assert trials["run_id"].tolist() == [t[0].run_id] and len(curves) == 1
+    finally:
+        go_on.set()
+        writer.join(30)
+    trials, curves = read_tables(study)
+    assert sorted(trials["run_id"]) == sorted([t[0].run_id, t[1].run_id]) and len(curves) == 2
+
+
+def test_a_curves_part_without_its_trials_part_is_left_out(tmp_path: Path) -> None:
+    # a driver killed between a trial's two writes: the trial reruns and nothing shows
+    t = GRID6.trials()
+    study = Storage(tmp_path)
+    results = Results(study)
+    _finish(results, _OldDesign(), t[0], [_epoch(1, 0.1)])
+    (part,) = study.list("trials.parts")
+    study.delete(f"trials.parts/{part}")
+    trials, curves = read_tables(study)
+    assert trials is None and len(curves) == 0
+    results = Results(study)
+    assert results.final_trial_ids() == set()
+    _finish(results, _OldDesign(), t[0], [_epoch(e, 0.3) for e in (1, 2)])
+    trials, curves = read_tables(study)
+    assert trials["run_id"].tolist() == [t[0].run_id] and curves["epoch"].tolist() == [1, 2]
+
+
+def test_analysis_and_status_read_a_study_with_parts(study) -> None:
+    from analysis.load import load
+
+    claim_study(study, GRID6.resolved_yaml())
+    t = GRID6.trials()
+    results = Results(study)
+    _finish(results, _OldDesign(), t[0], [_epoch(e, 0.1 * e) for e in (1, 2, 3)])
+    _finish(results, _OldDesign(), t[1], [_epoch(1, 0.2)], Status.FAILED, "node lost")
+    assert study.list("trials.parts") and not study.exists("trials.parquet")
+
+    data = load(study.uri)
+    assert data.trials["run_id"].tolist() == [t[0].run_id, t[1].run_id]
+    assert data.ok["run_id"].tolist() == [t[0].run_id]
+    assert data.curves["epoch"].tolist() == [1, 2, 3]
+    assert data.final["final"].tolist() == pytest.approx([0.3])
+
+    state = study_state(study)
+    assert (state.total, state.ok) == (6, [t[0].run_id])
+    assert state.not_ok == {t[1].run_id: ("failed", "node lost")}
+    assert state.missing == [x.run_id for x in t[2:]]
+    # a grid may no longer change: trials have rows (in parts)
+    other = GRID6.model_copy(update={"train": GRID6.train.model_copy(update={"lr": 0.1})})
+    with pytest.raises(StudyDirError, match="different grid"):
+        claim_study(study, other.resolved_yaml())
