@@ -91,6 +91,13 @@ _NOT_BOOL = BeforeValidator(_not_bool)
 _PositiveFloat = Annotated[float, _NOT_BOOL, Field(gt=0)]
 
 
+def _no_nul(value: Path | None) -> Path | None:
+    # note: a double-quoted YAML string can hold a NUL, which no file path may hold
+    if value is not None and "\0" in str(value):
+        raise ValueError("a path cannot hold a NUL character")
+    return value
+
+
 class GridError(ValueError):
     """A problem the user can fix in the grid file; the message names the key."""
 
@@ -137,13 +144,7 @@ class DataConfig(_Strict):
             defaults.update(num_classes=source.classes[0], split=source.splits[0])
         return {**defaults, **raw}
 
-    @field_validator("path", "root")
-    @classmethod
-    def _openable(cls, value: Path | None) -> Path | None:
-        # note: a double-quoted YAML string can hold a NUL, which no file path may hold
-        if value is not None and "\0" in str(value):
-            raise ValueError("a path cannot hold a NUL character")
-        return value
+    _openable = field_validator("path", "root")(_no_nul)
 
     @model_validator(mode="after")
     def _source_keys(self) -> DataConfig:
@@ -265,12 +266,7 @@ class ModelConfig(_Strict):
             raise ValueError(f"expected 'module:function', e.g. 'my_models:build', not {target!r}")
         return target
 
-    @field_validator("path", "weights")
-    @classmethod
-    def _openable(cls, value: Path | None) -> Path | None:
-        if value is not None and "\0" in str(value):
-            raise ValueError("a path cannot hold a NUL character")
-        return value
+    _openable = field_validator("path", "weights")(_no_nul)
 
     @model_validator(mode="after")
     def _one_form(self) -> ModelConfig:
