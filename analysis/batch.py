@@ -25,7 +25,7 @@ from analysis.figures import BaselineLine, draw_baselines, log_axis, panel_grid
 from analysis.load import FACTORS, StudyData
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import format_interval, higher_is_better, interval_frame, metric_bounds
-from gridrun.layout import DEFAULT_METRIC
+from gridrun.layout import DEFAULT_METRIC, GROUPED_KEY
 
 __all__ = [
     "StepsInfo",
@@ -246,18 +246,36 @@ def batch_difference_table(
     return pd.DataFrame(rows, columns=DIFFERENCE_COLUMNS)
 
 
+LR = "train.lr"  # the learning rate's path when it is a factor
+
+
 def lr_text(grid: dict[str, Any]) -> str:
     """``lr 0.003 for every batch size (lr_scaling none)``, or how it scales with batch."""
     train = grid.get("train") or {}
+    factors = grid.get("factors") or {}
     lr, scaling = train.get("lr"), train.get("lr_scaling") or "none"
+    batches = factors.get("batch_size") or []
+    base = train.get("lr_base_batch") or (min(batches) if batches else None)
+    scaled = scaling != "none"
+    at = f" at batch {base}" if base else ""
+    tail = f", scaled in proportion to the batch size (lr_scaling {scaling})" if scaled else ""
+    groups = [g for g in factors.get(GROUPED_KEY) or [] if isinstance(g, dict) and LR in g]
+    if groups:
+        # note: each batch size at its own lr, so batch sizes are compared at those
+        pairs = "; ".join(
+            f"batch {g['batch_size']}: {g[LR]:g}" if "batch_size" in g else f"{g[LR]:g}"
+            for g in sorted(groups, key=lambda g: (g.get("batch_size", 0), g[LR]))
+        )
+        return f"lr set with the batch size ({pairs}{at if scaled else ''}){tail}"
+    if factors.get(LR):
+        levels = ", ".join(f"{v:g}" for v in sorted(factors[LR]))
+        where = at if scaled else ""
+        return f"lr as a factor ({levels}{where}){tail}, compared at each lr level"
     if lr is None:
         return "learning rate not recorded"
-    if scaling == "none":
+    if not scaled:
         return f"lr {lr:g} for every batch size (lr_scaling none)"
-    batches = (grid.get("factors") or {}).get("batch_size") or []
-    base = train.get("lr_base_batch") or (min(batches) if batches else None)
-    at = f" at batch {base}" if base else ""
-    return f"lr {lr:g}{at}, scaled in proportion to the batch size (lr_scaling {scaling})"
+    return f"lr {lr:g}{at}{tail}"
 
 
 def _budget_text(rows: pd.DataFrame, unit: str) -> str:

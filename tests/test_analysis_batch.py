@@ -291,3 +291,17 @@ def test_batch_groups_hold_a_crossed_setting_but_not_one_tied_to_the_batch_size(
     assert group_keys(tied, factors) == ["image_size", "dataset_size"]
     table = batch_comparison_table(tied, "val_iou", factors=factors)
     assert set(table["batch_size"]) == {4, 8} and "train.lr" not in table.columns
+
+
+def test_lr_text_says_when_the_learning_rate_is_a_factor_or_set_with_the_batch():
+    crossed = {"train": {"lr": 0.001, "lr_scaling": "none"},
+               "factors": {"batch_size": [4, 8], "train.lr": [0.001, 0.0003]}}  # fmt: skip
+    assert lr_text(crossed) == "lr as a factor (0.0003, 0.001), compared at each lr level"
+    crossed["train"]["lr_scaling"] = "linear"
+    assert lr_text(crossed) == (
+        "lr as a factor (0.0003, 0.001 at batch 4), scaled in proportion to the batch size "
+        "(lr_scaling linear), compared at each lr level"
+    )
+    grouped = {"train": {"lr": 0.001}, "factors": {"batch_size": [4, 16], "grouped": [
+        {"batch_size": 16, "train.lr": 0.001}, {"batch_size": 4, "train.lr": 0.0003}]}}
+    assert lr_text(grouped) == "lr set with the batch size (batch 4: 0.0003; batch 16: 0.001)"
