@@ -42,13 +42,13 @@ class OldResults(Results):
         self.curves: dict[str, list[dict]] = {}
 
     def finish(self, trial: TrialInfo, status, error=None, checkpoint=None) -> TrialRow:
-        epochs = [r for _, r in sorted(self._pending.pop(trial.run_id, {}).items())]
+        epochs = [r for _, r in sorted(self._pending.pop(trial.trial_id, {}).items())]
         row = summarize_trial(trial, epochs, status, error)
         row["checkpoint"] = checkpoint
-        row["started_at"] = self._started.pop(trial.run_id, None) or datetime.now(UTC)
+        row["started_at"] = self._started.pop(trial.trial_id, None) or datetime.now(UTC)
         row["finished_at"] = datetime.now(UTC)
-        self.trials[trial.run_id] = row
-        self.curves[trial.run_id] = [_curve_row(trial, r) for r in epochs]
+        self.trials[trial.trial_id] = row
+        self.curves[trial.trial_id] = [_curve_row(trial, r) for r in epochs]
         trials = _ordered(list(self.trials.values()), TRIAL_COLUMNS)
         curves = _ordered([r for rows in self.curves.values() for r in rows], CURVE_COLUMNS)
         self.study.write_parquet(
@@ -95,7 +95,7 @@ def main() -> None:
         }  # fmt: skip
     )
     runs = {
-        r.run_id: [trial_info(grid, r, t) for t in r.trials]
+        r.id: [trial_info(grid, r, t) for t in r.trials]
         for r in training_runs(grid, grid.trials())
     }
     with tempfile.TemporaryDirectory() as tmp:

@@ -97,20 +97,20 @@ class _LiveProgress:
         self.progress.update(self.task, advance=advance, info=info)
 
     def trial_started(self, trial: TrialInfo) -> None:
-        self.running[trial.run_id] = self.progress.add_task(
-            f"  {trial.run_id}", total=trial.factors["epochs"], info=""
+        self.running[trial.trial_id] = self.progress.add_task(
+            f"  {trial.trial_id}", total=trial.factors["epochs"], info=""
         )
         self._update()
 
     def trial_epoch(self, trial: TrialInfo, report: EpochReport) -> None:
-        task = self.running.get(trial.run_id)
+        task = self.running.get(trial.trial_id)
         if task is not None:
             value = report.metrics.get(self.metric)
             shown = f"{value:.3f}" if isinstance(value, float) else "-"
             self.progress.update(task, completed=report.epoch, info=f"{self.metric} {shown}")
 
     def trial_finished(self, trial: TrialInfo, status: Status) -> None:
-        task = self.running.pop(trial.run_id, None)
+        task = self.running.pop(trial.trial_id, None)
         if task is not None:
             self.progress.remove_task(task)
         self.failed += status != Status.OK
@@ -294,9 +294,9 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
     split = _guarded(lambda: check(grid))
     _guarded(lambda: _check_models(grid))
     runs = training_runs(grid, grid.trials())
-    served = {t.run_id: run.run_id for run in runs for t in run.trials}
+    served = {t.trial_id: run.id for run in runs for t in run.trials}
     r = grid.resources
-    plans = {run.run_id: plan_run(grid, run, 3, grid.eval_size) for run in runs}
+    plans = {run.id: plan_run(grid, run, 3, grid.eval_size) for run in runs}
     # on GPU workers, the part of a GPU each worker of the run's work unit asks for
     shares = r.use_gpu is not False and r.share_gpus == "auto"
     share_of = {run: gpu_share(p, r.workers_per_unit) for run, p in plans.items()}
@@ -370,10 +370,10 @@ def status(
         console.print(f"  driver: {state.lock.describe()}", highlight=False)
     for path, levels in state.settings.items():
         console.print(f"  factor     {path}: {', '.join(map(level_text, levels))}", highlight=False)
-    for run_id, epoch in sorted(state.running.items()):
-        console.print(f"  running    {run_id}  epoch {epoch}", highlight=False)
-    for run_id, (status_, error) in sorted(state.not_ok.items()):
-        console.print(f"  {status_:<10} {run_id}  {error or ''}", highlight=False)
+    for trial, epoch in sorted(state.running.items()):
+        console.print(f"  running    {trial}  epoch {epoch}", highlight=False)
+    for trial, (status_, error) in sorted(state.not_ok.items()):
+        console.print(f"  {status_:<10} {trial}  {error or ''}", highlight=False)
     if state.missing:
         console.print(f"  missing: {', '.join(state.missing)}", highlight=False)
     if (state.missing or state.running) and state.seconds_per_step:

@@ -55,13 +55,13 @@ class Collector:
             self.results.study.write_text(PROGRESS_FILE, progress.to_json())
 
     def _open(self, training_run: str) -> list[TrialInfo]:
-        return [t for t in self.runs[training_run] if t.run_id not in self._closed]
+        return [t for t in self.runs[training_run] if t.trial_id not in self._closed]
 
     def start(self, training_runs: Iterable[str]) -> None:
         for run in training_runs:
             for trial in self._open(run):
-                if not self.results.pending(trial.run_id):
-                    self.results.start(trial.run_id)
+                if not self.results.pending(trial.trial_id):
+                    self.results.start(trial.trial_id)
                     if self.listener:
                         self.listener.trial_started(trial)
 
@@ -83,13 +83,13 @@ class Collector:
             if trial.factors["epochs"] < epoch:
                 continue
             self.results.add_epoch(trial, report)
-            self._epochs[trial.run_id] = epoch
+            self._epochs[trial.trial_id] = epoch
             if self.tracker is not None:
                 self.tracker.epoch(trial, report, overlay)
             if self.listener:
                 self.listener.trial_epoch(trial, report)
             if trial.factors["epochs"] == epoch:
-                self._finish(trial, status, None, checkpoint_path(trial.run_id))
+                self._finish(trial, status, None, checkpoint_path(trial.trial_id))
                 finished = True
             elif status != Status.OK:  # diverged: the run stops here
                 self._finish(trial, status, None)
@@ -106,7 +106,7 @@ class Collector:
 
     def final(self, training_run: str) -> bool:
         """Whether every trial of the run has a row with a final status (nothing to retry)."""
-        statuses = [self.results.status(t.run_id) for t in self.runs.get(training_run, [])]
+        statuses = [self.results.status(t.trial_id) for t in self.runs.get(training_run, [])]
         return all(s is not None and s.final for s in statuses)
 
     def _overlay(self, epoch: int, predictions: str | None):
@@ -120,7 +120,7 @@ class Collector:
     def _finish(
         self, trial: TrialInfo, status: Status, error: str | None, checkpoint: str | None = None
     ) -> None:
-        self._closed.add(trial.run_id)
+        self._closed.add(trial.trial_id)
         row = self.results.finish(trial, status, error, checkpoint)
         if self.tracker is not None:
             self.tracker.end(trial, row.status, row)

@@ -56,7 +56,7 @@ MIN_GPU_SHARE = 1 / 4
 class TrialInfo:
     """Who a row belongs to: one (cell, seed), and the training run it is read from."""
 
-    run_id: str
+    trial_id: str
     cell_id: str
     seed: int
     # the four factors, then the settings varied as factors by dotted path (train.lr)
@@ -70,8 +70,8 @@ class TrialInfo:
         if clash:
             raise ValueError(f"hparams repeat the trial's identity: {sorted(clash)}")
 
-    def __hash__(self) -> int:  # note: the dict fields are not hashable; run_id names a trial
-        return hash(self.run_id)
+    def __hash__(self) -> int:  # note: the dict fields are not hashable; trial_id names a trial
+        return hash(self.trial_id)
 
     @property
     def params(self) -> dict[str, float | int | str]:
@@ -84,7 +84,7 @@ class TrialInfo:
             "cell_id": self.cell_id,
             "seed": self.seed,
             **self.factors,
-            layout.TRIAL_ID: self.run_id,
+            layout.TRIAL_ID: self.trial_id,
             "training_run": self.training_run,
             "lr": self.hparams.get("lr"),
         }
@@ -97,9 +97,9 @@ class TrainingRun:
     trials: tuple[Trial, ...]  # sorted by epochs
 
     @property
-    def run_id(self) -> str:
+    def id(self) -> str:
         # the longest trial's id: a run that serves one trial is named like it
-        return self.trials[-1].run_id
+        return self.trials[-1].trial_id
 
     @property
     def epochs(self) -> int:
@@ -125,7 +125,7 @@ class RunPlan:
     dataset_size: int
     batch_size: int
     epochs: int  # trained to
-    # epoch -> the trials (run_ids) whose cell ends there: checkpoint and predictions
+    # epoch -> the trials (trial_ids) whose cell ends there: checkpoint and predictions
     stops: dict[int, tuple[str, ...]]
     model_name: str
     model_options: dict[str, Any]
@@ -192,11 +192,11 @@ def plan_run(grid: Grid, run: TrainingRun, in_channels: int, eval_size: int) -> 
     grid = grid.for_cell(cell)
     stops: dict[int, list[str]] = defaultdict(list)
     for t in run.trials:
-        stops[t.cell.epochs].append(t.run_id)
+        stops[t.cell.epochs].append(t.trial_id)
     d, m, tr, tk = grid.data, grid.model, grid.train, grid.tracking
     model_name, model_options = m.build_args()
     return RunPlan(
-        training_run=run.run_id,
+        training_run=run.id,
         seed=run.lead.seed,
         image_size=cell.image_size,
         dataset_size=cell.dataset_size,
@@ -228,11 +228,11 @@ def plan_run(grid: Grid, run: TrainingRun, in_channels: int, eval_size: int) -> 
 def trial_info(grid: Grid, run: TrainingRun, trial: Trial) -> TrialInfo:
     grid = grid.for_cell(trial.cell)
     return TrialInfo(
-        run_id=trial.run_id,
+        trial_id=trial.trial_id,
         cell_id=trial.cell.cell_id,
         seed=trial.seed,
         factors=trial.cell.factors(),
-        training_run=run.run_id,
+        training_run=run.id,
         hparams={
             "model": grid.model.label,
             "optimizer": grid.train.optimizer,

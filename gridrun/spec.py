@@ -796,7 +796,7 @@ class Trial:
     seed: int
 
     @property
-    def run_id(self) -> str:
+    def trial_id(self) -> str:
         return trial_id(self.cell.cell_id, self.seed)
 
 

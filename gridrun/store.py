@@ -161,21 +161,21 @@ class Results:
         """Trials with a final answer: a resumed run skips them and runs only the rest."""
         return {r for r, row in self.trials.items() if Status.parse(row["status"]).final}
 
-    def status(self, run_id: str) -> Status | None:
-        """How trial `run_id` ended; None while it has no row."""
-        row = self.trials.get(run_id)
+    def status(self, trial_id: str) -> Status | None:
+        """How trial `trial_id` ended; None while it has no row."""
+        row = self.trials.get(trial_id)
         return None if row is None else Status.parse(row["status"])
 
-    def start(self, run_id: str) -> None:
-        self._started.setdefault(run_id, datetime.now(UTC))
-        self._pending.setdefault(run_id, {})
+    def start(self, trial_id: str) -> None:
+        self._started.setdefault(trial_id, datetime.now(UTC))
+        self._pending.setdefault(trial_id, {})
 
     def add_epoch(self, trial: TrialInfo, report: EpochReport) -> None:
         # note: keyed by epoch, so an epoch reported again after a restart is kept once
-        self._pending.setdefault(trial.run_id, {})[report.epoch] = report
+        self._pending.setdefault(trial.trial_id, {})[report.epoch] = report
 
-    def pending(self, run_id: str) -> bool:
-        return run_id in self._pending
+    def pending(self, trial_id: str) -> bool:
+        return trial_id in self._pending
 
     def finish(
         self,
@@ -184,10 +184,10 @@ class Results:
         error: str | None = None,
         checkpoint: str | None = None,
     ) -> TrialRow:
-        epochs = [r for _, r in sorted(self._pending.pop(trial.run_id, {}).items())]
+        epochs = [r for _, r in sorted(self._pending.pop(trial.trial_id, {}).items())]
         row = summarize_trial(trial, epochs, status, error)
         row["checkpoint"] = checkpoint
-        row["started_at"] = self._started.pop(trial.run_id, None) or datetime.now(UTC)
+        row["started_at"] = self._started.pop(trial.trial_id, None) or datetime.now(UTC)
         row["finished_at"] = datetime.now(UTC)
         name = part_name(self._next, 0)
         curves = [_curve_row(trial, r) for r in epochs]
@@ -197,7 +197,7 @@ class Results:
         if curves:
             self.study.write_parquet(f"{CURVES_PARTS_DIR}/{name}", _ordered(curves, CURVE_COLUMNS))
         self.study.write_parquet(f"{TRIALS_PARTS_DIR}/{name}", _ordered([row], TRIAL_COLUMNS))
-        self.trials[trial.run_id] = row
+        self.trials[trial.trial_id] = row
         self._parts.append((self._next, 0))
         self._next += 1
         self._merge()
@@ -524,8 +524,8 @@ def study_state(study: Storage) -> StudyState:
     table = read_tables(study, curves=False)[0]
     table = pd.DataFrame() if table is None else table
     rows = {r[TRIAL_ID]: r for r in table.to_dict("records")}
-    expected = [t.run_id for t in trials]
-    missing = [t for t in trials if t.run_id not in rows]
+    expected = [t.trial_id for t in trials]
+    missing = [t for t in trials if t.trial_id not in rows]
     lock = StudyLock(study).holder()
     running: dict[str, int] = {}
     if lock is not None and study.exists(PROGRESS_FILE):
@@ -545,7 +545,7 @@ def study_state(study: Storage) -> StudyState:
         not_ok={r: (rows[r]["status"], rows[r]["error"] if pd.notna(rows[r]["error"]) else None)
                 for r in expected
                 if r in rows and Status.parse(rows[r]["status"]) is not Status.OK},
-        missing=[t.run_id for t in missing if t.run_id not in running],
+        missing=[t.trial_id for t in missing if t.trial_id not in running],
         running=running,
         lock=lock,
         seconds_per_step=rate,

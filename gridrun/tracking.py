@@ -147,7 +147,7 @@ class _Open:
 
 
 class TensorBoardTracker:
-    """Event files in `logdir/<run_id>/`, one folder per trial, so `tensorboard --logdir
+    """Event files in `logdir/<trial_id>/`, one folder per trial, so `tensorboard --logdir
     logdir` lists trials as runs and the HParams dashboard shows one row per trial.
 
     The folder of a training run's longest trial (named like the run) holds the run's
@@ -187,7 +187,7 @@ class TensorBoardTracker:
         step = report.epoch
         run = self._run(trial, step)
         run.step = step
-        if trial.run_id != trial.training_run:
+        if trial.trial_id != trial.training_run:
             return  # note: a shorter trial of a shared run; its longest trial logs the curve
         writer = run.handle
         for tag, value in _epoch_scalars(trial, report.metrics).items():
@@ -206,30 +206,30 @@ class TensorBoardTracker:
         for tag, value in scalars.items():
             run.handle.add_scalar(tag, value, run.step)
         run.handle.file_writer.add_summary(_session_end(status), run.step)
-        self._finish(trial.run_id)
+        self._finish(trial.trial_id)
         if self._experiment is None and scalars:
             self._write_experiment(trial, list(scalars))
 
     def close(self) -> None:
-        for run_id in list(self._open):
-            self._finish(run_id)
+        for trial_id in list(self._open):
+            self._finish(trial_id)
 
     def _run(self, trial: TrialInfo, step: int | None) -> _Open:
-        if trial.run_id in self._open:
-            return self._open[trial.run_id]
-        folder = self.logdir / trial.run_id
+        if trial.trial_id in self._open:
+            return self._open[trial.trial_id]
+        folder = self.logdir / trial.trial_id
         resumed = step is not None and step > 1
         if not resumed:
             _delete_events(folder)
         writer = self._writer_type(str(folder), purge_step=step if resumed else None)
-        run = self._open[trial.run_id] = _Open(writer, step or 0)
+        run = self._open[trial.trial_id] = _Open(writer, step or 0)
         writer.file_writer.add_summary(_session_start(trial), run.step)
         return run
 
-    def _finish(self, run_id: str) -> None:
-        self._open.pop(run_id).handle.close()
+    def _finish(self, trial_id: str) -> None:
+        self._open.pop(trial_id).handle.close()
         if self._upload is not None:
-            self._upload(self.logdir / run_id)
+            self._upload(self.logdir / trial_id)
 
     def _write_experiment(self, trial: TrialInfo, metrics: list[str]) -> None:
         # note: TensorBoard keeps the first Experiment it reads, so a rerun's replaces
@@ -309,7 +309,7 @@ def _is_file_store(uri: str) -> bool:
 
 
 class MlflowTracker:
-    """One MLflow run per trial (named its run_id) in `experiment`, through `MlflowClient`
+    """One MLflow run per trial (named its trial_id) in `experiment`, through `MlflowClient`
     so that any number of trials are open at once. Params: `TrialInfo.params`; tags:
     cell_id, training_run, and at the end status plus `final`'s text entries; metrics as
     in `metric_tag`. The run ends FINISHED for ok, FAILED otherwise, KILLED if the study
@@ -348,22 +348,24 @@ class MlflowTracker:
         # note: MLflow refuses a tag value over 8000 characters; a long error is cut
         self._client.log_batch(run.handle, tags=[RunTag(k, v[:8000]) for k, v in tags.items()])
         self._client.set_terminated(run.handle, "FINISHED" if status == Status.OK else "FAILED")
-        del self._open[trial.run_id]
+        del self._open[trial.trial_id]
 
     def close(self) -> None:
-        for run_id in list(self._open):
-            self._client.set_terminated(self._open.pop(run_id).handle, "KILLED")
+        for trial_id in list(self._open):
+            self._client.set_terminated(self._open.pop(trial_id).handle, "KILLED")
 
     def _run(self, trial: TrialInfo) -> _Open:
-        if trial.run_id not in self._open:
+        if trial.trial_id not in self._open:
             from mlflow.entities import Param
 
             tags = {"cell_id": trial.cell_id, "training_run": trial.training_run}
-            created = self._client.create_run(self._experiment_id, run_name=trial.run_id, tags=tags)
+            created = self._client.create_run(
+                self._experiment_id, run_name=trial.trial_id, tags=tags
+            )
             params = [Param(_INVALID_NAME.sub("_", k), str(v)) for k, v in trial.params.items()]
             self._client.log_batch(created.info.run_id, params=params)
-            self._open[trial.run_id] = _Open(created.info.run_id, 0)
-        return self._open[trial.run_id]
+            self._open[trial.trial_id] = _Open(created.info.run_id, 0)
+        return self._open[trial.trial_id]
 
     def _log(self, run: _Open, values: dict[str, float]) -> None:
         from mlflow.entities import Metric

@@ -148,7 +148,7 @@ def plan_work(
 ) -> WorkPlan:
     """`slots`: the work units that fit at once (given their GPU share, when shared)."""
     every = grid.trials()
-    todo = [t for t in every if t.run_id not in done]
+    todo = [t for t in every if t.trial_id not in done]
     runs = training_runs(grid, todo)
     plans = [plan_run(grid, run, in_channels, eval_size) for run in runs]
     r = grid.resources
@@ -157,7 +157,7 @@ def plan_work(
         share_gpus=r.share_gpus == "auto",
     )  # fmt: skip
     return WorkPlan(
-        trials={run.run_id: [trial_info(grid, run, t) for t in run.trials] for run in runs},
+        trials={run.id: [trial_info(grid, run, t) for t in run.trials] for run in runs},
         units=units,
         epochs_requested=sum(t.cell.epochs for t in todo),
         skipped=len(every) - len(todo),
@@ -404,6 +404,6 @@ def run_grid(
     statuses: dict[Status, int] = {}
     for trials in work.trials.values():
         for t in trials:
-            status = results.status(t.run_id) or Status.FAILED
+            status = results.status(t.trial_id) or Status.FAILED
             statuses[status] = statuses.get(status, 0) + 1
     return summary(statuses)

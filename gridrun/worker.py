@@ -100,8 +100,8 @@ def train_run(
             weights = _unwrap(end.model).state_dict()
             if epoch in plan.stops:
                 blob = _save({"state_dict": weights, "epoch": epoch, "plan": plan.__dict__})
-                for run_id in plan.stops[epoch]:
-                    study.write_bytes(checkpoint_path(run_id), blob)
+                for trial_id in plan.stops[epoch]:
+                    study.write_bytes(checkpoint_path(trial_id), blob)
             if end.predictions is not None:
                 predictions = predictions_path(plan.training_run, epoch)
                 study.write_npz(predictions, pred=end.predictions)

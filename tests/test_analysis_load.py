@@ -122,7 +122,7 @@ def test_grid_file_and_training_runs_are_read(tmp_path: Path):
     # after the trial of its longest cell, and read off that trial's curve
     grid = parse_grid(data.grid)
     runs = training_runs(grid, grid.trials())
-    planned = {t.run_id: run.run_id for run in runs for t in run.trials}
+    planned = {t.trial_id: run.id for run in runs for t in run.trials}
     _, heads, _, longest = split_runs(data.curves)
     ids = [trial_id(c, s) for c, s in zip(heads["cell_id"], heads["seed"], strict=True)]
     assert dict(zip(ids, heads["training_run"], strict=True)) == planned
@@ -177,7 +177,7 @@ def test_a_setting_named_under_factors_is_a_factor_of_the_study(tmp_path: Path):
     assert data.trials["training_run"].nunique() == 2 * 2 * 2 * 2 * 2
     # the runner, given this grid file, plans the same trials and training runs
     grid = parse_grid(data.grid)
-    planned = {t.run_id: r.run_id for r in training_runs(grid, grid.trials()) for t in r.trials}
+    planned = {t.trial_id: r.id for r in training_runs(grid, grid.trials()) for t in r.trials}
     assert dict(zip(data.trials[TRIAL_ID], data.trials["training_run"], strict=True)) == planned
 
 

@@ -181,7 +181,7 @@ def test_status_counts_a_run_directory(tmp_path: Path) -> None:
     ]:
         (run,) = training_runs(grid, [trial])
         identity = trial_info(grid, run, trial)
-        results.start(trial.run_id)
+        results.start(trial.trial_id)
         results.add_epoch(identity, _epoch(identity, 1, val_iou=val_iou))
         results.finish(identity, status, error)
 
@@ -189,8 +189,8 @@ def test_status_counts_a_run_directory(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     text = _words(result.output)
     assert f"{run_dir}: 2 ok, 0 running, 1 not ok, 1 missing of 4" in text
-    assert f"failed {trials[2].run_id} worker died" in text
-    assert f"missing: {trials[3].run_id}" in text
+    assert f"failed {trials[2].trial_id} worker died" in text
+    assert f"missing: {trials[3].trial_id}" in text
     assert "nan" not in text
     # the measured cost per step gives an estimate of what is left
     assert "worker-minutes of training left" not in text  # no training time was recorded
@@ -262,18 +262,18 @@ def test_status_shows_running_trials_and_the_time_left(tmp_path: Path) -> None:
     results = Results(study)
     short, long = grid.trials()  # ep2 done; ep4 running at epoch 3
     (run,) = training_runs(grid, [short, long])
-    results.start(short.run_id)
+    results.start(short.trial_id)
     for epoch in (1, 2):
         identity = trial_info(grid, run, short)
         metrics = {"val_iou": 0.5, "step": 2 * epoch, "train_time_s": 0.5 * epoch}
         results.add_epoch(identity, _epoch(identity, epoch, **metrics))
     results.finish(trial_info(grid, run, short), Status.OK)
-    progress = Progress(time.time(), {long.run_id: 3})
+    progress = Progress(time.time(), {long.trial_id: 3})
     (tmp_path / "run" / "progress.json").write_text(progress.to_json())
     with StudyLock(study):
         text = _words(runner.invoke(app, ["status", str(study)]).output)
     assert f"{study}: 1 ok, 1 running, 0 not ok, 0 missing of 2" in text
-    assert f"running {long.run_id} epoch 3" in text
+    assert f"running {long.trial_id} epoch 3" in text
     assert f"process {os.getpid()} on" in text
     # what is left: the 4-epoch run, 2 steps per epoch, at 0.25 s per measured step
     assert "(8 steps at the measured 0.25 s/step)" in text

@@ -189,7 +189,7 @@ def _assert_every_trial_ran_ok_on_both_nodes(
 ) -> None:
     trials = study.read_parquet("trials.parquet")
     curves = study.read_parquet("curves.parquet")
-    expected = sorted(t.run_id for t in load_grid(grid_file).trials())
+    expected = sorted(t.trial_id for t in load_grid(grid_file).trials())
     assert sorted(trials["run_id"]) == expected
     assert trials["status"].tolist() == ["ok"] * 4, trials[["run_id", "status", "error"]]
     assert sorted(curves["run_id"]) == expected  # one epoch each

@@ -24,7 +24,7 @@ RUN = "img32_n8_ep4_bs4_s0"
 
 def _collector(tmp_path: Path) -> Collector:
     runs = training_runs(GRID, GRID.trials())
-    trials = {r.run_id: [trial_info(GRID, r, t) for t in r.trials] for r in runs}
+    trials = {r.id: [trial_info(GRID, r, t) for t in r.trials] for r in runs}
     return Collector(Results(Storage(tmp_path)), trials)
 
 

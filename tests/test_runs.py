@@ -36,7 +36,7 @@ def _grid(epochs=(1, 2, 4), seeds=(0, 1), **train):
 def test_cells_differing_only_in_epochs_share_one_run_per_seed():
     grid = _grid()
     runs = training_runs(grid, grid.trials())
-    assert [r.run_id for r in runs] == ["img32_n8_ep4_bs4_s0", "img32_n8_ep4_bs4_s1"]
+    assert [r.id for r in runs] == ["img32_n8_ep4_bs4_s0", "img32_n8_ep4_bs4_s1"]
     assert sum(r.epochs for r in runs) == 8  # not 2 × (1 + 2 + 4) = 14
     plan = plan_run(grid, runs[0], 3, 32)
     assert plan.epochs == 4
@@ -58,7 +58,7 @@ def test_a_rerun_groups_only_the_trials_left():
     grid = _grid()
     left = [t for t in grid.trials() if t.cell.epochs == 4]
     runs = training_runs(grid, left)
-    assert [r.run_id for r in runs] == ["img32_n8_ep4_bs4_s0", "img32_n8_ep4_bs4_s1"]
+    assert [r.id for r in runs] == ["img32_n8_ep4_bs4_s0", "img32_n8_ep4_bs4_s1"]
 
 
 def _plans(grid, eval_size=32):
@@ -166,7 +166,7 @@ def test_training_runs_group_by_every_factor_but_epochs():
     grid = _five()
     runs = training_runs(grid, grid.trials())
     # 2 batch sizes × 2 lr levels, each run serving both epochs levels
-    assert sorted(r.run_id for r in runs) == [
+    assert sorted(r.id for r in runs) == [
         "img32_n8_ep2_bs2_train.lr=0.0003_s0", "img32_n8_ep2_bs2_train.lr=0.001_s0",
         "img32_n8_ep2_bs4_train.lr=0.0003_s0", "img32_n8_ep2_bs4_train.lr=0.001_s0",
     ]  # fmt: skip

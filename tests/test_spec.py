@@ -159,7 +159,7 @@ def test_a_full_factorial_with_two_seeds() -> None:
     cells, trials = grid.cells(), grid.trials()
     assert len(cells) == 16 and len(trials) == 32
     assert len({c.cell_id for c in cells}) == 16
-    assert len({t.run_id for t in trials}) == 32
+    assert len({t.trial_id for t in trials}) == 32
     assert {t.seed for t in trials} == {0, 1}
     # every combination appears once
     assert {(c.image_size, c.dataset_size, c.epochs, c.batch_size) for c in cells} == {
@@ -179,7 +179,7 @@ def test_cell_ids_do_not_depend_on_key_or_level_order(tmp_path: Path) -> None:
     )
     a, b = load_grid(first), load_grid(second)
     assert [c.cell_id for c in a.cells()] == [c.cell_id for c in b.cells()]
-    assert [t.run_id for t in a.trials()] == [t.run_id for t in b.trials()]
+    assert [t.trial_id for t in a.trials()] == [t.trial_id for t in b.trials()]
     # the same grid, so a run directory made from one resumes from the other
     assert a.resolved_yaml() == b.resolved_yaml()
 
@@ -190,7 +190,7 @@ def test_cell_id_reads_the_factor_values() -> None:
     for value in ("48", "10", "3", "4"):
         assert value in cell.cell_id
     (trial,) = grid.trials()
-    assert trial.run_id != cell.cell_id and trial.run_id.startswith(cell.cell_id)
+    assert trial.trial_id != cell.cell_id and trial.trial_id.startswith(cell.cell_id)
 
 
 @pytest.mark.parametrize(
@@ -251,7 +251,7 @@ def test_resolved_yaml_round_trips(tmp_path: Path) -> None:
     path.write_text(grid.resolved_yaml())
     again = load_grid(path)
     assert again == grid
-    assert [t.run_id for t in again.trials()] == [t.run_id for t in grid.trials()]
+    assert [t.trial_id for t in again.trials()] == [t.trial_id for t in grid.trials()]
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,7 @@ def _run(
     results: Results, trial, val_ious, statuses=None, status=Status.OK, error=None
 ) -> TrialRow:
     identity = _identity(trial)
-    results.start(trial.run_id)
+    results.start(trial.trial_id)
     for i, val_iou in enumerate(val_ious, start=1):
         results.add_epoch(identity, _epoch(i, val_iou, (statuses or {}).get(i, Status.OK)))
     return results.finish(identity, status, error)
@@ -112,7 +112,7 @@ def test_results_round_trip_through_parquet(tmp_path: Path) -> None:
     assert len(trials) == 1 and len(curves) == 3
 
     t = trials.iloc[0]
-    assert (t["run_id"], t["cell_id"], t["seed"]) == (trial.run_id, trial.cell.cell_id, 0)
+    assert (t["run_id"], t["cell_id"], t["seed"]) == (trial.trial_id, trial.cell.cell_id, 0)
     assert (t["image_size"], t["dataset_size"], t["batch_size"]) == (32, 8, 2)
     # the best point over training, not the last
     assert t["best_val_iou"] == pytest.approx(0.7) and t["best_epoch"] == 2
@@ -124,12 +124,12 @@ def test_results_round_trip_through_parquet(tmp_path: Path) -> None:
     assert t["params"] == 1234 and (t["node_ip"], t["node_id"]) == ("10.0.0.7", "a1b2c3")
     # the device the run trained on: a trial column, not repeated on every curve row
     assert t["device"] == "cuda: NVIDIA H200" and "device" not in curves
-    assert t["training_run"] == trial.run_id
+    assert t["training_run"] == trial.trial_id
     assert t["started_at"] <= t["finished_at"]
 
     assert curves["epoch"].tolist() == [1, 2, 3]
     assert curves["val_iou"].tolist() == pytest.approx([0.5, 0.7, 0.6])
-    assert set(curves["run_id"]) == {trial.run_id}
+    assert set(curves["run_id"]) == {trial.trial_id}
     # the worker's pid and node on each curve row, its address only in the trial's row
     assert set(curves["worker_pid"]) == {4321} and set(curves["node_id"]) == {"a1b2c3"}
     assert "worker_ip" not in curves and "status" not in curves and "params" not in curves
@@ -153,7 +153,7 @@ def test_resume_skips_final_answers_and_retries_failures(tmp_path: Path) -> None
     _run(results, failed, [0.5], status=Status.FAILED, error="node lost")
     _run(results, diverged, [0.4, math.nan], statuses={2: Status.DIVERGED},
          status=Status.DIVERGED)
-    assert Results_(tmp_path).final_trial_ids() == {ok.run_id, diverged.run_id}
+    assert Results_(tmp_path).final_trial_ids() == {ok.trial_id, diverged.trial_id}
 
 
 def test_a_new_results_reloads_rows_and_lists_only_ok_trials_as_done(tmp_path: Path) -> None:
@@ -163,13 +163,13 @@ def test_a_new_results_reloads_rows_and_lists_only_ok_trials_as_done(tmp_path: P
     _run(results, second, [0.5], status=Status.FAILED, error="boom")
 
     reloaded = Results_(tmp_path)
-    assert set(reloaded.trials) == {first.run_id, second.run_id}
-    assert reloaded.final_trial_ids() == {first.run_id}
+    assert set(reloaded.trials) == {first.trial_id, second.trial_id}
+    assert reloaded.final_trial_ids() == {first.trial_id}
 
     # a resumed run adds to the tables and never drops the earlier rows
     _run(reloaded, third, [0.1, 0.2, 0.3])
     trials, curves = _tables(tmp_path)
-    assert set(trials["run_id"]) == {first.run_id, second.run_id, third.run_id}
+    assert set(trials["run_id"]) == {first.trial_id, second.trial_id, third.trial_id}
     assert len(curves) == 2 + 1 + 3
 
 
@@ -178,7 +178,7 @@ def test_rerunning_a_trial_replaces_its_rows(tmp_path: Path) -> None:
     _run(Results_(tmp_path), trial, [0.1], status=Status.FAILED, error="boom")
     results = Results_(tmp_path)
     _run(results, trial, [0.4, 0.5, 0.6])
-    assert Results_(tmp_path).final_trial_ids() == {trial.run_id}
+    assert Results_(tmp_path).final_trial_ids() == {trial.trial_id}
     trials, curves = _tables(tmp_path)
     assert len(trials) == 1 and len(curves) == 3
 
@@ -245,12 +245,12 @@ def test_run_status_counts_done_not_ok_and_missing(tmp_path: Path) -> None:
     _run(results, trials[2], [], status=Status.FAILED, error="worker died")
     state = run_status(tmp_path)
     assert state.total == 4
-    assert state.ok == [trials[0].run_id]
+    assert state.ok == [trials[0].trial_id]
     assert state.not_ok == {
-        trials[1].run_id: ("diverged", None),
-        trials[2].run_id: ("failed", "worker died"),
+        trials[1].trial_id: ("diverged", None),
+        trials[2].trial_id: ("failed", "worker died"),
     }
-    assert state.missing == [trials[3].run_id]
+    assert state.missing == [trials[3].trial_id]
 
 
 def test_run_status_without_grid_file(tmp_path: Path) -> None:
@@ -354,7 +354,7 @@ def test_each_setting_factor_is_a_column_of_both_tables_with_its_levels_type(tmp
     for trial in FIVE.trials():
         (run,) = training_runs(FIVE, [trial])
         identity = trial_info(FIVE, run, trial)
-        results.start(trial.run_id)
+        results.start(trial.trial_id)
         for epoch in (1, 2, 3):
             results.add_epoch(identity, _epoch(epoch, 0.5))
         results.finish(identity, Status.OK, None)
@@ -455,12 +455,12 @@ def _finish(results: Results, old: _OldDesign, trial, reports, status=Status.OK,
     from gridrun.store import _curve_row
 
     identity = trial_info(GRID6, training_runs(GRID6, [trial])[0], trial)
-    results.start(trial.run_id)
+    results.start(trial.trial_id)
     for report in reports:
         results.add_epoch(identity, report)
     row = results.finish(identity, status, error)
-    old.rows[trial.run_id] = row.columns
-    old.curves[trial.run_id] = [_curve_row(identity, r) for r in reports]
+    old.rows[trial.trial_id] = row.columns
+    old.curves[trial.trial_id] = [_curve_row(identity, r) for r in reports]
 
 
 def _with_extra(report: EpochReport) -> EpochReport:
@@ -481,7 +481,7 @@ def test_parts_merged_and_compacted_give_the_old_tables(study, tmp_path, monkeyp
     _finish(results, old, t[3], [_with_extra(_epoch(e, 0.3)) for e in (1, 2, 3)])
     # a resumed driver retries the failures: the last row wins, with its own curve only
     results = Results(study)
-    assert results.final_trial_ids() == {t[0].run_id, t[3].run_id}
+    assert results.final_trial_ids() == {t[0].trial_id, t[3].trial_id}
     _finish(results, old, t[1], [_epoch(e, 0.4) for e in (1, 2, 3)])
     diverged = [_epoch(1, 0.5), _epoch(2, math.nan, Status.DIVERGED)]
     _finish(results, old, t[2], diverged, Status.DIVERGED)
@@ -492,7 +492,7 @@ def test_parts_merged_and_compacted_give_the_old_tables(study, tmp_path, monkeyp
     trials, curves = read_tables(study)  # mid-run, as a reader sees it
     pd.testing.assert_frame_equal(trials, want_trials)
     pd.testing.assert_frame_equal(curves, want_curves)
-    assert curves.groupby("run_id")["epoch"].apply(list)[t[2].run_id] == [1, 2]
+    assert curves.groupby("run_id")["epoch"].apply(list)[t[2].trial_id] == [1, 2]
 
     results.compact()
     assert study.list("trials.parts") == [] and study.list("curves.parts") == []
@@ -532,12 +532,12 @@ def test_a_part_being_written_is_invisible_to_readers(study):
     try:
         assert halfway.wait(30)
         trials, curves = read_tables(study)
-        assert trials["run_id"].tolist() == [t[0].run_id] and len(curves) == 1
+        assert trials["run_id"].tolist() == [t[0].trial_id] and len(curves) == 1
     finally:
         go_on.set()
         writer.join(30)
     trials, curves = read_tables(study)
-    assert sorted(trials["run_id"]) == sorted([t[0].run_id, t[1].run_id]) and len(curves) == 2
+    assert sorted(trials["run_id"]) == sorted([t[0].trial_id, t[1].trial_id]) and len(curves) == 2
 
 
 def test_a_curves_part_without_its_trials_part_is_left_out(tmp_path: Path) -> None:
@@ -554,7 +554,7 @@ def test_a_curves_part_without_its_trials_part_is_left_out(tmp_path: Path) -> No
     assert results.final_trial_ids() == set()
     _finish(results, _OldDesign(), t[0], [_epoch(e, 0.3) for e in (1, 2)])
     trials, curves = read_tables(study)
-    assert trials["run_id"].tolist() == [t[0].run_id] and curves["epoch"].tolist() == [1, 2]
+    assert trials["run_id"].tolist() == [t[0].trial_id] and curves["epoch"].tolist() == [1, 2]
 
 
 def test_analysis_and_status_read_a_study_with_parts(study) -> None:
@@ -568,15 +568,15 @@ def test_analysis_and_status_read_a_study_with_parts(study) -> None:
     assert study.list("trials.parts") and not study.exists("trials.parquet")
 
     data = load(study.uri)
-    assert data.trials["run_id"].tolist() == [t[0].run_id, t[1].run_id]
-    assert data.ok["run_id"].tolist() == [t[0].run_id]
+    assert data.trials["run_id"].tolist() == [t[0].trial_id, t[1].trial_id]
+    assert data.ok["run_id"].tolist() == [t[0].trial_id]
     assert data.curves["epoch"].tolist() == [1, 2, 3]
     assert data.final["final"].tolist() == pytest.approx([0.3])
 
     state = study_state(study)
-    assert (state.total, state.ok) == (6, [t[0].run_id])
-    assert state.not_ok == {t[1].run_id: ("failed", "node lost")}
-    assert state.missing == [x.run_id for x in t[2:]]
+    assert (state.total, state.ok) == (6, [t[0].trial_id])
+    assert state.not_ok == {t[1].trial_id: ("failed", "node lost")}
+    assert state.missing == [x.trial_id for x in t[2:]]
     # a grid may no longer change: trials have rows (in parts)
     other = GRID6.model_copy(update={"train": GRID6.train.model_copy(update={"lr": 0.1})})
     with pytest.raises(StudyDirError, match="different grid"):

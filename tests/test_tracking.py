@@ -53,7 +53,7 @@ A = _trial("img32_n8_ep3_bs4", 0, 3)
 B = _trial("img64_n8_ep3_bs4", 1, 3)
 # one training run read by two cells: trained to 4 epochs, read at 2 and at 4
 LONG = _trial("img32_n8_ep4_bs4", 0, 4)
-SHORT = _trial("img32_n8_ep2_bs4", 0, 2, training_run=LONG.run_id)
+SHORT = _trial("img32_n8_ep2_bs4", 0, 2, training_run=LONG.trial_id)
 STATUS = {A: Status.OK, B: Status.DIVERGED, SHORT: Status.OK, LONG: Status.OK}
 # what a worker reports beside its metrics, and the trials row's counts and ids
 BOOKKEEPING = {"step": 6, "params": 1_928_322, "world_size": 2, "worker_pid": 4321,
@@ -97,7 +97,7 @@ def _final(trial: TrialInfo) -> dict[str, Any]:
             "best_epoch": trial.factors["epochs"], "steps": 6, "train_time_s": 1.5,
             "params": 1_928_322, "node_ip": "10.0.0.7", "node_id": None,
             "final_val_miou": last["val_miou"], "best_val_miou": last["val_miou"],
-            "checkpoint": f"checkpoints/{trial.run_id}.pt"}  # fmt: skip
+            "checkpoint": f"checkpoints/{trial.trial_id}.pt"}  # fmt: skip
 
 
 def _overlay(trial: TrialInfo, epoch: int) -> Overlay:
@@ -193,11 +193,11 @@ def test_tensorboard_holds_scalars_overlays_and_one_hparams_session_per_trial(tm
 
     # one folder per trial and nothing nested: one HParams row per trial
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("**/")) == [
-        ".", A.run_id, B.run_id]  # fmt: skip
+        ".", A.trial_id, B.trial_id]  # fmt: skip
     (experiment,) = tmp_path.glob("events.out.tfevents.*")  # the HParams columns
-    assert uploaded == [tmp_path / A.run_id, experiment, tmp_path / B.run_id]
+    assert uploaded == [tmp_path / A.trial_id, experiment, tmp_path / B.trial_id]
     for trial in (A, B):
-        acc = _events(tmp_path / trial.run_id)
+        acc = _events(tmp_path / trial.trial_id)
         assert set(acc.Tags()["scalars"]) == METRIC_TAGS | set(FINAL_TAGS)
         fed = [(e, _metrics(trial, e)["val_iou"]) for e in (1, 2, 3)]
         assert [(s.step, s.value) for s in acc.Scalars("val/iou")] == fed
@@ -220,7 +220,7 @@ def test_tensorboard_holds_scalars_overlays_and_one_hparams_session_per_trial(tm
 
 def test_tensorboard_scalars_hold_metrics_only(tmp_path):
     _feed(TensorBoardTracker(tmp_path), runs=((A,),))
-    tags = set(_events(tmp_path / A.run_id).Tags()["scalars"])
+    tags = set(_events(tmp_path / A.trial_id).Tags()["scalars"])
     bookkeeping = {metric_tag(k) for k in BOOKKEEPING} | {
         f"trial/{k}" for k in ("steps", "params", "lr", "seed", "epochs", "node_ip")}
     assert tags == METRIC_TAGS | set(FINAL_TAGS) and not tags & bookkeeping
@@ -231,20 +231,20 @@ def test_tensorboard_writes_a_shared_runs_curve_once(tmp_path):
 
     curve: list[tuple[str, str, int]] = []  # (folder, tag, step) of every epoch scalar
     for trial in (SHORT, LONG):
-        acc = _events(tmp_path / trial.run_id)
+        acc = _events(tmp_path / trial.trial_id)
         for tag in acc.Tags()["scalars"]:
             if not tag.startswith("trial/"):
-                curve += [(trial.run_id, tag, s.step) for s in acc.Scalars(tag)]
+                curve += [(trial.trial_id, tag, s.step) for s in acc.Scalars(tag)]
     # each epoch of the run once, in the folder named like the run (its longest trial)
-    assert sorted(curve) == sorted((LONG.run_id, t, e) for t in METRIC_TAGS for e in (1, 2, 3, 4))
-    assert [(s.step, s.value) for s in _events(tmp_path / LONG.run_id).Scalars("val/iou")] == [
+    assert sorted(curve) == sorted((LONG.trial_id, t, e) for t in METRIC_TAGS for e in (1, 2, 3, 4))
+    assert [(s.step, s.value) for s in _events(tmp_path / LONG.trial_id).Scalars("val/iou")] == [
         (e, _metrics(LONG, e)["val_iou"]) for e in (1, 2, 3, 4)]  # fmt: skip
 
-    short = _events(tmp_path / SHORT.run_id)
+    short = _events(tmp_path / SHORT.trial_id)
     assert short.Tags()["images"] == []
-    assert sorted(_events(tmp_path / LONG.run_id).Tags()["images"]) == ["overlay/0", "overlay/1"]
+    assert sorted(_events(tmp_path / LONG.trial_id).Tags()["images"]) == ["overlay/0", "overlay/1"]
     for trial in (SHORT, LONG):  # each trial: its own numbers at its own epoch, and session
-        acc, epochs = _events(tmp_path / trial.run_id), trial.factors["epochs"]
+        acc, epochs = _events(tmp_path / trial.trial_id), trial.factors["epochs"]
         assert [(s.step, s.value) for s in acc.Scalars("trial/final_val_iou")] == [
             (epochs, _metrics(trial, epochs)["val_iou"])]  # fmt: skip
         assert _session(acc) == ({**trial.factors, "seed": 0, **HPARAMS}, api_pb2.STATUS_SUCCESS)
@@ -259,12 +259,12 @@ def test_hparams_table_lists_the_headline_metric_first_and_one_row_per_trial(tmp
     assert [h.name for h in experiment.hparam_infos][:5] == sorted([*FACTORS, "seed"])
     rows = {g.name: {m.name.tag: (m.training_step, m.value) for m in g.metric_values}
             for g in groups}  # fmt: skip
-    assert sorted(rows) == sorted(t.run_id for t in STATUS)
+    assert sorted(rows) == sorted(t.trial_id for t in STATUS)
     for trial in STATUS:
         epochs = trial.factors["epochs"]
-        assert rows[trial.run_id]["trial/final_val_iou"] == (
+        assert rows[trial.trial_id]["trial/final_val_iou"] == (
             epochs, _metrics(trial, epochs)["val_iou"])  # fmt: skip
-        assert set(rows[trial.run_id]) == set(FINAL_TAGS)
+        assert set(rows[trial.trial_id]) == set(FINAL_TAGS)
 
 
 def test_tensorboard_retry_replaces_and_resume_continues_earlier_events(tmp_path):
@@ -286,7 +286,7 @@ def test_tensorboard_retry_replaces_and_resume_continues_earlier_events(tmp_path
         resume.epoch(A, _report(A, epoch), None)
     resume.end(A, Status.OK, TrialRow(Status.OK, None, {}))
 
-    acc = _events(tmp_path / A.run_id)
+    acc = _events(tmp_path / A.trial_id)
     want = [(1, 0.875), (2, _metrics(A, 2)["val_iou"]), (3, _metrics(A, 3)["val_iou"])]
     assert [(s.step, s.value) for s in acc.Scalars("val/iou")] == want
     assert _session(acc)[1] == api_pb2.STATUS_SUCCESS
@@ -309,15 +309,15 @@ def test_mlflow_holds_one_run_per_trial_with_params_metrics_and_status(tmp_path,
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     runs = mlflow.search_runs(experiment_names=["quick"]).set_index("tags.mlflow.runName")
-    assert sorted(runs.index) == [A.run_id, B.run_id]
+    assert sorted(runs.index) == [A.trial_id, B.trial_id]
     client = mlflow.MlflowClient(uri)
     for trial in (A, B):
-        run = runs.loc[trial.run_id]
+        run = runs.loc[trial.trial_id]
         params = {k: run[f"params.{k}"] for k in [*FACTORS, "seed", "lr", "model"]}
         assert params == {k: str(v) for k, v in trial.params.items()}
         assert (run["tags.status"], run["tags.training_run"], run["tags.cell_id"]) == (
             STATUS[trial].value, trial.training_run, trial.cell_id)  # fmt: skip
-        assert run["tags.checkpoint"] == f"checkpoints/{trial.run_id}.pt"
+        assert run["tags.checkpoint"] == f"checkpoints/{trial.trial_id}.pt"
         assert run["status"] == ("FINISHED" if trial is A else "FAILED")
         for key in ("val_iou", "train_loss"):
             history = client.get_metric_history(run["run_id"], metric_tag(key))
@@ -335,7 +335,7 @@ def test_mlflow_accepts_a_plain_folder(tmp_path, monkeypatch):
     tracker.close()
     (run,) = mlflow.MlflowClient(str(tmp_path / "mlruns")).search_runs(
         [tracker._experiment_id])  # fmt: skip
-    assert (run.info.run_name, run.info.status) == (A.run_id, "KILLED")
+    assert (run.info.run_name, run.info.status) == (A.trial_id, "KILLED")
     assert run.data.metrics["val/iou"] == _metrics(A, 1)["val_iou"]
 
 
@@ -398,8 +398,8 @@ def test_make_trackers_feeds_tensorboard_and_mlflow_where_asked(tmp_path, monkey
     uri = str(tmp_path / "mlruns")  # note: a folder store starts faster than sqlite
     trackers = make_trackers(tmp_path / "tb", uri, "quick", upload=upload, ignore_index=1)
     _feed(trackers, runs=((A,),))
-    assert uploaded[0] == tmp_path / "tb" / A.run_id
-    acc = _events(tmp_path / "study" / "tensorboard" / A.run_id)  # the study's copy
+    assert uploaded[0] == tmp_path / "tb" / A.trial_id
+    acc = _events(tmp_path / "study" / "tensorboard" / A.trial_id)  # the study's copy
     fed = [(e, _metrics(A, e)["val_iou"]) for e in (1, 2, 3)]
     assert [(s.step, s.value) for s in acc.Scalars("val/iou")] == fed
     assert set(acc.Tags()["scalars"]) == METRIC_TAGS | set(FINAL_TAGS)
@@ -411,7 +411,7 @@ def test_make_trackers_feeds_tensorboard_and_mlflow_where_asked(tmp_path, monkey
     np.testing.assert_array_equal(picture, want)
     (run,) = mlflow.MlflowClient(uri).search_runs(
         [mlflow.MlflowClient(uri).get_experiment_by_name("quick").experiment_id])  # fmt: skip
-    assert (run.info.run_name, run.info.status) == (A.run_id, "FINISHED")
+    assert (run.info.run_name, run.info.status) == (A.trial_id, "FINISHED")
     assert run.data.metrics["val/iou"] == _metrics(A, 3)["val_iou"]
 
 
@@ -426,7 +426,7 @@ def _lr_trial(lr: float, encoder: str, training_run: str) -> TrialInfo:
 def test_settings_varied_as_factors_are_hparams_and_mlflow_params(tmp_path, monkeypatch):
     import mlflow
 
-    low, high = _lr_trial(3e-4, "resnet18", A.run_id), _lr_trial(1e-3, "resnet34", B.run_id)
+    low, high = _lr_trial(3e-4, "resnet18", A.trial_id), _lr_trial(1e-3, "resnet34", B.trial_id)
     monkeypatch.setitem(STATUS, low, Status.OK)
     monkeypatch.setitem(STATUS, high, Status.OK)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -443,11 +443,11 @@ def test_settings_varied_as_factors_are_hparams_and_mlflow_params(tmp_path, monk
     assert infos["model.encoder"].type == api_pb2.DATA_TYPE_STRING
     assert not infos["model.encoder"].HasField("domain_discrete")
     for trial in (low, high):
-        hparams, _ = _session(_events(tmp_path / "tb" / trial.run_id))
+        hparams, _ = _session(_events(tmp_path / "tb" / trial.trial_id))
         assert (hparams["train.lr"], hparams["model.encoder"]) == (
             trial.factors["train.lr"], trial.factors["model.encoder"])  # fmt: skip
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     runs = mlflow.search_runs(experiment_names=["five"]).set_index("tags.mlflow.runName")
-    assert runs.loc[low.run_id, "params.train.lr"] == "0.0003"
-    assert runs.loc[high.run_id, "params.model.encoder"] == "resnet34"
+    assert runs.loc[low.trial_id, "params.train.lr"] == "0.0003"
+    assert runs.loc[high.trial_id, "params.model.encoder"] == "resnet34"

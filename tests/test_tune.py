@@ -121,7 +121,7 @@ def test_a_rerun_plans_only_what_is_not_done():
     work = plan_work(grid, done, in_channels=3, eval_size=32, slots=2, use_gpu=False)
     assert work.skipped == 4
     assert list(work.trials) == ["img32_n8_ep4_bs4_s1"]
-    assert [t.run_id for t in work.trials["img32_n8_ep4_bs4_s1"]] == [
+    assert [t.trial_id for t in work.trials["img32_n8_ep4_bs4_s1"]] == [
         "img32_n8_ep2_bs4_s1", "img32_n8_ep4_bs4_s1"
     ]  # fmt: skip
     assert work.epochs_trained == 4 and work.epochs_requested == 6
