@@ -379,7 +379,7 @@ def run_grid(
         trainable,
         param_space={"unit_id": tune.grid_search([b.unit_id for b in work.units])},
         tune_config=tune.TuneConfig(
-            max_concurrent_units=concurrency,
+            max_concurrent_trials=concurrency,  # Ray Tune runs one trial per work unit
             # a finished trial's process takes the next trial: one torch import less each
             reuse_actors=True,
             trial_name_creator=lambda trial: trial.config["unit_id"],
