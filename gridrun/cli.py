@@ -22,7 +22,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from gridrun.layout import (
     CURVES_FILE,
@@ -31,7 +31,6 @@ from gridrun.layout import (
     Status,
     factor_names,
     level_text,
-    parse_trial_id,
     trial_id,
 )  # fmt: skip
 from gridrun.records import EpochReport
@@ -280,6 +279,10 @@ def _tracker(grid, study, mlflow_uri, tensorboard_dir):
     return make_trackers(scratch, mlflow_uri, grid.name, upload=upload, ignore_index=ignore)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 @app.command()
 def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")]) -> None:
     """Validate the grid and its data; print cells, training runs, epochs and steps.
@@ -302,9 +305,10 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
     share_of = {run: gpu_share(p, r.workers_per_unit) for run, p in plans.items()}
     settings = list(grid.factors.setting_levels())
     table = Table(
-        "cell_id", *("image", "data", "epochs", "batch"), *settings, "steps", "lr", "trained by",
-        *(["GPU"] if shares else []), box=None,
+        Column("cell_id", overflow="fold"), *("image", "data", "epochs", "batch"), *settings,
+        "steps", "lr", "trained by", *(["GPU"] if shares else []), box=None,
     )  # fmt: skip
+    max_epochs = {run.id: run.epochs for run in runs}
     for cell in grid.cells():
         lead = trial_id(cell.cell_id, grid.seeds[0])
         run_of = served[lead]
@@ -314,7 +318,8 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
             *(level_text(v) for v in cell.factors().values()),
             str(cell.steps),
             f"{effective_lr(grid.for_cell(cell), cell.batch_size):.3g}",
-            parse_trial_id(run_of)[0] if run_of != lead else "itself",
+            # the runs differ from the cell only in epochs, so its epochs name the run
+            f"{max_epochs[run_of]}-ep run" if run_of != lead else "itself",
             *([f"1/{round(1 / share)}" if share < 1 else "1"] if shares else []),
         )
     console.print(table)
@@ -323,8 +328,9 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
     steps = sum(run.steps for run in runs)
     gpu_hours = sum(estimate_seconds(p, True, r.workers_per_unit) for p in plans.values())
     console.print(
-        f"{len(grid.cells())} cells × {len(grid.seeds)} seeds = {len(grid.trials())} trials, "
-        f"served by {len(runs)} training runs: {trained} epochs trained for {requested} "
+        f"{_count(len(grid.cells()), 'cell')} × {_count(len(grid.seeds), 'seed')} = "
+        f"{_count(len(grid.trials()), 'trial')}, served by {_count(len(runs), 'training run')}: "
+        f"{trained} epochs trained for {requested} "
         f"requested ({requested / trained:.2f}×), {steps} optimizer steps in all"
     )
     reason = grid.share_reason()
@@ -334,8 +340,10 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
     if shares and small:
         console.print(
             "GPU sharing: " + ", ".join(
-                f"{n} training runs at 1/{round(1 / s)} GPU" for s, n in sorted(small.items())
-            ) + ", the rest at a whole GPU per worker (resources.share_gpus: false turns it off)"
+                f"{_count(n, 'training run')} at 1/{round(1 / s)} GPU"
+                for s, n in sorted(small.items())
+            ) + (", the rest at a whole GPU per worker" if sum(small.values()) < len(runs) else "")
+            + " (resources.share_gpus: false turns it off)"
         )  # fmt: skip
     if settings:
         names = factor_names(grid.factors.model_dump(mode="json"))

@@ -82,7 +82,7 @@ def test_plan_on_a_membrane_folder_grid(membrane: Path, tmp_path: Path) -> None:
         "factors: {image_size: [64], dataset_size: [10, 24], epochs: [3], batch_size: [4]}\n",
     )
     # 3·ceil(10/4) + 3·ceil(24/4) = 9 + 18
-    assert "2 cells × 1 seeds = 2 trials, served by 2 training runs" in words
+    assert "2 cells × 1 seed = 2 trials, served by 2 training runs" in words
     assert "27 optimizer steps in all" in words
     assert "data: folder, 30 images, 6 for validation, scored at 64px" in words
 
@@ -214,6 +214,11 @@ def test_plan_shows_epochs_trained_against_requested_and_why_not(tmp_path: Path)
     assert "served by 2 training runs: 8 epochs trained for 14 requested" in _words(
         result.output
     )
+    # each cell names the run that trains it: itself, or its cell's longest run
+    trained_by = {line.split()[0]: " ".join(line.split()[7:-1]) for line in result.output.splitlines()
+                  if line.strip().startswith("img")}  # fmt: skip
+    assert trained_by == {"img32_n8_ep1_bs4": "4-ep run", "img32_n8_ep2_bs4": "4-ep run",
+                          "img32_n8_ep4_bs4": "itself"}  # fmt: skip
     cosine = _write(tmp_path / "cosine.yaml", text + "seeds: [0, 1]\ntrain: {schedule: cosine}\n")
     result = runner.invoke(app, ["plan", str(cosine)])
     words = _words(result.output)
@@ -229,7 +234,7 @@ def test_plan_shows_the_part_of_a_gpu_each_cell_asks_for(tmp_path: Path) -> None
             if line.strip().startswith("img")}  # fmt: skip
     assert rows == {"img256_n16_ep1_bs4": "1/4", "img256_n16_ep1_bs8": "1/2",
                     "img256_n16_ep1_bs16": "1"}  # fmt: skip
-    assert "GPU sharing: 1 training runs at 1/4 GPU, 1 training runs at 1/2 GPU" in _words(
+    assert "GPU sharing: 1 training run at 1/4 GPU, 1 training run at 1/2 GPU" in _words(
         result.output
     )
     for off in ("resources: {share_gpus: false}\n", "resources: {use_gpu: false}\n"):
@@ -316,7 +321,7 @@ def test_plan_checks_an_smp_model_a_builder_and_local_weights(model_folder, mode
     grid = _write(model_folder / "grid.yaml", f"model: {model}\n{TINY}")
     result = runner.invoke(app, ["plan", str(grid)])
     assert result.exit_code == 0, result.output
-    assert "1 cells × 1 seeds = 1 trials" in _words(result.output)
+    assert "1 cell × 1 seed = 1 trial" in _words(result.output)
 
 
 @pytest.mark.parametrize(
@@ -361,7 +366,7 @@ def test_plan_shows_a_setting_factor_beside_the_four(tmp_path: Path, monkeypatch
     rows = [line.split() for line in result.output.splitlines() if "bs4_train.lr=0.001" in line]
     assert [(r[5], r[7]) for r in rows] == [("0.001", "0.002")] * 2
     text = _words(result.output)
-    assert "8 cells × 1 seeds = 8 trials, served by 4 training runs" in text
+    assert "8 cells × 1 seed = 8 trials, served by 4 training runs" in text
     assert ("factors: image_size, dataset_size, epochs, batch_size, train.lr; "
             "nuisance: train.lr") in text  # fmt: skip
 
