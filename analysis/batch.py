@@ -12,6 +12,7 @@ from the same runs is in :mod:`analysis.critical_batch`.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -408,9 +409,9 @@ def get_steps_plot(info: StepsInfo) -> Figure:
         axes[0].set_axis_off()
     shown = len(info.panels)
     scope = f"{shown} of {info.groups} groups" if shown < info.groups else "every group"
-    fig.suptitle(
-        f"{info.metric} against optimizer steps per batch size ({scope}; {info.lr})", fontsize=10
-    )
+    title = f"{info.metric} against optimizer steps per batch size ({scope}; {info.lr})"
+    # note: the lr sentence can be long; wrapped to the figure's width, never cut
+    fig.suptitle("\n".join(textwrap.wrap(title, int(15 * fig.get_figwidth()))), fontsize=10)
     return fig
 
 

@@ -346,7 +346,8 @@ def get_isolation_plot(table: pd.DataFrame, metric: str) -> Figure:
         if "heldout" in cols:
             _band(ax, xs, g, "heldout", "tab:orange", "isolated (held-out seeds)")
         for x, y, best in zip(xs, g["isolated_mean"], g["best_nuisance"], strict=True):
-            label = best if "; " not in best else best.split("; ")[0] + " …"
+            # the winner on one line, how often it won (and "…": others won too) below
+            label = (best if "; " not in best else best.split("; ")[0] + " …").replace(" (", "\n(")
             ax.annotate(
                 label, (x, y), xytext=(0, 6),
                 textcoords="offset points", ha="center", fontsize=6.5, color="tab:blue",

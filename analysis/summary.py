@@ -114,11 +114,13 @@ def _onset_sentence(tables: ReportTables, metric: str) -> list[str]:
     text += f", median epoch {onset.median():.0f})" if len(onset) else ")"
     if unconfirmed:
         text += (
-            f"; {unconfirmed} onsets come too late in their run to confirm and are not "
-            "counted"
+            "; 1 onset comes too late in its run to confirm and is not counted"
+            if unconfirmed == 1
+            else f"; {unconfirmed} onsets come too late in their run to confirm and are not counted"
         )
     if transient:
-        text += f"; {transient} transient rises of the validation loss were ignored"
+        rises = "rise of the validation loss was" if transient == 1 else "rises of the validation loss were"  # noqa: E501
+        text += f"; {transient} transient {rises} ignored"
     return [
         f"{text}; stopping at the best epoch keeps a median "
         f"{over['best_minus_last'].median():.3f} {metric}."
