@@ -234,7 +234,8 @@ def _run(grid, study, address, mlflow_uri, started, extended) -> None:
     console.print(
         f"done in {time.monotonic() - started:.0f}s: {counts}"
         + (f"; {summary.skipped} already done" if summary.skipped else "")
-        + f"; {summary.training_runs} training runs in {summary.units} work units, "
+        + f"; {_count(summary.training_runs, 'training run')} in "
+        f"{_count(summary.units, 'work unit')}, "
         f"{summary.epochs_trained} epochs trained for {summary.epochs_requested} requested "
         f"({summary.concurrency} at a time, {'GPU' if summary.use_gpu else 'CPU'} workers)"
     )

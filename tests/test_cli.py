@@ -215,8 +215,8 @@ def test_plan_shows_epochs_trained_against_requested_and_why_not(tmp_path: Path)
         result.output
     )
     # each cell names the run that trains it: itself, or its cell's longest run
-    trained_by = {line.split()[0]: " ".join(line.split()[7:-1]) for line in result.output.splitlines()
-                  if line.strip().startswith("img")}  # fmt: skip
+    rows = [line.split() for line in result.output.splitlines() if line.strip().startswith("img")]
+    trained_by = {row[0]: " ".join(row[7:-1]) for row in rows}
     assert trained_by == {"img32_n8_ep1_bs4": "4-ep run", "img32_n8_ep2_bs4": "4-ep run",
                           "img32_n8_ep4_bs4": "itself"}  # fmt: skip
     cosine = _write(tmp_path / "cosine.yaml", text + "seeds: [0, 1]\ntrain: {schedule: cosine}\n")

@@ -108,7 +108,7 @@ def test_failed_trial_becomes_a_row_and_the_grid_goes_on(ray_cluster, tmp_path):
     out = tmp_path / "run"
     result = _run(grid_file, out)
     assert result.exit_code == 1, result.output
-    assert "2 training runs in 1 work units" in " ".join(result.output.split())
+    assert "2 training runs in 1 work unit" in " ".join(result.output.split())
     trials = pd.read_parquet(out / "trials.parquet").set_index("batch_size")
     assert trials.loc[3, "status"] == "ok"
     assert trials.loc[2, "status"] == "failed"

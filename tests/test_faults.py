@@ -25,7 +25,7 @@ def test_injected_faults_end_as_rows_and_a_killed_worker_resumes(
     out = tmp_path / "study"
     result = run_cli(grid, out)
     assert result.exit_code == 1, result.output  # some trials are not ok
-    assert "3 training runs in 1 work units" in " ".join(result.output.split())
+    assert "3 training runs in 1 work unit" in " ".join(result.output.split())
     trials = pd.read_parquet(out / "trials.parquet").set_index("batch_size")
     curves = pd.read_parquet(out / "curves.parquet")
     assert trials["status"].to_dict() == {1: "ok", 2: "failed", 4: "infeasible"}
