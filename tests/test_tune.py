@@ -125,3 +125,72 @@ def test_a_rerun_plans_only_what_is_not_done():
         "img32_n8_ep2_bs4_s1", "img32_n8_ep4_bs4_s1"
     ]  # fmt: skip
     assert work.epochs_trained == 4 and work.epochs_requested == 6
+
+
+@pytest.mark.ray
+def test_four_small_work_units_run_at_once_on_one_fake_gpu(ray_cluster):
+    """Ray's scheduler on one node of the shared cluster, its `fake_gpu` standing for the
+    GPU: the four quarter-GPU units of batch-4 cells hold their workers side by side."""
+    import time
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    grid = parse_grid({"factors": {**FACTORS, "image_size": [256], "dataset_size": [16]},
+                       "seeds": [0, 1, 2, 3],
+                       "resources": {"cpus_per_worker": 0.25}})  # fmt: skip
+    node = next(n for n in ray.nodes() if n["Alive"] and n["Resources"].get("fake_gpu"))
+    gpu_node = {"CPU": node["Resources"]["CPU"], "GPU": node["Resources"]["fake_gpu"]}
+    assert gpu_node == {"CPU": 1, "GPU": 1}
+
+    def slots(share: float) -> int:
+        return max_concurrency(grid, gpu_node, True, share)
+
+    work = plan_work(grid, set(), 3, 32, slots, use_gpu=True)
+    assert [b.gpu_share for b in work.units] == [0.25] * 4
+    assert units_at_once(grid, gpu_node, True, [b.gpu_share for b in work.units]) == 4
+
+    @ray.remote(num_cpus=0)
+    class Barrier:
+        def __init__(self) -> None:
+            self.arrived = 0
+
+        def arrive(self) -> None:
+            self.arrived += 1
+
+        def count(self) -> int:
+            return self.arrived
+
+    @ray.remote
+    def unit(barrier, n: int, wait_s: float) -> bool:
+        """Holds its resources until `n` units hold theirs at once (or `wait_s` passes)."""
+        ray.get(barrier.arrive.remote())
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if ray.get(barrier.count.remote()) >= n:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def side_by_side(shares: list[float], wait_s: float) -> list[bool]:
+        barrier = Barrier.remote()
+        here = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        units = []
+        for share in shares:
+            need = worker_resources(grid, True, share)
+            # note: the GPU quota alone is under test; CPUs are left out, so another
+            # test's leftover placement group holding this node's CPU cannot block them
+            assert need["GPU"] == share
+            units.append(unit.options(
+                num_cpus=0, resources={"fake_gpu": need["GPU"]}, scheduling_strategy=here,
+            ).remote(barrier, len(shares), wait_s))  # fmt: skip
+        try:
+            return ray.get(units, timeout=wait_s + 60)
+        finally:
+            for u in units:
+                ray.cancel(u, force=True)
+
+    assert side_by_side([b.gpu_share for b in work.units], wait_s=120) == [True] * 4
+    # the control: of two whole-GPU units on that one fake GPU, one gives up waiting alone
+    # before the other can start
+    assert sorted(side_by_side([1.0, 1.0], wait_s=3)) == [False, True]
