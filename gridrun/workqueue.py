@@ -43,9 +43,7 @@ class RunQueue:
         share_gpus: bool = False,
     ):
         self._plans = {p.training_run: p for p in plans}
-        self._nominal = {
-            p.training_run: estimate_seconds(p, use_gpu, workers) for p in plans
-        }
+        self._nominal = {p.training_run: estimate_seconds(p, use_gpu, workers) for p in plans}
         self._share = {
             p.training_run: share
             for share, some in share_groups(list(plans), use_gpu, workers, share_gpus).items()
