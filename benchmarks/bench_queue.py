@@ -17,7 +17,7 @@ Two modes, labelled in the output:
 The last line: each design's makespan and its ratio to the ideal, max(total training
 time / slots, the longest run), which no schedule beats. Usage:
 
-    python benchmarks/bench_queue.py --mode simulate [--grid grids/membrane.yaml] [--slots 4] [--gpu]
+    python benchmarks/bench_queue.py --mode simulate [--grid GRID] [--slots 4] [--gpu]
     python benchmarks/bench_queue.py --mode ray [--runs 8] [--scale 4e4]
 """
 
