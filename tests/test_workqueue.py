@@ -1,8 +1,10 @@
-"""The driver's run queue, without Ray: units pull runs longest first, a unit that
-finishes early takes more, every run is trained once, a lost unit's run goes back, and
-measured times re-order what is left."""
+"""The driver's run queue: units pull runs longest first, a unit that finishes early
+takes more, every run is trained once, a lost unit's run goes back, and measured times
+re-order what is left (without Ray; then one grid on the session's Ray)."""
 
 from __future__ import annotations
+
+import pytest
 
 from gridrun.runs import estimate_seconds, plan_run, queue_units, training_runs
 from gridrun.spec import parse_grid
@@ -103,3 +105,23 @@ def test_queue_units_fill_the_slots_and_packing_off_gives_each_run_its_own():
     assert len(queue_units(plans[:1], 4, "runs-x", use_gpu=False)) == 1  # no idle units
     alone = queue_units(plans, 2, "runs-x", use_gpu=False, enabled=False)
     assert len(alone) == 5 and {u.max_runs for u in alone} == {1}
+
+
+@pytest.mark.ray
+def test_on_ray_the_unit_that_finishes_early_trains_the_rest(ray_cluster, tmp_path, monkeypatch):
+    import pandas as pd
+    from fixtures_ray import grid_file, run_cli
+
+    # equal estimates; the first run taken (the last by name) sleeps 4 s per epoch
+    factors = {"image_size": 16, "dataset_size": 4, "epochs": 4, "batch_size": [1, 2, 4]}
+    grid = grid_file(tmp_path, "queue", factors, val_size=2)
+    monkeypatch.setenv("GRIDRUN_FAULTS", "slow@img16_n4_ep4_bs4_s0:4")
+    out = tmp_path / "study"
+    result = run_cli(grid, out)
+    assert result.exit_code == 0, result.output
+    assert "3 training runs in 2 work units" in " ".join(result.output.split())
+    curves = pd.read_parquet(out / "curves.parquet")
+    for _, curve in curves.groupby("run_id"):
+        assert curve["epoch"].tolist() == [1, 2, 3, 4]  # each run trained once
+    runs_by_worker = curves.groupby("worker_pid")["batch_size"].unique()
+    assert sorted(sorted(b) for b in runs_by_worker) == [[1, 2], [4]]
