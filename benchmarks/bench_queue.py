@@ -18,7 +18,7 @@ The last line: each design's makespan and its ratio to the ideal, max(total trai
 time / slots, the longest run), which no schedule beats. Usage:
 
     python benchmarks/bench_queue.py --mode simulate [--grid GRID] [--slots 4] [--gpu]
-    python benchmarks/bench_queue.py --mode ray [--runs 8] [--scale 4e4]
+    python benchmarks/bench_queue.py --mode ray [--runs 8] [--scale 600]
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--startup", type=float, default=10.0)
     parser.add_argument("--gpu", action="store_true", help="estimates at the GPU throughput")
     parser.add_argument("--runs", type=int, default=8)
-    parser.add_argument("--scale", type=float, default=4e4)
+    parser.add_argument("--scale", type=float, default=600)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     true, queued, static, slots = (_simulate if args.mode == "simulate" else _ray)(args)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -273,6 +274,7 @@ class _TuneCallback:
     ):
         self.collector, self.units, self.study = collector, units, study
         self.queue = queue
+        self._claims_seen, self._polled = 0, 0.0
 
     def __getstate__(self) -> dict:
         # note: the Tuner pickles its callbacks into its experiment state; this one lives
@@ -289,6 +291,21 @@ class _TuneCallback:
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.collector.start(self._runs(trial))
+
+    # note: how often the driver asks the queue which runs units took (their trials are
+    # started then, not at their first epoch)
+    POLL_CLAIMS_S = 0.5
+
+    def on_step_begin(self, iteration, trials, **info):
+        now = time.monotonic()
+        if self.queue is None or now - self._polled < self.POLL_CLAIMS_S:
+            return
+        import ray
+
+        self._polled = now
+        taken = ray.get(self.queue.claims.remote(self._claims_seen))
+        self._claims_seen += len(taken)
+        self.collector.start(taken)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         report = report_from_dict(result)

@@ -51,6 +51,7 @@ class RunQueue:
         }
         self._pending = set(self._plans)
         self._claims: dict[tuple[str, int, int], str] = {}
+        self._log: list[str] = []  # every new claim, in order
         self._done: set[str] = set()
         self._by_size: dict[int, _Measured] = {}
         self._all = _Measured()
@@ -80,6 +81,7 @@ class RunQueue:
             run = max(waiting, key=lambda r: (self.estimate(r), r))
             self._pending.remove(run)
             self._claims[key] = run
+            self._log.append(run)
         return self._plans[self._claims[key]]
 
     def finish(self, training_run: str, seconds: float = 0.0, epochs: int = 0) -> None:
@@ -97,6 +99,11 @@ class RunQueue:
         self._all.seconds += seconds
         self._all.work += work
         self._nominal_done += self._nominal[training_run] * epochs / plan.epochs
+
+    def claims(self, since: int = 0) -> list[str]:
+        """The runs claimed anew since the first `since` claims (a run taken again
+        after a release counts again): the driver marks their trials started."""
+        return self._log[since:]
 
     def claimed(self, unit: str) -> list[str]:
         """Every run `unit` claimed, in any attempt, in the order claimed."""

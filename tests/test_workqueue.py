@@ -55,6 +55,7 @@ def test_every_rank_and_a_restarted_worker_group_get_the_same_run():
     assert third not in (first, second)
     assert _claim(queue, "u1", 0) is None  # nothing left for another unit
     assert queue.claimed("u0") == [first, second, third]
+    assert queue.claims() == [first, second, third] and queue.claims(2) == [third]
 
 
 def test_a_lost_units_unfinished_run_goes_back_on_the_queue():
