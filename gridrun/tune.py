@@ -195,7 +195,7 @@ class _TrainerSetup:
     unit: WorkUnitSetup
 
 
-def _trainer(unit: WorkUnit, setup: _TrainerSetup, attempt: int):
+def _trainer(unit: WorkUnit, setup: _TrainerSetup):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -212,7 +212,7 @@ def _trainer(unit: WorkUnit, setup: _TrainerSetup, attempt: int):
         ),
         run_config=RunConfig(
             # note: a fresh name per fit, also when Tune retries the whole work unit
-            name=f"{unit.unit_id}-{attempt}-{uuid.uuid4().hex[:6]}",
+            name=f"{unit.unit_id}-{unit.attempt}-{uuid.uuid4().hex[:6]}",
             storage_path=setup.storage,
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=setup.max_restarts),
@@ -243,7 +243,7 @@ def _work_unit_trial(
     attempt = 0
     while remaining or queue is not None:
         try:
-            _trainer(replace(unit, runs=tuple(remaining), attempt=attempt), setup, attempt).fit()
+            _trainer(replace(unit, runs=tuple(remaining), attempt=attempt), setup).fit()
             return
         except Exception as exc:  # noqa: BLE001 - the run is that run's row; others go on
             if queue is None:
@@ -252,14 +252,14 @@ def _work_unit_trial(
                     return
                 _fail(study, remaining.pop(0).training_run, exc)
             else:
-                held = ray.get(queue.unfinished.remote(unit.unit_id))
-                lost = [r for r in held if RunEnd.load(study, r) is None]
+                lost = []
+                for run in ray.get(queue.unfinished.remote(unit.unit_id)):
+                    if RunEnd.load(study, run) is None:
+                        _fail(study, run, exc)
+                        lost.append(run)
+                    ray.get(queue.finish.remote(run))
                 if not lost:
                     raise  # no run to blame: Tune retries the unit or ends it
-                for run in held:
-                    if run in lost:
-                        _fail(study, run, exc)
-                    ray.get(queue.finish.remote(run))
             attempt += 1
 
 
