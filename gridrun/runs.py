@@ -30,6 +30,8 @@ __all__ = [
     "gpu_share",
     "lr_at",
     "pack",
+    "queue_units",
+    "share_groups",
     "plan_run",
     "trial_info",
     "training_runs",
@@ -166,6 +168,14 @@ class WorkUnit:
     seconds: float  # estimated
     # the part of `gpus_per_worker` each worker asks for (all its runs have this share)
     gpu_share: float = 1.0
+    # the named run queue (gridrun.workqueue) the unit pulls its runs from, one after
+    # another, instead of training `runs`; empty: `runs` were packed up front
+    queue: str = ""
+    # at most this many runs pulled (None: until the queue holds none of its share)
+    max_runs: int | None = None
+    # which TorchTrainer of the unit's trial pulls: a trainer that failed for good is
+    # replaced by the next attempt, which claims runs afresh
+    attempt: int = 0
 
 
 def training_runs(grid: Grid, trials: list[Trial]) -> list[TrainingRun]:
@@ -259,6 +269,16 @@ def gpu_share(plan: RunPlan, workers: int = 1) -> float:
     return min(1.0, max(MIN_GPU_SHARE, share))
 
 
+def share_groups(
+    plans: list[RunPlan], use_gpu: bool, workers: int = 1, share_gpus: bool = False
+) -> dict[float, list[RunPlan]]:
+    """The runs by the GPU share their workers ask for (all 1.0 unless GPUs are shared)."""
+    shares: dict[float, list[RunPlan]] = defaultdict(list)
+    for p in plans:
+        shares[gpu_share(p, workers) if use_gpu and share_gpus else 1.0].append(p)
+    return dict(shares)
+
+
 def _bins(plans: list[RunPlan], est: dict[str, float], slots: int) -> list[list[RunPlan]]:
     long = [p for p in plans if est[p.training_run] >= LONG_RUN_S]
     short = sorted(
@@ -292,9 +312,7 @@ def pack(
     grouped by `gpu_share` first and each group is packed alone, so a unit's runs ask
     for one share; `slots` then gives the units of a share that fit at once."""
     est = {p.training_run: estimate_seconds(p, use_gpu, workers) for p in plans}
-    shares: dict[float, list[RunPlan]] = defaultdict(list)
-    for p in plans:
-        shares[gpu_share(p, workers) if use_gpu and share_gpus else 1.0].append(p)
+    shares = share_groups(plans, use_gpu, workers, share_gpus)
     groups: list[tuple[float, list[RunPlan]]] = []
     for share, some in sorted(shares.items(), reverse=True):
         n = slots(share) if callable(slots) else slots
@@ -309,6 +327,32 @@ def pack(
         WorkUnit(f"b{i:04d}_{group[0].training_run}", tuple(group), seconds, share)
         for i, (seconds, group, share) in enumerate(units)
     ]
+
+
+def queue_units(
+    plans: list[RunPlan],
+    slots: int | Callable[[float], int],
+    queue: str,
+    use_gpu: bool,
+    workers: int = 1,
+    enabled: bool = True,
+    share_gpus: bool = False,
+) -> list[WorkUnit]:
+    """Work units that pull their runs from the queue named `queue`: per GPU share, as
+    many as fit at once (`slots`) and no more than it has runs. With packing off
+    (`enabled` false), one unit per run, each taking one run: every run gets a fresh
+    worker group, and the longest left goes first."""
+    est = {p.training_run: estimate_seconds(p, use_gpu, workers) for p in plans}
+    units = []
+    for share, some in sorted(share_groups(plans, use_gpu, workers, share_gpus).items(),
+                              reverse=True):  # fmt: skip
+        n = len(some) if not enabled else min(len(some), slots(share) if callable(slots) else slots)
+        seconds = sum(est[p.training_run] for p in some) / n
+        units += [
+            WorkUnit(f"u{len(units) + i:04d}", (), seconds, share, queue, None if enabled else 1)
+            for i in range(n)
+        ]
+    return units
 
 
 def lr_at(plan: RunPlan, step: int) -> float:

@@ -583,6 +583,9 @@ class Resources(_Strict):
     max_concurrent_units: Literal["auto"] | _PositiveInt = "auto"
     # short training runs share one long-lived TorchTrainer worker group (one start-up)
     pack: bool = True
+    # work units pull their runs from the driver's queue, longest first; false: the runs
+    # are packed into units up front from their estimated times (the older design)
+    queue: bool = True
     # times a training run restarts from its last epoch after a lost worker or node
     max_restarts: Annotated[StrictInt, Field(ge=0)] = 2
     # on GPUs, small training runs ask for 1/2 or 1/4 of a GPU (gridrun.runs.gpu_share)

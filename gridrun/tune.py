@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -24,10 +25,20 @@ from gridrun.records import (
     report_from_dict,
     report_to_dict,
 )
-from gridrun.runs import TrialInfo, WorkUnit, pack, plan_run, training_runs, trial_info
+from gridrun.runs import (
+    RunPlan,
+    TrialInfo,
+    WorkUnit,
+    pack,
+    plan_run,
+    queue_units,
+    training_runs,
+    trial_info,
+)
 from gridrun.spec import Grid
 from gridrun.storage import Storage
 from gridrun.store import Results
+from gridrun.workqueue import QUEUE_NAMESPACE
 
 __all__ = [
     "UNIT_RESOURCES",
@@ -132,10 +143,13 @@ class WorkPlan:
     units: list[WorkUnit]
     epochs_requested: int
     skipped: int
+    # the runs the units pull from the queue (none when they were packed up front)
+    queued: tuple[RunPlan, ...] = ()
 
     @property
     def epochs_trained(self) -> int:
-        return sum(p.epochs for b in self.units for p in b.runs)
+        packed = sum(p.epochs for b in self.units for p in b.runs)
+        return packed + sum(p.epochs for p in self.queued)
 
 
 def plan_work(
@@ -145,22 +159,27 @@ def plan_work(
     eval_size: int,
     slots: int | Callable[[float], int],
     use_gpu: bool,
+    queue: str = "",
 ) -> WorkPlan:
-    """`slots`: the work units that fit at once (given their GPU share, when shared)."""
+    """`slots`: the work units that fit at once (given their GPU share, when shared).
+    With `resources.queue` (the default) the units pull the runs from the queue named
+    `queue`; else the runs are packed into units up front."""
     every = grid.trials()
     todo = [t for t in every if t.trial_id not in done]
     runs = training_runs(grid, todo)
     plans = [plan_run(grid, run, in_channels, eval_size) for run in runs]
     r = grid.resources
-    units = pack(
-        plans, slots, use_gpu, r.workers_per_unit, enabled=r.pack,
-        share_gpus=r.share_gpus == "auto",
-    )  # fmt: skip
+    share_gpus = r.share_gpus == "auto"
+    if r.queue:
+        units = queue_units(plans, slots, queue, use_gpu, r.workers_per_unit, r.pack, share_gpus)
+    else:
+        units = pack(plans, slots, use_gpu, r.workers_per_unit, r.pack, share_gpus)
     return WorkPlan(
         trials={run.id: [trial_info(grid, run, t) for t in run.trials] for run in runs},
         units=units,
         epochs_requested=sum(t.cell.epochs for t in todo),
         skipped=len(every) - len(todo),
+        queued=tuple(plans) if r.queue else (),
     )
 
 
@@ -176,60 +195,86 @@ class _TrainerSetup:
     unit: WorkUnitSetup
 
 
-def _work_unit_trial(
-    config: dict[str, Any], units: dict[str, WorkUnit], setup: _TrainerSetup
-) -> None:
-    """One Tune trial: train a unit's runs in one TorchTrainer. If the trainer fails
-    for good (restarts used up), the run it was on is reported failed and a new trainer
-    takes the runs it had not reached."""
-    from ray import tune
+def _trainer(unit: WorkUnit, setup: _TrainerSetup):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from gridrun.worker import train_loop_per_worker
 
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=setup.unit.config(unit),
+        scaling_config=ScalingConfig(
+            num_workers=setup.workers,
+            use_gpu=setup.use_gpu,
+            resources_per_worker=setup.worker_resources[unit.gpu_share],
+        ),
+        run_config=RunConfig(
+            # note: a fresh name per fit, also when Tune retries the whole work unit
+            name=f"{unit.unit_id}-{unit.attempt}-{uuid.uuid4().hex[:6]}",
+            storage_path=setup.storage,
+            callbacks=[TuneReportCallback()],
+            failure_config=FailureConfig(max_failures=setup.max_restarts),
+        ),
+    )
+
+
+def _fail(study: Storage, run: str, exc: Exception) -> None:
+    from ray import tune
+
+    report = RunFailed(run, Status.from_exception(exc), error_line(exc))
+    RunEnd(run, (report,)).save(study)
+    tune.report(report_to_dict(report))
+
+
+def _work_unit_trial(
+    config: dict[str, Any], units: dict[str, WorkUnit], setup: _TrainerSetup
+) -> None:
+    """One Tune trial: train a unit's runs in one TorchTrainer. If the trainer fails
+    for good (restarts used up), the run it was on is reported failed and a new trainer
+    takes the runs it had not reached (from the queue: the runs it pulls next)."""
+    import ray
+
     unit = units[config["unit_id"]]
     study = Storage(setup.unit.study)
+    queue = ray.get_actor(unit.queue, namespace=QUEUE_NAMESPACE) if unit.queue else None
     remaining = list(unit.runs)
     attempt = 0
-    while remaining:
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config=setup.unit.config(replace(unit, runs=tuple(remaining))),
-            scaling_config=ScalingConfig(
-                num_workers=setup.workers,
-                use_gpu=setup.use_gpu,
-                resources_per_worker=setup.worker_resources[unit.gpu_share],
-            ),
-            run_config=RunConfig(
-                # note: a fresh name per fit, also when Tune retries the whole work unit
-                name=f"{unit.unit_id}-{attempt}-{uuid.uuid4().hex[:6]}",
-                storage_path=setup.storage,
-                callbacks=[TuneReportCallback()],
-                failure_config=FailureConfig(max_failures=setup.max_restarts),
-            ),
-        )
+    while remaining or queue is not None:
         try:
-            trainer.fit()
+            _trainer(replace(unit, runs=tuple(remaining), attempt=attempt), setup).fit()
             return
         except Exception as exc:  # noqa: BLE001 - the run is that run's row; others go on
-            remaining = [p for p in remaining if RunEnd.load(study, p.training_run) is None]
-            if not remaining:
-                return
-            lost = remaining.pop(0)
-            report = RunFailed(lost.training_run, Status.from_exception(exc), error_line(exc))
-            RunEnd(lost.training_run, (report,)).save(study)
-            tune.report(report_to_dict(report))
+            if queue is None:
+                remaining = [p for p in remaining if RunEnd.load(study, p.training_run) is None]
+                if not remaining:
+                    return
+                _fail(study, remaining.pop(0).training_run, exc)
+            else:
+                lost = []
+                for run in ray.get(queue.unfinished.remote(unit.unit_id)):
+                    if RunEnd.load(study, run) is None:
+                        _fail(study, run, exc)
+                        lost.append(run)
+                    ray.get(queue.finish.remote(run))
+                if not lost:
+                    raise  # no run to blame: Tune retries the unit or ends it
             attempt += 1
 
 
 class _TuneCallback:
-    """Runs in the driver: Tune's events in, the collector's rows out.
+    """Runs in the driver: Tune's events in, the collector's rows out; with a run queue
+    (a Ray actor handle), a unit's runs are those it claimed, and a unit Tune retries
+    puts the runs it had not finished back on the queue.
     (Made a tune.Callback by `_tune_callback`, so importing this module needs no Ray.)"""
 
-    def __init__(self, collector: Collector, units: dict[str, WorkUnit], study: Storage):
+    def __init__(
+        self, collector: Collector, units: dict[str, WorkUnit], study: Storage, queue=None
+    ):
         self.collector, self.units, self.study = collector, units, study
+        self.queue = queue
+        self._claims_seen, self._polled = 0, 0.0
 
     def __getstate__(self) -> dict:
         # note: the Tuner pickles its callbacks into its experiment state; this one lives
@@ -237,15 +282,42 @@ class _TuneCallback:
         return {}
 
     def _runs(self, trial) -> list[str]:
-        return [p.training_run for p in self.units[trial.config["unit_id"]].runs]
+        unit = self.units[trial.config["unit_id"]]
+        if self.queue is not None and unit.queue:
+            import ray
+
+            return ray.get(self.queue.claimed.remote(unit.unit_id))
+        return [p.training_run for p in unit.runs]
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.collector.start(self._runs(trial))
+
+    # note: how often the driver asks the queue which runs units took (their trials are
+    # started then, not at their first epoch)
+    POLL_CLAIMS_S = 0.5
+
+    def on_step_begin(self, iteration, trials, **info):
+        now = time.monotonic()
+        if self.queue is None or now - self._polled < self.POLL_CLAIMS_S:
+            return
+        import ray
+
+        self._polled = now
+        taken = ray.get(self.queue.claims.remote(self._claims_seen))
+        self._claims_seen += len(taken)
+        self.collector.start(taken)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         report = report_from_dict(result)
         if report is not None:
             self.collector.report(report)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        if self.queue is not None:
+            import ray
+
+            # the retried unit, or another, resumes them from their latest epochs
+            ray.get(self.queue.release.remote(trial.config["unit_id"]))
 
     def _end(self, trial, error: str) -> None:
         runs = self._runs(trial)
@@ -264,11 +336,11 @@ class _TuneCallback:
         self._end(trial, error.strip().splitlines()[-1][:500])
 
 
-def _tune_callback(collector: Collector, units: dict[str, WorkUnit], study: Storage):
+def _tune_callback(collector: Collector, units: dict[str, WorkUnit], study: Storage, queue):
     from ray import tune
 
     cls = type("GridrunCallback", (_TuneCallback, tune.Callback), {})
-    return cls(collector, units, study)
+    return cls(collector, units, study, queue)
 
 
 def init_ray(address: str | None) -> None:
@@ -303,6 +375,22 @@ def cluster_gpu(grid: Grid) -> tuple[dict[str, float], bool]:
     return cluster, use_gpu
 
 
+def _start_queue(grid: Grid, work: WorkPlan, name: str, use_gpu: bool):
+    """The invocation's run queue: a named actor on the driver's node (it lives and dies
+    with the driver, whichever node is lost)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from gridrun.workqueue import RunQueue
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor = ray.remote(RunQueue).options(
+        name=name, namespace=QUEUE_NAMESPACE, num_cpus=0, scheduling_strategy=here
+    )
+    r = grid.resources
+    return actor.remote(list(work.queued), use_gpu, r.workers_per_unit, r.share_gpus == "auto")
+
+
 def run_grid(
     grid: Grid,
     prepared: Prepared,
@@ -322,9 +410,11 @@ def run_grid(
     def slots(gpu_share: float) -> int:
         return max_concurrency(grid, cluster, use_gpu, gpu_share)
 
+    queue_name = f"runs-{uuid.uuid4().hex[:12]}"
     work = plan_work(
-        grid, results.final_trial_ids(), prepared.in_channels, prepared.eval_size, slots, use_gpu
-    )
+        grid, results.final_trial_ids(), prepared.in_channels, prepared.eval_size, slots,
+        use_gpu, queue_name,
+    )  # fmt: skip
     concurrency = units_at_once(grid, cluster, use_gpu, [b.gpu_share for b in work.units])
 
     def summary(statuses: dict[Status, int]) -> RunSummary:
@@ -367,6 +457,7 @@ def run_grid(
         unit=WorkUnitSetup(study.uri, os.environ.get("GRIDRUN_FAULTS", ""), refs),
     )
     units = {b.unit_id: b for b in work.units}
+    queue = _start_queue(grid, work, queue_name, use_gpu) if work.queued else None
     examples = getattr(prepared, "examples", None)
     collector = Collector(
         results, work.trials, listener, tracker, examples,
@@ -389,7 +480,7 @@ def run_grid(
             # one Tune experiment per invocation, so a resumed run never mixes states
             name=f"tune-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}",
             storage_path=study.join(RAY_DIR),
-            callbacks=[_tune_callback(collector, units, study)],
+            callbacks=[_tune_callback(collector, units, study, queue)],
             # note: a work unit whose trial process or Train controller is lost with its
             # node starts again; its runs go on from their latest epochs
             failure_config=tune.FailureConfig(max_failures=grid.resources.max_restarts),
@@ -398,7 +489,12 @@ def run_grid(
     )
     try:
         tuner.fit()
+        if queue is not None:
+            # runs no unit was left to pull (every unit of their share failed for good)
+            collector.lost(ray.get(queue.pending.remote()), "no work unit was left to train it")
     finally:
+        if queue is not None:
+            ray.kill(queue)
         # note: a finished (or stopped) study is two tables pandas opens
         results.compact()
     statuses: dict[Status, int] = {}

@@ -6,8 +6,10 @@ cell's epoch. `gridrun.train.run_epochs` does the training itself."""
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +34,7 @@ from gridrun.records import (
     WorkUnitSetup,
     report_to_dict,
 )
-from gridrun.runs import RunPlan
+from gridrun.runs import RunPlan, WorkUnit
 from gridrun.train import rank_and_world, run_epochs
 
 __all__ = ["train_loop_per_worker", "train_run"]
@@ -51,11 +53,17 @@ def _save(obj: Any) -> bytes:
 def _inject_fault(faults: str, plan: RunPlan, epoch: int, where: str) -> None:
     """Chaos testing: GRIDRUN_FAULTS="kind@training_run:epoch,..." in the driver's
     environment makes a worker fail in `training_run` at `epoch`: `raise` and `oom` before
-    the epoch's report, `kill` (SIGKILL of the worker process) right after its checkpoint."""
+    the epoch's report, `kill` (SIGKILL of the worker process) right after its checkpoint.
+    `slow@training_run:seconds` makes each of the run's epochs take `seconds` longer (a
+    run slower than its estimate, for benchmarks/bench_queue.py)."""
     for fault in filter(None, faults.split(",")):
         kind, _, target = fault.partition("@")
         run, _, at = target.rpartition(":")
-        if run != plan.training_run or int(at) != epoch:
+        if run != plan.training_run:
+            continue
+        if kind == "slow" and where == "epoch":
+            time.sleep(float(at))
+        if kind == "slow" or int(at) != epoch:
             continue
         if kind == "raise" and where == "epoch":
             raise RuntimeError(f"injected fault in {run} at epoch {epoch}")
@@ -146,7 +154,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ray.train.report(report_to_dict(report))
 
     rank, world = rank_and_world()
-    for plan in unit.runs:
+    queue = _queue(unit)
+    for position in itertools.count():
+        plan = _next_run(unit, queue, position)
+        if plan is None:
+            break
         ended = RunEnd.load(study, plan.training_run)
         if ended is not None:
             # a restarted worker group: this run ended before the restart
@@ -154,6 +166,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 send(report)
             continue
         history: list[Report] = []
+        started = time.perf_counter()
         try:
             train_run(
                 plan, arrays_for(plan), val_y, study, send, worker, history,
@@ -172,3 +185,29 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             # mark the run ended, with every report it sent (a restart sends them again)
             RunEnd(plan.training_run, tuple(history)).save(study)
+            if queue is not None:
+                # what this worker group trained, and in how long, refines the estimates
+                trained = sum(isinstance(r, EpochReport) and r.worker == worker for r in history)
+                seconds = time.perf_counter() - started
+                ray.get(queue.finish.remote(plan.training_run, seconds, trained))
+
+
+def _queue(unit: WorkUnit):
+    """The run queue `unit` pulls from (None: it trains `unit.runs`)."""
+    import ray
+
+    from gridrun.workqueue import QUEUE_NAMESPACE
+
+    return ray.get_actor(unit.queue, namespace=QUEUE_NAMESPACE) if unit.queue else None
+
+
+def _next_run(unit: WorkUnit, queue, position: int) -> RunPlan | None:
+    """The unit's run at `position`: from its packed runs, or claimed from the queue
+    (every rank, and a restarted worker group, gets the same run for a position)."""
+    if queue is None:
+        return unit.runs[position] if position < len(unit.runs) else None
+    if unit.max_runs is not None and position >= unit.max_runs:
+        return None
+    import ray
+
+    return ray.get(queue.claim.remote(unit.unit_id, unit.attempt, position, unit.gpu_share))

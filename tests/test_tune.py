@@ -77,13 +77,21 @@ def test_small_runs_share_a_gpu_unless_turned_off():
     def slots(share: float) -> int:
         return max_concurrency(parse_grid(grid), {"CPU": 8, "GPU": 1}, True, share)
 
+    # the queue: per share, as many units as fit on the GPU and have runs to pull
+    work = plan_work(parse_grid(grid), set(), 3, 32, slots, use_gpu=True, queue="q")
+    assert sorted(b.gpu_share for b in work.units) == [0.25, 0.25, 1.0]
+    assert len(work.queued) == 4 and work.epochs_trained == 4
+    grid["resources"] = {"queue": False}  # packed up front
     work = plan_work(parse_grid(grid), set(), 3, 32, slots, use_gpu=True)
     assert sorted((b.gpu_share, len(b.runs)) for b in work.units) == [
         (0.25, 1), (0.25, 1), (1.0, 2)
     ]  # fmt: skip
-    grid["resources"] = {"share_gpus": False}
+    grid["resources"] = {"share_gpus": False, "queue": False}
     work = plan_work(parse_grid(grid), set(), 3, 32, slots, use_gpu=True)
     assert [(b.gpu_share, len(b.runs)) for b in work.units] == [(1.0, 4)]
+    grid["resources"] = {"share_gpus": False}
+    work = plan_work(parse_grid(grid), set(), 3, 32, slots, use_gpu=True, queue="q")
+    assert [b.gpu_share for b in work.units] == [1.0]
 
 
 def test_out_of_memory_is_infeasible_other_errors_failed():
