@@ -193,8 +193,8 @@ def run(
 
 def _run(grid, study, address, mlflow_uri, started, extended) -> None:
     from gridrun.layout import EXAMPLES_FILE, TENSORBOARD_DIR
-    from gridrun.streaming import prepare_data
     from gridrun.store import baselines_record, write_baselines
+    from gridrun.streaming import prepare_data
     from gridrun.tune import init_ray, run_grid
 
     with console.status("starting Ray and preparing data (resized once per image_size)"):
