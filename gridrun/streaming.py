@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -191,6 +193,7 @@ def _data_error(exc: BaseException) -> DataError | None:
 def _quiet_data() -> Any:
     import ray.data
 
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -299,7 +302,11 @@ class StreamedArrays:
         data = _quiet_data()
         if not len(indices):
             return
-        ds = data.from_items([{"index": int(i)} for i in indices]).map_batches(
+        rows = [{"index": int(i)} for i in indices]
+        # note: one block per read batch; Ray Data's default of a block per row starts a
+        # task per image
+        blocks = math.ceil(len(rows) / LOAD_BATCH)
+        ds = data.from_items(rows, override_num_blocks=blocks).map_batches(
             _read_batch, batch_size=LOAD_BATCH, batch_format="numpy",
             fn_kwargs={"study": self.study, "folder": self.folder, "size": self.size,
                        "mask_size": mask_size, "channels": self.channels},
@@ -339,5 +346,8 @@ class StreamedArrays:
         return bool(self.test)
 
     def first_val(self, count: int) -> np.ndarray:
-        first = self.val[:count]
-        return next(self._stream(first, self.eval_size, [len(first)]), (np.zeros(0),))[0]
+        """The overlay images: a few, read from the cache here."""
+        batch = {"index": np.asarray(self.val[:count], np.int64)}
+        return _read_batch(
+            batch, self.study, self.folder, self.size, self.eval_size, self.channels
+        )["x"]

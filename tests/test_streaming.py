@@ -120,7 +120,7 @@ import logging, os, sys
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
 import ray
-ray.init(num_cpus=2, object_store_memory={store}, include_dashboard=False,
+ray.init(address="local", num_cpus=2, object_store_memory={store}, include_dashboard=False,
          log_to_driver=False, logging_level=logging.ERROR)
 from gridrun.cli import app
 app(["run", sys.argv[1], "--out", sys.argv[2]])
