@@ -73,6 +73,10 @@ def prepared_mb(grid: Grid, channels: int) -> float:
     return (per_size + held * grid.eval_size**2) / 2**20
 
 
+def _mb(mb: float) -> str:
+    return f"{mb:.0f}" if mb >= 10 else f"{mb:.2g}"
+
+
 @dataclass(frozen=True)
 class DataPath:
     """Which path a study's data takes, and the one line that says why."""
@@ -85,23 +89,24 @@ def choose_path(grid: Grid, mb: float, object_store_bytes: float | None) -> Data
     """Stream when `mb` exceeds the budget; `object_store_bytes` is None without Ray."""
     key = "data.memory_budget_mb"
     if grid.data.source == "synthetic":
-        return DataPath(False, f"data: in memory, {mb:.0f} MB prepared (synthetic data)")
+        return DataPath(False, f"data: in memory, {_mb(mb)} MB prepared (synthetic data)")
     budget = grid.data.memory_budget_mb
     why = key
     if budget is None:
         if object_store_bytes is None:
             return DataPath(
                 False,
-                f"data: {mb:.0f} MB prepared; streamed through Ray Data if over {key} "
+                f"data: {_mb(mb)} MB prepared; streamed through Ray Data if over {key} "
                 f"(default {STREAM_FRACTION:g} of the cluster's object store), else in memory",
             )
         budget = STREAM_FRACTION * object_store_bytes / 2**20
         why = f"{key} unset: {STREAM_FRACTION:g} of the object store"
     if mb > budget:
         return DataPath(
-            True, f"data: streamed through Ray Data, {mb:.0f} MB prepared > {budget:.0f} MB ({why})"
+            True,
+            f"data: streamed through Ray Data, {_mb(mb)} MB prepared > {_mb(budget)} MB ({why})",
         )
-    return DataPath(False, f"data: in memory, {mb:.0f} MB prepared ≤ {budget:.0f} MB ({why})")
+    return DataPath(False, f"data: in memory, {_mb(mb)} MB prepared ≤ {_mb(budget)} MB ({why})")
 
 
 def prepare_data(grid: Grid, study: Storage, shown: int = OVERLAY_IMAGES) -> tuple[Prepared, str]:

@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from fixtures_ray import run_cli
+from fixtures_ray import run_cli, runner
 from PIL import Image
 
+from gridrun.cli import app
 from gridrun.spec import load_grid
 from gridrun.streaming import choose_path, prepared_mb
 
@@ -78,6 +79,29 @@ def test_the_budget_decides_the_path_and_the_line_says_why(tmp_path: Path) -> No
     )
     synthetic = load_grid(_grid(tmp_path, {"source": "synthetic", "val_size": 3}, factors))
     assert not choose_path(synthetic, 10**6, 1.0).stream
+
+
+def test_plan_says_which_path_the_data_takes(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "data", 10, 8)
+    factors = {"image_size": 8, "dataset_size": 6, "epochs": 1, "batch_size": 2}
+    lines = {}
+    for budget in ({}, {"memory_budget_mb": 0}):
+        grid = _grid(tmp_path, {"path": str(root), "val_size": 3, **budget}, factors)
+        result = runner.invoke(app, ["plan", str(grid)])
+        assert result.exit_code == 0, result.output
+        lines[bool(budget)] = next(
+            line
+            for line in result.output.splitlines()
+            if line.startswith("data: ") and "MB" in line
+        )
+    assert lines[False] == (
+        "data: 0.0022 MB prepared; streamed through Ray Data if over data.memory_budget_mb "
+        "(default 0.5 of the cluster's object store), else in memory"
+    )
+    assert (
+        lines[True]
+        == "data: streamed through Ray Data, 0.0022 MB prepared > 0 MB (data.memory_budget_mb)"
+    )
 
 
 def _curves(out: Path) -> pd.DataFrame:
