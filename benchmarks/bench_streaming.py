@@ -3,6 +3,7 @@ twice on one local Ray, once in memory and once forced onto the streaming path
 (data.memory_budget_mb: 0); prints each path's training throughput and epoch time.
 
     python benchmarks/bench_streaming.py [--images 96] [--size 64] [--epochs 3] [--cpus 2]
+                                         [--workers 1]
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _folder(root: Path, n: int, size: int) -> None:
 
 
 def main() -> None:
-    args = int_options(__doc__, images=96, size=64, epochs=3, cpus=2).parse_args()
+    args = int_options(__doc__, images=96, size=64, epochs=3, cpus=2, workers=1).parse_args()
     import ray
     from typer.testing import CliRunner
 
@@ -53,6 +54,7 @@ def main() -> None:
             "factors": {"image_size": [args.size], "dataset_size": [args.images - val],
                         "epochs": [args.epochs], "batch_size": [8]},
             "tracking": {"overlay_images": 0},
+            "resources": {"workers_per_unit": args.workers},
         }  # fmt: skip
         path = tmp / f"{grid['name']}.yaml"
         path.write_text(yaml.safe_dump(grid))
