@@ -125,12 +125,14 @@ def prepare_data(grid: Grid, study: Storage, shown: int = OVERLAY_IMAGES) -> tup
 
 
 def _cache_folder(grid: Grid, files: Files) -> str:
-    """The cache of this data as read (source, labels), whatever split or sizes ask."""
+    """The cache of this data as read (source, labels, each file's size and time),
+    whatever split or sizes ask: a file replaced in place is decoded again."""
     d = grid.data
+    stats = [(p.stat().st_size, p.stat().st_mtime_ns) for p in (*files.images, *files.masks)]
     key = {
         "source": d.source, "path": str(d.path), "root": str(d.root), "name": d.name,
         "split": d.split, "num_classes": d.num_classes, "ignore_index": d.ignore_index,
-        "names": list(files.names),
+        "names": list(files.names), "stats": stats,
     }  # fmt: skip
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return f"{CACHE_DIR}/{digest}"
@@ -157,10 +159,11 @@ def _load(study: Storage, rel: str) -> np.ndarray:
 def _build(batch: dict[str, np.ndarray], files: Files, study: str, folder: str,
            sizes: Sequence[int], eval_size: int) -> dict[str, np.ndarray]:  # fmt: skip
     """Ray Data: decode and resize a batch of the manifest into the cache (what is there
-    already is read back instead); returns each image's channels and its truth's label
-    counts at eval_size (evaluated images only)."""
+    already is read back instead); returns each image's channels, its truth's label
+    counts at eval_size (evaluated images only) and the DataError an unreadable file
+    gave ("" if none), which Ray Data would otherwise keep only as text."""
     store = Storage(study)
-    channels, counts = [], []
+    channels, counts, errors = [], [], []
     for index, evaluated in zip(batch["index"].tolist(), batch["evaluated"].tolist(), strict=True):
         masks = [eval_size] if evaluated else list(sizes)
         wanted = [_x_name(folder, s, index) for s in sizes]
@@ -169,7 +172,13 @@ def _build(batch: dict[str, np.ndarray], files: Files, study: str, folder: str,
             c = _load(store, wanted[0]).shape[0]
             truth = _load(store, _y_name(folder, eval_size, index)) if evaluated else None
         else:
-            image, mask, _ = files.read([index])[0]
+            try:
+                image, mask, _ = files.read([index])[0]
+            except DataError as exc:
+                errors.append(str(exc))
+                channels.append(0)
+                counts.append(np.zeros(256, np.int64))
+                continue
             c = image.shape[2]
             for s in sizes:
                 # note: one image at a time, in its own channels: a grey image repeated to
@@ -179,20 +188,13 @@ def _build(batch: dict[str, np.ndarray], files: Files, study: str, folder: str,
                 _save(store, _y_name(folder, s, index), resize_masks([mask], s)[0])
             truth = resize_masks([mask], eval_size)[0] if evaluated else None
         channels.append(c)
+        errors.append("")
         zero = np.zeros(256, np.int64)
         counts.append(zero if truth is None else np.bincount(truth.reshape(-1), minlength=256))
-    return {"index": batch["index"], "channels": np.array(channels), "counts": np.stack(counts)}
-
-
-def _data_error(exc: BaseException) -> DataError | None:
-    """The DataError a Ray Data task raised, found in the chain Ray wraps it in."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, DataError):
-            return seen
-        cause = getattr(seen, "cause", None)
-        seen = cause if isinstance(cause, BaseException) else seen.__cause__
-    return None
+    return {
+        "index": batch["index"], "channels": np.array(channels), "counts": np.stack(counts),
+        "error": np.array(errors, dtype=object),
+    }  # fmt: skip
 
 
 def _quiet_data() -> Any:
@@ -225,12 +227,9 @@ def prepare_streamed(grid: Grid, study: Storage, shown: int = OVERLAY_IMAGES) ->
         fn_kwargs={"files": source, "study": study.uri, "folder": folder, "sizes": sizes,
                    "eval_size": eval_size},
     )  # fmt: skip
-    try:
-        rows = built.take_all()
-    except Exception as exc:
-        if (error := _data_error(exc)) is not None:
-            raise DataError(str(error)) from None
-        raise
+    rows = built.take_all()
+    if errors := [str(r["error"]) for r in rows if r["error"]]:
+        raise DataError(errors[0])
     channels = max(int(r["channels"]) for r in rows)
     counts = {int(r["index"]): np.asarray(r["counts"]) for r in rows}
     num_labels, ignore = layout.num_labels(grid.data.num_classes), grid.data.ignore_index

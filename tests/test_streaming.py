@@ -104,6 +104,20 @@ def test_plan_says_which_path_the_data_takes(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.ray
+def test_a_broken_file_stops_streamed_preparation_with_one_line(ray_cluster, tmp_path):
+    from gridrun.data import DataError
+    from gridrun.storage import Storage
+    from gridrun.streaming import prepare_streamed
+
+    root = _folder(tmp_path / "data", 6, 8)
+    (root / "images" / "0004.png").write_bytes(b"not a png")
+    factors = {"image_size": 8, "dataset_size": 3, "epochs": 1, "batch_size": 2}
+    grid = load_grid(_grid(tmp_path, {"path": str(root), "val_size": 2}, factors))
+    with pytest.raises(DataError, match=r"0004\.png"):
+        prepare_streamed(grid, Storage(tmp_path / "study"))
+
+
 def _curves(out: Path) -> pd.DataFrame:
     curves = pd.read_parquet(out / "curves.parquet").sort_values(["run_id", "epoch"])
     return curves.reset_index(drop=True)
