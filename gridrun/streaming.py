@@ -221,7 +221,8 @@ def prepare_streamed(grid: Grid, study: Storage, shown: int = OVERLAY_IMAGES) ->
     sizes, eval_size = tuple(grid.factors.image_size), grid.eval_size
     evaluated = {int(i) for i in np.concatenate([indices.val, indices.test])}
     every = np.concatenate([indices.val, indices.test, indices.train])
-    manifest = data.from_items([{"index": int(i), "evaluated": int(i) in evaluated} for i in every])
+    rows = [{"index": int(i), "evaluated": int(i) in evaluated} for i in every]
+    manifest = data.from_items(rows, override_num_blocks=math.ceil(len(rows) / BUILD_BATCH))
     built = manifest.map_batches(
         _build, batch_size=BUILD_BATCH, batch_format="numpy",
         fn_kwargs={"files": source, "study": study.uri, "folder": folder, "sizes": sizes,
