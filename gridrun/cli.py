@@ -191,14 +191,15 @@ def run(
 
 
 def _run(grid, study, address, mlflow_uri, started, extended) -> None:
-    from gridrun.data import prepare_on_ray
     from gridrun.layout import EXAMPLES_FILE, TENSORBOARD_DIR
     from gridrun.store import baselines_record, write_baselines
+    from gridrun.streaming import prepare_data
     from gridrun.tune import init_ray, run_grid
 
     with console.status("starting Ray and preparing data (resized once per image_size)"):
         _guarded(lambda: init_ray(address))
-        prepared = _guarded(lambda: prepare_on_ray(grid, grid.tracking.overlay_images))
+        prepared, path = _guarded(lambda: prepare_data(grid, study, grid.tracking.overlay_images))
+    console.print(path, highlight=False)
     if prepared.examples is not None and not study.exists(EXAMPLES_FILE):
         image, truth = prepared.examples
         study.write_npz(EXAMPLES_FILE, image=image, truth=truth)
@@ -290,9 +291,10 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
 
     Example: gridrun plan grids/study.yaml
     """
-    from gridrun.data import check
+    from gridrun.data import check, validation_examples
     from gridrun.runs import estimate_seconds, gpu_share, plan_run, training_runs
     from gridrun.spec import effective_lr, load_grid
+    from gridrun.streaming import choose_path, prepared_mb
 
     grid = _guarded(lambda: load_grid(grid_file))
     split = _guarded(lambda: check(grid))
@@ -356,6 +358,8 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
         + f", scored at {grid.eval_size}px; training estimate at nominal GPU throughput: "
         + (f"{gpu_hours / 3600:.3g} GPU-hours" if gpu_hours >= 36 else "under 0.01 GPU-hours")
     )
+    channels = validation_examples(grid, 1)[0][0].shape[2]
+    console.print(choose_path(grid, prepared_mb(grid, channels), None).line, highlight=False)
 
 
 @app.command()

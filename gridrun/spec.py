@@ -130,6 +130,9 @@ class DataConfig(_Strict):
     split_seed: Annotated[StrictInt, Field(ge=0, le=_MAX_SEED)] = 0
     # synthetic only: how many scenes exist; default = exactly what the grid needs
     num_images: _PositiveInt | None = None
+    # folder and torchvision data whose prepared arrays exceed this many MB stream
+    # through Ray Data (gridrun.streaming); default: half the cluster's object store
+    memory_budget_mb: Annotated[float, _NOT_BOOL, Field(ge=0)] | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -10,6 +10,7 @@ import resource
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from gridrun.metrics import confusion_matrix, predict_labels, scores
 from gridrun.models import build_model, count_params
 from gridrun.records import RunCheckpoint, TrainState
 from gridrun.runs import RunPlan, lr_at
+
+if TYPE_CHECKING:
+    from gridrun.streaming import StreamedArrays
 
 __all__ = ["EpochEnd", "device_name", "overlay_epochs", "run_epochs", "rank_and_world"]
 
@@ -152,7 +156,45 @@ def _device_indices(x: np.ndarray | torch.Tensor, idx: np.ndarray):
     return torch.from_numpy(idx).to(x.device) if isinstance(x, torch.Tensor) else idx
 
 
-def _train_epoch(plan, model, forward, optimizer, scaler, dev, train_x, train_y, epoch, step):
+class _ArrayData:
+    """A run's arrays in this process (from the object store), read by index: the
+    in-memory path. `gridrun.streaming.StreamedArrays` has the same methods."""
+
+    def __init__(self, dev: _Device, arrays: SizedArrays, dataset_size: int, val_y, test_y):
+        self.train_x = dev.resident(arrays.train_x[:dataset_size])
+        self.train_y = dev.resident(arrays.train_y[:dataset_size])
+        self.val_x, self.val_y = dev.resident(arrays.val_x), dev.resident(val_y)
+        self.shown = arrays.val_x
+        self.test = None
+        if test_y is not None and arrays.test_x is not None:
+            self.test = dev.resident(arrays.test_x), dev.resident(test_y)
+
+    def train_batches(self, index_lists: list[np.ndarray]) -> Iterator[tuple]:
+        # note: the epoch's indices reach the GPU in one copy; a copy per step would make
+        # the host wait for the GPU every step
+        flat = _device_indices(self.train_x, np.concatenate(index_lists))
+        offset = 0
+        for mine in index_lists:
+            idx = flat[offset : offset + len(mine)]
+            offset += len(mine)
+            yield self.train_x[idx], self.train_y[idx]
+
+    def eval_count(self, split: str) -> int:
+        return len(self.val_x if split == "val" else self.test[0])
+
+    def eval_batches(self, split: str, index_lists: list[np.ndarray]) -> Iterator[tuple]:
+        x, y = (self.val_x, self.val_y) if split == "val" else self.test
+        for idx in index_lists:
+            yield _index(x, idx), _index(y, idx)
+
+    def has_test(self) -> bool:
+        return self.test is not None
+
+    def first_val(self, count: int) -> np.ndarray:
+        return self.shown[:count]
+
+
+def _train_epoch(plan, model, forward, optimizer, scaler, dev, data, epoch, step):
     """One pass over the first dataset_size images; returns [loss sum, n, cm...] counts."""
     rank, world = rank_and_world()
     model.train()
@@ -172,15 +214,10 @@ def _train_epoch(plan, model, forward, optimizer, scaler, dev, train_x, train_y,
             # so every rank still joins DDP's gradient all-reduce
             mine, weight = np.sort(batch[:1]), 0.0
         batches.append((mine, weight, len(batch)))
-    # note: the epoch's indices reach the GPU in one copy; a copy per step would make the
-    # host wait for the GPU every step
-    flat = _device_indices(train_x, np.concatenate([m for m, _, _ in batches]))
     augment = Augmenter(plan.augment, plan.seed, plan.image_size) if plan.augment else None
-    offset = 0
-    for mine, weight, batch_len in batches:
-        idx = flat[offset : offset + len(mine)]
-        offset += len(mine)
-        x, y = dev.input(train_x[idx]), dev.target(train_y[idx])
+    pairs = data.train_batches([m for m, _, _ in batches])
+    for (mine, weight, batch_len), (x_batch, y_batch) in zip(batches, pairs, strict=True):
+        x, y = dev.input(x_batch), dev.target(y_batch)
         if augment is not None:
             # note: seeded per (seed, epoch, sample), on the device x and y live on
             x, y = augment(x, y, epoch, mine)
@@ -218,28 +255,28 @@ def _eval_logits(plan, forward, dev, x) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _validate(plan, model, forward, dev, val_x, val_y) -> torch.Tensor:
+def _validate(plan, model, forward, dev, data, split: str = "val") -> torch.Tensor:
     """Score at eval_size this rank's share of an evaluated split (validation or test).
     Draws no random numbers, so scoring never shifts the training stream."""
     rank, world = rank_and_world()
     model.eval()
-    mine = np.arange(rank, len(val_x), world)
+    mine = np.arange(rank, data.eval_count(split), world)
     cm = torch.zeros(plan.num_labels, plan.num_labels, dtype=torch.int64, device=dev.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev.device)
-    for start in range(0, len(mine), EVAL_BATCH):
-        idx = mine[start : start + EVAL_BATCH]
-        logits = _eval_logits(plan, forward, dev, _index(val_x, idx))
-        y = dev.target(_index(val_y, idx))
+    chunks = [mine[start : start + EVAL_BATCH] for start in range(0, len(mine), EVAL_BATCH)]
+    for x_batch, y_batch in data.eval_batches(split, chunks):
+        logits = _eval_logits(plan, forward, dev, x_batch)
+        y = dev.target(y_batch)
         loss_sum += per_sample_loss(plan.loss, logits, y, plan.ignore_index).sum().double()
         cm += confusion_matrix(predict_labels(logits), y, plan.num_labels, plan.ignore_index)
     return torch.cat([loss_sum[None], torch.tensor([len(mine)], device=dev.device), cm.flatten()])
 
 
 @torch.no_grad()
-def _predict(plan, model, forward, dev, val_x) -> np.ndarray:
+def _predict(plan, model, forward, dev, data) -> np.ndarray:
     """Predicted labels (uint8, N×E×E) of the first overlay_images validation images."""
     model.eval()
-    logits = _eval_logits(plan, forward, dev, val_x[: plan.overlay_images])
+    logits = _eval_logits(plan, forward, dev, data.first_val(plan.overlay_images))
     return predict_labels(logits).to(torch.uint8).cpu().numpy()
 
 
@@ -263,8 +300,8 @@ def overlay_epochs(plan: RunPlan) -> set[int]:
 
 def run_epochs(
     plan: RunPlan,
-    arrays: SizedArrays,
-    val_y: np.ndarray,
+    arrays: SizedArrays | StreamedArrays,
+    val_y: np.ndarray | None,
     device: torch.device | None = None,
     wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
     resume: RunCheckpoint | None = None,
@@ -273,7 +310,8 @@ def run_epochs(
     """Train `plan`, yielding after each epoch; stops after a diverged epoch. `resume` is
     a checkpoint made from an earlier EpochEnd: training goes on after its epoch.
     With `test_y` (and `arrays.test_x`), every epoch also reports `test_*` metrics,
-    scored like validation; nothing in training reads them."""
+    scored like validation; nothing in training reads them. StreamedArrays (the streaming
+    path) carry their own truth masks: `val_y` and `test_y` are then None."""
     dev = _Device.for_plan(plan, device or torch.device("cpu"))
     rank, world = rank_and_world()
     torch.manual_seed(plan.seed)
@@ -297,29 +335,27 @@ def run_epochs(
         optimizer.load_state_dict(resume.optimizer)
         state = resume.state
     step, train_time, first_loss = state.step, state.train_time, state.first_loss
-    train_x = dev.resident(arrays.train_x[: plan.dataset_size])
-    train_y = dev.resident(arrays.train_y[: plan.dataset_size])
-    val_x, val_y_dev = dev.resident(arrays.val_x), dev.resident(val_y)
-    test = None
-    if test_y is not None and arrays.test_x is not None:
-        test = dev.resident(arrays.test_x), dev.resident(test_y)
+    data = arrays
+    if isinstance(arrays, SizedArrays):
+        data = _ArrayData(dev, arrays, plan.dataset_size, val_y, test_y)
+    test = data.has_test()
     where = device_name(dev.device)
     shown = overlay_epochs(plan)
     for epoch in range(state.epoch + 1, plan.epochs + 1):
         _sync(dev.device)
         t0 = time.perf_counter()
         train_counts, step = _train_epoch(
-            plan, model, forward, optimizer, scaler, dev, train_x, train_y, epoch, step
+            plan, model, forward, optimizer, scaler, dev, data, epoch, step
         )
         _sync(dev.device)
         t1 = time.perf_counter()
-        val_counts = _validate(plan, model, forward, dev, val_x, val_y_dev)
+        val_counts = _validate(plan, model, forward, dev, data)
         _sync(dev.device)
         t2 = time.perf_counter()
         train_time += t1 - t0
         counts = [train_counts, val_counts]
-        if test is not None:
-            counts.append(_validate(plan, model, forward, dev, *test))
+        if test:
+            counts.append(_validate(plan, model, forward, dev, data, "test"))
         reduced = _all_reduce(torch.cat(counts).double())
         # on GPU workers NCCL reduces device tensors only
         peak = _all_reduce(
@@ -329,7 +365,7 @@ def run_epochs(
         metrics: dict[str, float | int] = {
             **_unpack(reduced[:k], plan.num_labels, "train_"),
             **_unpack(reduced[k : 2 * k], plan.num_labels, "val_"),
-            **(_unpack(reduced[2 * k :], plan.num_labels, "test_") if test is not None else {}),
+            **(_unpack(reduced[2 * k :], plan.num_labels, "test_") if test else {}),
             "lr": optimizer.param_groups[0]["lr"],
             "step": step,
             "epoch_time_s": t2 - t0,
@@ -343,7 +379,7 @@ def run_epochs(
             metrics["train_loss"] > DIVERGED_FACTOR * first_loss
         )
         status = Status.DIVERGED if diverged else Status.OK
-        predictions = _predict(plan, model, forward, dev, arrays.val_x) if epoch in shown else None
+        predictions = _predict(plan, model, forward, dev, data) if epoch in shown else None
         yield EpochEnd(
             epoch, status, metrics, params, world, where, model, optimizer,
             predictions if rank == 0 else None, TrainState(step, train_time, first_loss, epoch),
