@@ -12,6 +12,7 @@ from the same runs is in :mod:`analysis.critical_batch`.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,14 +71,33 @@ def group_label(keys: list[str], values: tuple) -> str:
     return ", ".join(f"{k.removesuffix('_size')} {v}" for k, v in zip(keys, values, strict=True))
 
 
+# note: a report reads the runs of one curves frame five times (tables and plots);
+# they are computed once per frame, metric and factors while the frame lives
+_RUNS: dict[tuple[int, str, tuple[str, ...]], tuple[weakref.ref, pd.DataFrame]] = {}
+
+
 def run_curves(
     curves: pd.DataFrame, metric: str, factors: Sequence[str] = FACTORS
 ) -> pd.DataFrame:
     """One curve per (group, batch_size, seed) with ``epoch``, ``step`` and ``metric``.
 
     Without a ``step`` column steps are epoch × ⌈dataset_size / batch_size⌉, as the
-    runner counts them (the last partial batch kept).
+    runner counts them (the last partial batch kept). ``curves`` is read as unchanging:
+    the result is kept for the next call with the same frame (pandas copies on write,
+    so changing the result leaves the kept one as it was).
     """
+    key = (id(curves), metric, tuple(factors))
+    kept = _RUNS.get(key)
+    if kept is not None and kept[0]() is curves:
+        return kept[1]
+    runs = _run_curves(curves, metric, factors)
+    for stale in [k for k, (ref, _) in _RUNS.items() if ref() is None]:
+        del _RUNS[stale]
+    _RUNS[key] = (weakref.ref(curves), runs)
+    return runs
+
+
+def _run_curves(curves: pd.DataFrame, metric: str, factors: Sequence[str]) -> pd.DataFrame:
     keys = group_keys(curves, factors)
     columns = [*keys, "batch_size", "seed", "epoch", "step", metric]
     if curves.empty or metric not in curves.columns:
