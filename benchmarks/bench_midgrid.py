@@ -86,8 +86,10 @@ def write_mid_grid(study: Storage, trials: int, epochs: int) -> tuple[int, int, 
         results.start(trial.trial_id)
         for epoch in range(1, epochs + 1):
             results.add_epoch(info, _report(run.id, epoch, epochs, asymptote))
-        failed = n % 50 == 49
-        results.finish(info, Status.FAILED if failed else Status.OK, "node lost" if failed else None)
+        if n % 50 == 49:
+            results.finish(info, Status.FAILED, "node lost")
+        else:
+            results.finish(info, Status.OK)
     progress = {every[i].trial_id: epochs // 2 for i in order[finished : finished + running]}
     study.write_text(PROGRESS_FILE, Progress(time.time(), progress).to_json())
     return len(every), finished, running
