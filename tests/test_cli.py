@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -425,28 +426,37 @@ def _mid_grid(study: Storage, grid_file: Path) -> tuple[list, list, list]:
     return ok, failed, list(running)
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
-def test_status_and_report_mid_grid(where: str, tmp_path: Path, request, monkeypatch) -> None:
+@pytest.fixture(scope="module")
+def mid_grid(tmp_path_factory) -> Iterator[tuple[Path, list, list, list]]:
+    """The mid-grid study in a folder, its driver's lock held: (folder, ok, failed,
+    running)."""
     from gridrun.store import StudyLock
 
-    source = Storage(tmp_path / "study")
+    folder = tmp_path_factory.mktemp("mid")
+    source = Storage(folder / "study")
     with StudyLock(source):
-        ok, failed, running = _mid_grid(source, _write(tmp_path / "grid.yaml", MID_GRID))
-        assert source.list("trials.parts") and not source.exists("trials.parquet")
-        study = source
-        if where == "s3":  # the same objects on the S3-compatible server
-            study = Storage(request.getfixturevalue("s3_uri"))
-            for path in sorted(p for p in (tmp_path / "study").rglob("*") if p.is_file()):
-                study.upload(path, path.relative_to(tmp_path / "study").as_posix())
-        read: list[str] = []
-        read_bytes = Storage.read_bytes
+        ok, failed, running = _mid_grid(source, _write(folder / "grid.yaml", MID_GRID))
+        yield folder / "study", ok, failed, running
 
-        def recorded(self: Storage, rel: str) -> bytes:
-            read.append(rel)
-            return read_bytes(self, rel)
 
-        monkeypatch.setattr(Storage, "read_bytes", recorded)
-        result = runner.invoke(app, ["status", study.uri])
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_status_and_report_mid_grid(where, mid_grid, tmp_path, request, monkeypatch) -> None:
+    folder, ok, failed, running = mid_grid
+    study = Storage(folder)
+    assert study.list("trials.parts") and not study.exists("trials.parquet")
+    if where == "s3":  # the same objects on the S3-compatible server
+        study = Storage(request.getfixturevalue("s3_uri"))
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            study.upload(path, path.relative_to(folder).as_posix())
+    read: list[str] = []
+    read_bytes = Storage.read_bytes
+
+    def recorded(self: Storage, rel: str) -> bytes:
+        read.append(rel)
+        return read_bytes(self, rel)
+
+    monkeypatch.setattr(Storage, "read_bytes", recorded)
+    result = runner.invoke(app, ["status", study.uri])
     assert result.exit_code == 0, result.output
     assert f"{study}: {len(ok)} ok, 3 running, {len(failed)} not ok, 27 missing of 300" in (
         _words(result.output)
