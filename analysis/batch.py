@@ -13,7 +13,8 @@ from the same runs is in :mod:`analysis.critical_batch`.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,14 +72,46 @@ def group_label(keys: list[str], values: tuple) -> str:
     return ", ".join(f"{k.removesuffix('_size')} {v}" for k, v in zip(keys, values, strict=True))
 
 
+# note: a report reads the runs of one curves frame five times (tables and plots) and
+# the batch readings twice; each is computed once per frame, metric and factors while
+# the frame lives
+_Kept = dict[tuple[int, str, tuple[str, ...]], tuple[weakref.ref, pd.DataFrame]]
+_RUNS: _Kept = {}
+_READINGS: _Kept = {}
+
+
+def _kept(
+    kept: _Kept,
+    compute: Callable[[pd.DataFrame, str, Sequence[str]], pd.DataFrame],
+    curves: pd.DataFrame,
+    metric: str,
+    factors: Sequence[str],
+) -> pd.DataFrame:
+    key = (id(curves), metric, tuple(factors))
+    found = kept.get(key)
+    if found is not None and found[0]() is curves:
+        return found[1]
+    result = compute(curves, metric, factors)
+    for stale in [k for k, (ref, _) in kept.items() if ref() is None]:
+        del kept[stale]
+    kept[key] = (weakref.ref(curves), result)
+    return result
+
+
 def run_curves(
     curves: pd.DataFrame, metric: str, factors: Sequence[str] = FACTORS
 ) -> pd.DataFrame:
     """One curve per (group, batch_size, seed) with ``epoch``, ``step`` and ``metric``.
 
     Without a ``step`` column steps are epoch × ⌈dataset_size / batch_size⌉, as the
-    runner counts them (the last partial batch kept).
+    runner counts them (the last partial batch kept). ``curves`` is read as unchanging:
+    the result is kept for the next call with the same frame (pandas copies on write,
+    so changing the result leaves the kept one as it was).
     """
+    return _kept(_RUNS, _run_curves, curves, metric, factors)
+
+
+def _run_curves(curves: pd.DataFrame, metric: str, factors: Sequence[str]) -> pd.DataFrame:
     keys = group_keys(curves, factors)
     columns = [*keys, "batch_size", "seed", "epoch", "step", metric]
     if curves.empty or metric not in curves.columns:
@@ -108,7 +141,12 @@ def run_curves(
 
 def _readings(curves: pd.DataFrame, metric: str, factors: Sequence[str]) -> pd.DataFrame:
     """Per group with two or more batch sizes, comparison, batch size and seed: the
-    metric at the comparison's budget, with the ``epoch`` and ``step`` read at."""
+    metric at the comparison's budget, with the ``epoch`` and ``step`` read at (kept,
+    as :func:`run_curves` is, for the next call with the same frame)."""
+    return _kept(_READINGS, _read_runs, curves, metric, factors)
+
+
+def _read_runs(curves: pd.DataFrame, metric: str, factors: Sequence[str]) -> pd.DataFrame:
     runs = run_curves(curves, metric, factors)
     keys = group_keys(runs, factors)
     columns = [*keys, "comparison", "budget", "batch_size", "seed", "epoch", "step", metric]

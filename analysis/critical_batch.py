@@ -87,22 +87,32 @@ def steps_to_target_table(
     runs = runs.assign(_smooth=smooth)
     step, batch, seeds = (runs[c].to_numpy() for c in ("step", "batch_size", "seed"))
     step = step.astype(float)
-    for key, g in runs.groupby(keys, sort=True):
-        if g["batch_size"].nunique() < MIN_BATCH_LEVELS:
+    # note: every group at once; a key with a null value is in no group, as in groupby
+    by_group = runs.groupby(keys, sort=True)
+    levels = by_group["batch_size"].nunique()
+    by_batch = [*keys, "batch_size"]
+    mean_curve = runs.groupby([*by_batch, "epoch"])["_smooth"].mean()
+    weakest = mean_curve.groupby(level=by_batch).max().groupby(level=keys).min()
+    weakest = weakest.reindex(levels.index).to_numpy()
+    if trivial is None:
+        first = runs["epoch"] == runs.groupby(by_batch)["epoch"].transform("min")
+        firsts = runs[first].groupby(by_batch)[metric].mean().mul(sign)
+        floors = firsts.groupby(level=keys).min().reindex(levels.index).to_numpy()
+    group_of = by_group.ngroup().to_numpy()[bounds[:-1]]
+    order = np.argsort(group_of, kind="stable")
+    run_bounds = np.c_[bounds[:-1], bounds[1:]][order]
+    at = np.searchsorted(group_of[order], np.arange(len(levels) + 1))
+    for g, (key, count) in enumerate(levels.items()):
+        if count < MIN_BATCH_LEVELS:
             continue
         key = key if isinstance(key, tuple) else (key,)
-        mean_curve = g.groupby(["batch_size", "epoch"])["_smooth"].mean()
-        weakest = mean_curve.groupby("batch_size").max().min()
+        weak = weakest[g]
         if trivial is not None:
             floor_from, floor = trivial[0], sign * trivial[1]
         else:
-            first = g[g["epoch"] == g.groupby("batch_size")["epoch"].transform("min")]
-            floor_from, floor = "first epoch", first.groupby("batch_size")[metric].mean().mul(
-                sign
-            ).min()
-        target = floor + params.target_fraction * (weakest - floor) if weakest > floor else np.nan
-        i, j = np.searchsorted(bounds, [g.index[0], g.index[-1] + 1])
-        for start, end in zip(bounds[i:j], bounds[i + 1 : j + 1], strict=True):
+            floor_from, floor = "first epoch", floors[g]
+        target = floor + params.target_fraction * (weak - floor) if weak > floor else np.nan
+        for start, end in run_bounds[at[g] : at[g + 1]]:
             b, seed = batch[start], seeds[start]
             steps, first_epoch = _crossing(step[start:end], smooth[start:end], target)
             rows.append(
@@ -213,10 +223,12 @@ def critical_batch_table(
     """
     runs = run_curves(curves, metric, factors)
     keys = group_keys(runs, factors)
-    points = steps_to_target_table(curves, metric, baselines, params, factors).set_index(keys)
+    points = steps_to_target_table(curves, metric, baselines, params, factors)
+    # note: each group's points as arrays, split once (a lookup per group is slow)
+    split = {k if isinstance(k, tuple) else (k,): p for k, p in points.groupby(keys, sort=True)}
     rows = []
-    for key, g in runs.groupby(keys, sort=True):
-        batches = sorted(int(b) for b in g["batch_size"].unique())
+    for key, levels in runs.groupby(keys, sort=True)["batch_size"].unique().items():
+        batches = sorted(int(b) for b in levels)
         if len(batches) < 2:
             continue
         key = key if isinstance(key, tuple) else (key,)
@@ -227,23 +239,24 @@ def critical_batch_table(
             row["why"] = f"{len(batches)} batch sizes; the fit needs ≥ {MIN_BATCH_LEVELS}"
             rows.append(row)
             continue
-        p = points.loc[[key]]
-        first = p.iloc[0]
-        row |= {"floor": first["floor"], "floor_from": first["floor_from"]}
-        row["target"] = first["target"]
-        reached = p.dropna(subset=["steps"])
-        row |= {"points": len(reached), "unreached": len(p) - len(reached)}
-        row["first_epoch"] = int(reached["first_epoch"].sum())
-        never = sorted(set(batches) - set(reached["batch_size"].astype(int)))
-        if np.isnan(first["target"]):
-            row["why"] = f"the weakest batch size never beats the floor ({first['floor_from']})"
+        p = split[key]
+        floor, floor_from, target = (p[c].iat[0] for c in ("floor", "floor_from", "target"))
+        row |= {"floor": floor, "floor_from": floor_from, "target": target}
+        steps = p["steps"].to_numpy(float)
+        reached = ~np.isnan(steps)
+        batch = p["batch_size"].to_numpy()[reached]
+        row |= {"points": int(reached.sum()), "unreached": int((~reached).sum())}
+        row["first_epoch"] = int(p["first_epoch"].to_numpy()[reached].sum())
+        never = sorted(set(batches) - set(batch.astype(int)))
+        if np.isnan(target):
+            row["why"] = f"the weakest batch size never beats the floor ({floor_from})"
         elif never:
             row["why"] = (
                 f"batch {', '.join(map(str, never))} never reaches the target "
-                f"{first['target']:.3f}"
+                f"{target:.3f}"
             )
         else:
-            fit = fit_tradeoff(reached["batch_size"], reached["steps"], params)
+            fit = fit_tradeoff(batch, steps[reached], params)
             row |= {
                 "s_min": fit.s_min, "e_min": fit.e_min, "b_crit": fit.b_crit,
                 "ci_low": fit.ci_low, "ci_high": fit.ci_high, "r2": fit.r2, "why": fit.why,

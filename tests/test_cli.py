@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -395,3 +397,82 @@ def test_status_lists_the_setting_factors(tmp_path: Path) -> None:
     text = _words(result.output)
     assert "0 ok, 0 running, 0 not ok, 8 missing of 8" in text
     assert "factor train.lr: 0.0003, 0.001" in text
+
+
+MID_GRID = (
+    "name: mid\n"
+    "factors: {image_size: [32, 64], dataset_size: [8, 16], epochs: [4], batch_size: [2, 4, 8]}\n"
+    f"seeds: {list(range(25))}\n"
+)
+
+
+def _mid_grid(study: Storage, grid_file: Path) -> tuple[list, list, list]:
+    """300 trials as the driver leaves them mid-grid: 270 finished (every 30th failed),
+    3 running (progress.json), 27 missing, in every cell; the finished trials' rows in
+    parts, merged as they piled up and not compacted. Returns (ok, failed, running)."""
+    grid = load_grid(grid_file)
+    claim_study(study, grid.resolved_yaml())
+    results, trials = Results(study), grid.trials()
+    done, rest = [t for i, t in enumerate(trials) if i % 10], trials[::10]
+    ok, failed = [], []
+    for n, trial in enumerate(done):
+        (run,) = training_runs(grid, [trial])
+        identity = trial_info(grid, run, trial)
+        results.start(trial.trial_id)
+        gain = 0.1 * (trial.cell.image_size == 64) + 0.001 * trial.seed
+        for epoch in range(1, 5):
+            metrics = {"val_iou": 0.4 + gain + 0.05 * epoch, "step": 2 * epoch}
+            results.add_epoch(identity, _epoch(identity, epoch, **metrics))
+        status = Status.FAILED if n % 30 == 29 else Status.OK
+        results.finish(identity, status, "node lost" if status is Status.FAILED else None)
+        (failed if status is Status.FAILED else ok).append(trial.trial_id)
+    running = {t.trial_id: 2 for t in rest[:3]}
+    study.write_text("progress.json", Progress(time.time(), running).to_json())
+    return ok, failed, list(running)
+
+
+@pytest.fixture(scope="module")
+def mid_grid(tmp_path_factory) -> Iterator[tuple[Path, list, list, list]]:
+    """The mid-grid study in a folder, its driver's lock held: (folder, ok, failed,
+    running)."""
+    from gridrun.store import StudyLock
+
+    folder = tmp_path_factory.mktemp("mid")
+    source = Storage(folder / "study")
+    with StudyLock(source):
+        ok, failed, running = _mid_grid(source, _write(folder / "grid.yaml", MID_GRID))
+        yield folder / "study", ok, failed, running
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_status_and_report_mid_grid(where, mid_grid, tmp_path, request, monkeypatch) -> None:
+    folder, ok, failed, running = mid_grid
+    study = Storage(folder)
+    assert study.list("trials.parts") and not study.exists("trials.parquet")
+    if where == "s3":  # the same objects on the S3-compatible server
+        study = Storage(request.getfixturevalue("s3_uri"))
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            study.upload(path, path.relative_to(folder).as_posix())
+    read: list[str] = []
+    read_bytes = Storage.read_bytes
+
+    def recorded(self: Storage, rel: str) -> bytes:
+        read.append(rel)
+        return read_bytes(self, rel)
+
+    monkeypatch.setattr(Storage, "read_bytes", recorded)
+    result = runner.invoke(app, ["status", study.uri])
+    assert result.exit_code == 0, result.output
+    assert f"{study}: {len(ok)} ok, 3 running, {len(failed)} not ok, 27 missing of 300" in (
+        _words(result.output)
+    )
+    assert f"running {running[0]} epoch 2" in _words(result.output)
+    # status needs the trials only: no curve part is read
+    assert read and not [rel for rel in read if "curves" in rel]
+
+    result = runner.invoke(app, ["report", study.uri, "--to", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    cells = pd.read_csv(tmp_path / "report" / "tables" / "cells.csv")
+    # the finished trials that are ok, each cell's seeds among them; the best cells are 64 px
+    assert cells["n"].sum() == len(ok) and len(cells) == 12
+    assert (cells["image_size"].head(6) == 64).all()
