@@ -281,6 +281,9 @@ def _tracker(grid, study, mlflow_uri, tensorboard_dir):
     return make_trackers(scratch, mlflow_uri, grid.name, upload=upload, ignore_index=ignore)
 
 
+LISTED = 20  # trials of each kind `gridrun status` lists without --all
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -365,6 +368,9 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
 @app.command()
 def status(
     study_dir: Annotated[str, typer.Argument(help="A study directory or URI.")],
+    all_: Annotated[
+        bool, typer.Option("--all", help=f"List every trial (default: the first {LISTED}).")
+    ] = False,
 ) -> None:
     """Trials done, running, not ok (failed, diverged, infeasible) and missing.
 
@@ -383,12 +389,25 @@ def status(
         console.print(f"  driver: {state.lock.describe()}", highlight=False)
     for path, levels in state.settings.items():
         console.print(f"  factor     {path}: {', '.join(map(level_text, levels))}", highlight=False)
-    for trial, epoch in sorted(state.running.items()):
+    # note: a large study lists the first few of each kind; --all lists every one
+    def listed(items: list, what: str) -> list:
+        if not all_ and len(items) > LISTED:
+            rest = len(items) - LISTED
+            more.append(f"{rest} more {what}")
+            return items[:LISTED]
+        return items
+
+    more: list[str] = []
+    for trial, epoch in listed(sorted(state.running.items()), "running"):
         console.print(f"  running    {trial}  epoch {epoch}", highlight=False)
-    for trial, (status_, error) in sorted(state.not_ok.items()):
+    for trial, (status_, error) in listed(sorted(state.not_ok.items()), "not ok"):
         console.print(f"  {status_:<10} {trial}  {error or ''}", highlight=False)
     if state.missing:
-        console.print(f"  missing: {', '.join(state.missing)}", highlight=False)
+        console.print(
+            f"  missing: {', '.join(listed(list(state.missing), 'missing'))}", highlight=False
+        )
+    if more:
+        console.print(f"  ({'; '.join(more)}: gridrun status --all lists them)", highlight=False)
     if (state.missing or state.running) and state.seconds_per_step:
         left = state.steps_left * state.seconds_per_step
         console.print(

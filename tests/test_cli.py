@@ -469,6 +469,13 @@ def test_status_and_report_mid_grid(where, mid_grid, tmp_path, request, monkeypa
     assert f"running {running[0]} epoch 2" in _words(result.output)
     # status needs the trials only: no curve part is read
     assert read and not [rel for rel in read if "curves" in rel]
+    # the first 20 missing trials are listed, and --all lists all 27
+    listed = _words(result.output).split("missing: ")[1].split(" (")[0].split(", ")
+    assert len(listed) == 20 and "(7 more missing: gridrun status --all lists them)" in (
+        _words(result.output)
+    )
+    every = runner.invoke(app, ["status", study.uri, "--all"])
+    assert len(_words(every.output).split("missing: ")[1].split(", ")) == 27
 
     result = runner.invoke(app, ["report", study.uri, "--to", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
