@@ -27,8 +27,6 @@ import argparse
 import heapq
 import os
 import random
-import tempfile
-import time
 from pathlib import Path
 
 from gridrun.runs import RunPlan, estimate_seconds, pack, plan_run, queue_units, training_runs
@@ -104,12 +102,9 @@ def _ray_grid(args, queue: bool) -> Grid:
 
 
 def _ray(args) -> tuple[dict[str, float], float, float, int]:
-    import pandas as pd
+    from _options import timed_run_grid
 
-    from gridrun.data import prepare
-    from gridrun.storage import Storage
-    from gridrun.store import claim_study
-    from gridrun.tune import init_ray, run_grid
+    from gridrun.tune import init_ray
 
     init_ray(None)
     plans = _plans(_ray_grid(args, True))
@@ -122,15 +117,7 @@ def _ray(args) -> tuple[dict[str, float], float, float, int]:
     os.environ["GRIDRUN_FAULTS"] = ",".join(f"slow@{r}:{s:.3f}" for r, s in sleep.items())
     makespans, trained = {}, {}
     for queue in (True, False):
-        grid = _ray_grid(args, queue)
-        prepared = prepare(grid)
-        with tempfile.TemporaryDirectory() as tmp:
-            study = Storage(Path(tmp))
-            claim_study(study, grid.resolved_yaml())
-            t0 = time.perf_counter()
-            summary = run_grid(grid, prepared, study)
-            makespans[queue] = time.perf_counter() - t0
-            curves = pd.read_parquet(Path(tmp) / "curves.parquet")
+        makespans[queue], summary, curves = timed_run_grid(_ray_grid(args, queue))
         assert set(summary.statuses) == {"ok"}, summary
         per_run = curves.drop_duplicates(["training_run", "epoch"])
         trained[queue] = {

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import tempfile
 import time
-from pathlib import Path
 
-from _options import int_options
+from _options import int_options, timed_run_grid
 
 from gridrun.data import prepare
 from gridrun.runs import plan_run, training_runs
 from gridrun.spec import parse_grid
-from gridrun.storage import Storage
-from gridrun.store import claim_study
-from gridrun.tune import init_ray, run_grid
+from gridrun.tune import init_ray
 
 
 def _grid(args, pack: bool):
@@ -46,14 +43,7 @@ def _grid(args, pack: bool):
 
 
 def _gridrun(args, pack: bool) -> float:
-    grid = _grid(args, pack)
-    prepared = prepare(grid)
-    with tempfile.TemporaryDirectory() as tmp:
-        study = Storage(Path(tmp))
-        claim_study(study, grid.resolved_yaml())
-        t0 = time.perf_counter()
-        summary = run_grid(grid, prepared, study)
-        seconds = time.perf_counter() - t0
+    seconds, summary, _ = timed_run_grid(_grid(args, pack))
     assert summary.statuses == {"ok": args.pairs}, summary
     return seconds
 

@@ -294,7 +294,7 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
 
     Example: gridrun plan grids/study.yaml
     """
-    from gridrun.data import check, validation_examples
+    from gridrun.data import check
     from gridrun.runs import estimate_seconds, gpu_share, plan_run, training_runs
     from gridrun.spec import effective_lr, load_grid
     from gridrun.streaming import choose_path, prepared_mb
@@ -314,7 +314,6 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
         Column("cell_id", overflow="fold"), *("image", "data", "epochs", "batch"), *settings,
         "steps", "lr", "trained by", *(["GPU"] if shares else []), box=None,
     )  # fmt: skip
-    max_epochs = {run.id: run.epochs for run in runs}
     for cell in grid.cells():
         lead = trial_id(cell.cell_id, grid.seeds[0])
         run_of = served[lead]
@@ -325,7 +324,7 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
             str(cell.steps),
             f"{effective_lr(grid.for_cell(cell), cell.batch_size):.3g}",
             # the runs differ from the cell only in epochs, so its epochs name the run
-            f"{max_epochs[run_of]}-ep run" if run_of != lead else "itself",
+            f"{plans[run_of].epochs}-ep run" if run_of != lead else "itself",
             *([f"1/{round(1 / share)}" if share < 1 else "1"] if shares else []),
         )
     console.print(table)
@@ -361,8 +360,7 @@ def plan(grid_file: Annotated[Path, typer.Argument(help="The grid file (YAML).")
         + f", scored at {grid.eval_size}px; training estimate at nominal GPU throughput: "
         + (f"{gpu_hours / 3600:.3g} GPU-hours" if gpu_hours >= 36 else "under 0.01 GPU-hours")
     )
-    channels = validation_examples(grid, 1)[0][0].shape[2]
-    console.print(choose_path(grid, prepared_mb(grid, channels), None).line, highlight=False)
+    console.print(choose_path(grid, prepared_mb(grid), None).line, highlight=False)
 
 
 @app.command()

@@ -62,9 +62,12 @@ BUILD_BATCH = 16
 LOAD_BATCH = 16
 
 
-def prepared_mb(grid: Grid, channels: int) -> float:
+def prepared_mb(grid: Grid, channels: int | None = None) -> float:
     """What the in-memory path would hold, in MB: every image_size's training pool and
-    evaluated images, and the evaluated splits' truth at eval_size (uint8)."""
+    evaluated images, and the evaluated splits' truth at eval_size (uint8). `channels`:
+    by default the first validation image's."""
+    if channels is None:
+        channels = validation_examples(grid, 1)[0][0].shape[2]
     split = _source(grid)[0]
     train = max(grid.factors.dataset_size)
     held = split.val + split.test
@@ -113,9 +116,8 @@ def prepare_data(grid: Grid, study: Storage, shown: int = OVERLAY_IMAGES) -> tup
     """The grid's data on the path its size asks for (Ray is running), and why."""
     import ray
 
-    channels = validation_examples(grid, 1)[0][0].shape[2]
     store = ray.cluster_resources().get("object_store_memory")
-    path = choose_path(grid, prepared_mb(grid, channels), store)
+    path = choose_path(grid, prepared_mb(grid), store)
     if path.stream:
         return prepare_streamed(grid, study, shown), path.line
     return prepare_on_ray(grid, shown), path.line
