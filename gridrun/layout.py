@@ -142,6 +142,8 @@ EXAMPLES_FILE = f"{PREDICTIONS_DIR}/examples.npz"
 TENSORBOARD_DIR = "tensorboard"
 REPORT_DIR = "report"
 RAY_DIR = "ray"
+# the streaming path's decoded, resized images: one .npy per image and size
+CACHE_DIR = "data_cache"
 # each finished trial's rows are appended as a part; readers see the table with its
 # parts applied, and `gridrun run` compacts the parts into the table when it ends
 TRIALS_PARTS_DIR = "trials.parts"

@@ -14,7 +14,6 @@ same batches and the same metrics. `StreamedArrays` is what a worker gets in pla
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import math
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from gridrun import layout
+from gridrun.cache import load, read_batch, save, x_name, y_name
 from gridrun.data import (
     DataError,
     Prepared,
@@ -37,7 +37,7 @@ from gridrun.data import (
     resize_masks,
     validation_examples,
 )
-from gridrun.layout import OVERLAY_IMAGES
+from gridrun.layout import CACHE_DIR, OVERLAY_IMAGES
 from gridrun.sources import Files
 from gridrun.spec import Grid
 from gridrun.storage import Storage
@@ -55,11 +55,12 @@ __all__ = [
 
 # the default budget: this fraction of the cluster's object store
 STREAM_FRACTION = 0.5
-# the study's folder of decoded, resized images (one .npy per image and size)
-CACHE_DIR = "data_cache"
 # images decoded (or streamed) per Ray Data batch
 BUILD_BATCH = 16
 LOAD_BATCH = 16
+# Ray Data tasks reading one stream at a time (measured on 2 cores: 234 images at
+# 512 px read in 0.9 s with 2 or 4, 2.5–5.7 s unbounded; benchmarks/bench_streaming.py)
+READ_TASKS = 2
 
 
 def prepared_mb(grid: Grid, channels: int | None = None) -> float:
@@ -140,24 +141,6 @@ def _cache_folder(grid: Grid, files: Files) -> str:
     return f"{CACHE_DIR}/{digest}"
 
 
-def _x_name(folder: str, size: int, index: int) -> str:
-    return f"{folder}/size-{size}/x-{index}.npy"
-
-
-def _y_name(folder: str, size: int, index: int) -> str:
-    return f"{folder}/size-{size}/y-{index}.npy"
-
-
-def _save(study: Storage, rel: str, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    study.write_bytes(rel, buffer.getvalue())
-
-
-def _load(study: Storage, rel: str) -> np.ndarray:
-    return np.load(io.BytesIO(study.read_bytes(rel)))
-
-
 def _build(batch: dict[str, np.ndarray], files: Files, study: str, folder: str,
            sizes: Sequence[int], eval_size: int) -> dict[str, np.ndarray]:  # fmt: skip
     """Ray Data: decode and resize a batch of the manifest into the cache (what is there
@@ -168,11 +151,11 @@ def _build(batch: dict[str, np.ndarray], files: Files, study: str, folder: str,
     channels, counts, errors = [], [], []
     for index, evaluated in zip(batch["index"].tolist(), batch["evaluated"].tolist(), strict=True):
         masks = [eval_size] if evaluated else list(sizes)
-        wanted = [_x_name(folder, s, index) for s in sizes]
-        wanted += [_y_name(folder, s, index) for s in masks]
+        wanted = [x_name(folder, s, index) for s in sizes]
+        wanted += [y_name(folder, s, index) for s in masks]
         if all(store.exists(rel) for rel in wanted):
-            c = _load(store, wanted[0]).shape[0]
-            truth = _load(store, _y_name(folder, eval_size, index)) if evaluated else None
+            c = load(store, wanted[0]).shape[0]
+            truth = load(store, y_name(folder, eval_size, index)) if evaluated else None
         else:
             try:
                 image, mask, _ = files.read([index])[0]
@@ -185,9 +168,9 @@ def _build(batch: dict[str, np.ndarray], files: Files, study: str, folder: str,
             for s in sizes:
                 # note: one image at a time, in its own channels: a grey image repeated to
                 # three channels after resizing is the same bytes as repeated before
-                _save(store, _x_name(folder, s, index), resize_images([image], s)[0])
+                save(store, x_name(folder, s, index), resize_images([image], s)[0])
             for s in masks:
-                _save(store, _y_name(folder, s, index), resize_masks([mask], s)[0])
+                save(store, y_name(folder, s, index), resize_masks([mask], s)[0])
             truth = resize_masks([mask], eval_size)[0] if evaluated else None
         channels.append(c)
         errors.append("")
@@ -276,18 +259,6 @@ def prepare_streamed(grid: Grid, study: Storage, shown: int = OVERLAY_IMAGES) ->
 # --- the workers' side: batches streamed in training order ----------------------------
 
 
-def _read_batch(batch: dict[str, np.ndarray], study: str, folder: str, size: int,
-                mask_size: int, channels: int) -> dict[str, np.ndarray]:  # fmt: skip
-    """Ray Data: a batch of source indices → their cached images and masks."""
-    store = Storage(study)
-    indices = batch["index"].tolist()
-    images = [_load(store, _x_name(folder, size, i)) for i in indices]
-    # grey images repeated to `channels`, as the in-memory path does before resizing
-    x = np.stack([i if len(i) == channels else np.repeat(i, channels, 0) for i in images])
-    y = np.stack([_load(store, _y_name(folder, mask_size, i)) for i in indices])
-    return {"x": np.ascontiguousarray(x), "y": y}
-
-
 @dataclass(frozen=True)
 class StreamedArrays:
     """One image_size of a streamed data set, in place of SizedArrays: the cache's
@@ -314,11 +285,13 @@ class StreamedArrays:
         # task per image
         blocks = math.ceil(len(rows) / LOAD_BATCH)
         ds = data.from_items(rows, override_num_blocks=blocks).map_batches(
-            _read_batch, batch_size=LOAD_BATCH, batch_format="numpy",
+            read_batch, batch_size=LOAD_BATCH, batch_format="numpy",
             fn_kwargs={"study": self.study, "folder": self.folder, "size": self.size,
                        "mask_size": mask_size, "channels": self.channels},
-            # note: the worker's trainer holds its CPUs; reading must not wait for one
-            num_cpus=0,
+            # note: the worker's trainer holds its CPUs; reading must not wait for one.
+            # Without a CPU to bound them, Ray Data would start a task (and a worker
+            # process) per block at once: READ_TASKS bounds them
+            num_cpus=0, compute=data.TaskPoolStrategy(size=READ_TASKS),
         )  # fmt: skip
         xs: list[np.ndarray] = []
         ys: list[np.ndarray] = []
@@ -355,6 +328,6 @@ class StreamedArrays:
     def first_val(self, count: int) -> np.ndarray:
         """The overlay images: a few, read from the cache here."""
         batch = {"index": np.asarray(self.val[:count], np.int64)}
-        return _read_batch(
+        return read_batch(
             batch, self.study, self.folder, self.size, self.eval_size, self.channels
         )["x"]

@@ -1,0 +1,43 @@
+"""The streaming path's cache of decoded, resized images: one `.npy` per image (and
+mask) and size, in the study's storage, and the reads Ray Data's tasks make from it.
+
+Torch-free on purpose: a Ray Data task imports this module in every worker process it
+starts, and the streaming path starts them every epoch."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from gridrun.storage import Storage
+
+
+def x_name(folder: str, size: int, index: int) -> str:
+    return f"{folder}/size-{size}/x-{index}.npy"
+
+
+def y_name(folder: str, size: int, index: int) -> str:
+    return f"{folder}/size-{size}/y-{index}.npy"
+
+
+def save(study: Storage, rel: str, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    study.write_bytes(rel, buffer.getvalue())
+
+
+def load(study: Storage, rel: str) -> np.ndarray:
+    return np.load(io.BytesIO(study.read_bytes(rel)))
+
+
+def read_batch(batch: dict[str, np.ndarray], study: str, folder: str, size: int,
+               mask_size: int, channels: int) -> dict[str, np.ndarray]:  # fmt: skip
+    """Ray Data: a batch of source indices → their cached images and masks."""
+    store = Storage(study)
+    indices = batch["index"].tolist()
+    images = [load(store, x_name(folder, size, i)) for i in indices]
+    # grey images repeated to `channels`, as the in-memory path does before resizing
+    x = np.stack([i if len(i) == channels else np.repeat(i, channels, 0) for i in images])
+    y = np.stack([load(store, y_name(folder, mask_size, i)) for i in indices])
+    return {"x": np.ascontiguousarray(x), "y": y}
