@@ -133,3 +133,86 @@ def test_a_rerun_plans_only_what_is_not_done():
         "img32_n8_ep2_bs4_s1", "img32_n8_ep4_bs4_s1"
     ]  # fmt: skip
     assert work.epochs_trained == 4 and work.epochs_requested == 6
+
+
+_SHARING = """
+import json, logging, os, sys, time
+os.environ["RAY_AUTH_MODE"] = "disabled"
+import ray
+from gridrun.spec import parse_grid
+from gridrun.tune import max_concurrency, plan_work, units_at_once, worker_resources
+
+grid = parse_grid(json.loads(sys.argv[1]))
+# one node whose `fake_gpu` stands for its GPU; Ray's scheduler enforces it like a GPU
+ray.init(address="local", num_cpus=1, resources={"fake_gpu": 1}, include_dashboard=False,
+         log_to_driver=False, logging_level=logging.ERROR)
+node = {"CPU": 1, "GPU": 1}
+work = plan_work(grid, set(), 3, 32, lambda s: max_concurrency(grid, node, True, s), True)
+shares = [u.gpu_share for u in work.units]
+
+
+@ray.remote(num_cpus=0)
+class Barrier:
+    def __init__(self):
+        self.arrived = 0
+
+    def arrive(self):
+        self.arrived += 1
+
+    def count(self):
+        return self.arrived
+
+
+@ray.remote
+def unit(barrier, n, wait_s):
+    # holds its quota until n units hold theirs at once, or wait_s passes
+    ray.get(barrier.arrive.remote())
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if ray.get(barrier.count.remote()) >= n:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def side_by_side(shares, wait_s):
+    barrier = Barrier.remote()
+    quotas = [worker_resources(grid, True, s)["GPU"] for s in shares]
+    units = [unit.options(num_cpus=0, resources={"fake_gpu": q})
+             .remote(barrier, len(shares), wait_s) for q in quotas]
+    return quotas, ray.get(units, timeout=wait_s * len(shares) + 30)
+
+
+quotas, together = side_by_side(shares, 60)
+_, whole = side_by_side([1.0, 1.0], 3)
+print(json.dumps({"shares": shares, "at_once": units_at_once(grid, node, True, shares),
+                  "quotas": quotas, "together": together, "whole": sorted(whole)}))
+"""
+
+
+@pytest.mark.ray
+def test_four_small_units_hold_one_fake_gpu_side_by_side_and_two_whole_ones_do_not(tmp_path):
+    """Ray's scheduler on a node whose custom `fake_gpu` stands for its GPU, in a
+    process of its own: the four quarter-GPU units of batch-4 cells hold their quotas
+    at once; of two whole-GPU units, one gives up waiting alone before the other starts."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    grid = {"factors": {**FACTORS, "image_size": [256], "dataset_size": [16]},
+            "seeds": [0, 1, 2, 3], "resources": {"cpus_per_worker": 0.25}}  # fmt: skip
+    script = tmp_path / "sharing.py"
+    script.write_text(_SHARING)
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(script), json.dumps(grid)], capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(repo)}, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["shares"] == [0.25] * 4 and seen["at_once"] == 4
+    assert seen["quotas"] == [0.25] * 4
+    assert seen["together"] == [True] * 4
+    assert seen["whole"] == [False, True]
