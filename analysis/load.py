@@ -52,6 +52,7 @@ __all__ = [
     "StudyData",
     "final_metrics",
     "load",
+    "rolling_runs",
     "split_runs",
     "split_trials",
     "study_storage",
@@ -182,6 +183,29 @@ def split_runs(
     length = pd.Series(np.diff(bounds))
     longest = length.groupby(heads["training_run"].to_numpy()).idxmax()
     return curves, heads, bounds, heads["training_run"].map(longest).to_numpy(int)
+
+
+def rolling_runs(
+    values: np.ndarray, bounds: np.ndarray, window: int, how: str, center: bool = False,
+    min_periods: int | None = None,
+) -> np.ndarray:  # fmt: skip
+    """pandas' ``rolling(window, center, min_periods).<how>()`` (``how``: median, mean or
+    min; NaNs skipped) within each trial's curve ``values[bounds[i] : bounds[i + 1]]``,
+    all curves at once: each curve is padded with NaNs on both sides, so that no window
+    reaches into the next, and rolled in one pass.
+
+    note: ``groupby(...).rolling`` gave the same numbers 2-30× slower at 30,000 curves
+    of 80 epochs (it finds window bounds group by group)."""
+    values = np.asarray(values, dtype=float)
+    needed = window if min_periods is None else min_periods
+    # pandas' centred window at p spans p - window // 2 .. p + (window - 1) // 2
+    left, right = (window // 2, (window - 1) // 2) if center else (window - 1, 0)
+    group = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+    at = np.arange(len(values)) + group * (left + right) + left
+    padded = np.full(len(values) + (len(bounds) - 1) * (left + right), np.nan)
+    padded[at] = values
+    rolled = getattr(pd.Series(padded).rolling(window, min_periods=needed), how)()
+    return rolled.to_numpy()[at + right]
 
 
 def _read_tables(files: Storage) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.load import FACTORS, split_runs
+from analysis.load import FACTORS, rolling_runs, split_runs
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import higher_is_better
 from gridrun.layout import DEFAULT_METRIC
@@ -68,13 +68,8 @@ def training_progress(train_loss: np.ndarray, k: int = 5) -> np.ndarray:
 def _runs_progress(train_loss: np.ndarray, bounds: np.ndarray, k: int) -> np.ndarray:
     """:func:`training_progress` of each trial's curve at once; trial ``i`` is
     ``train_loss[bounds[i] : bounds[i + 1]]``."""
-    series = pd.Series(np.asarray(train_loss, dtype=float))
-    labels = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
-    strips = series.groupby(labels, sort=False).rolling(k, min_periods=k)
-    progress = 1000.0 * (strips.mean() / strips.min() - 1.0)
-    out = np.empty(len(series))
-    out[progress.index.get_level_values(-1)] = progress.to_numpy()
-    return out
+    mean = rolling_runs(train_loss, bounds, k, "mean")
+    return 1000.0 * (mean / rolling_runs(train_loss, bounds, k, "min") - 1.0)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from analysis.baselines import Baselines
 from analysis.collapse import collapsed_curve
-from analysis.load import FACTORS, split_runs
+from analysis.load import FACTORS, rolling_runs, split_runs
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import higher_is_better
 from gridrun.layout import DEFAULT_METRIC
@@ -57,13 +57,7 @@ def smooth_centred(values: np.ndarray, window: int = 5) -> np.ndarray:
 def smooth_runs(values: np.ndarray, bounds: np.ndarray, window: int = 5) -> np.ndarray:
     """:func:`smooth_centred` of each run of ``values`` at once; run ``i`` is
     ``values[bounds[i] : bounds[i + 1]]`` (``bounds`` from 0 to ``len(values)``)."""
-    series = pd.Series(np.asarray(values, dtype=float))
-    labels = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
-    rolled = series.groupby(labels, sort=False).rolling(window, center=True, min_periods=1)
-    medians = rolled.median()
-    out = np.empty(len(series))
-    out[medians.index.get_level_values(-1)] = medians.to_numpy()
-    return out
+    return rolling_runs(values, bounds, window, "median", center=True, min_periods=1)
 
 
 def detect_plateau(

@@ -240,3 +240,26 @@ def test_no_trial_is_plateaued_while_its_run_gains_more_than_the_rule_allows():
     alone = plateau_table(curves.drop(columns="training_run"), "val_miou", params)
     broken = alone["plateau_epoch"].notna() & table["plateau_epoch"].isna()
     assert broken.sum() > 20
+
+
+def test_rolling_runs_equals_pandas_rolling_curve_by_curve():
+    """The one-pass rolling the plateau and overfitting tables use: per curve, what
+    pandas' rolling gives on that curve alone (NaNs, curves shorter than the window,
+    centred windows of odd and even width)."""
+    from analysis.load import rolling_runs
+
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        lengths = rng.integers(1, 12, rng.integers(1, 20))
+        bounds = np.r_[0, np.cumsum(lengths)]
+        values = rng.normal(size=bounds[-1])
+        values[rng.random(len(values)) < 0.15] = np.nan
+        for window, center, needed, how in (
+            (5, True, 1, "median"), (4, True, 1, "median"), (5, False, 5, "mean"),
+            (5, False, 5, "min"), (3, True, 2, "mean"), (1, False, 1, "min"),
+        ):  # fmt: skip
+            got = rolling_runs(values, bounds, window, how, center, needed)
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+                alone = pd.Series(values[lo:hi]).rolling(window, center=center, min_periods=needed)
+                want = getattr(alone, how)().to_numpy()
+                np.testing.assert_allclose(got[lo:hi], want, rtol=1e-12, atol=1e-12)
