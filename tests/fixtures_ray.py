@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,18 @@ def grid_file(tmp_path: Path, name: str, factors: dict, val_size: int, **section
 
 def run_cli(grid: Path, out: Path | str, *extra: str):
     return runner.invoke(app, ["run", str(grid), "--out", str(out), *extra])
+
+
+def run_own_ray(tmp_path: Path, script: str, *args: str, timeout: int) -> str:
+    """`script` run by this Python in a process of its own, with the repository on its
+    path, for a test that starts a Ray of its own (`ray.init(address="local", ...)`), so
+    that a Ray driver dying there cannot end pytest; its stdout, once it exits 0."""
+    path = tmp_path / f"own_ray_{len(list(tmp_path.glob('own_ray_*.py')))}.py"
+    path.write_text(script)
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(path), *args], capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(repo)}, timeout=timeout,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout

@@ -4,9 +4,6 @@ path (same batches, same metrics), also on a data set 3× the object store."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,14 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from fixtures_ray import run_cli, runner
+from fixtures_ray import run_cli, run_own_ray, runner
 from PIL import Image
 
 from gridrun.cli import app
 from gridrun.spec import load_grid
 from gridrun.streaming import choose_path, prepared_mb
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _folder(root: Path, n: int, size: int, grey: tuple[int, ...] = ()) -> Path:
@@ -179,16 +174,10 @@ def test_a_data_set_three_times_the_object_store_trains_to_the_end(tmp_path: Pat
         model={"base_channels": 1, "depth": 1},
     )  # fmt: skip
     assert prepared_mb(load_grid(grid), 3) > 3 * store / 2**20
-    script = tmp_path / "big.py"
-    script.write_text(textwrap.dedent(_BIG_RUN.format(store=store)))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, str(script), str(grid), str(out)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "data: streamed through Ray Data" in done.stdout
+    script = textwrap.dedent(_BIG_RUN.format(store=store))
+    printed = run_own_ray(tmp_path, script, str(grid), str(out), timeout=600)
+    assert "data: streamed through Ray Data" in printed
     trials = pd.read_parquet(out / "trials.parquet")
     assert trials["status"].tolist() == ["ok"]
     curves = pd.read_parquet(out / "curves.parquet")

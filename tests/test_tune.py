@@ -196,22 +196,13 @@ def test_four_small_units_hold_one_fake_gpu_side_by_side_and_two_whole_ones_do_n
     process of its own: the four quarter-GPU units of batch-4 cells hold their quotas
     at once; of two whole-GPU units, one gives up waiting alone before the other starts."""
     import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+
+    from fixtures_ray import run_own_ray
 
     grid = {"factors": {**FACTORS, "image_size": [256], "dataset_size": [16]},
             "seeds": [0, 1, 2, 3], "resources": {"cpus_per_worker": 0.25}}  # fmt: skip
-    script = tmp_path / "sharing.py"
-    script.write_text(_SHARING)
-    repo = Path(__file__).resolve().parents[1]
-    done = subprocess.run(
-        [sys.executable, str(script), json.dumps(grid)], capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": str(repo)}, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_own_ray(tmp_path, _SHARING, json.dumps(grid), timeout=300)
+    seen = json.loads(out.strip().splitlines()[-1])
     assert seen["shares"] == [0.25] * 4 and seen["at_once"] == 4
     assert seen["quotas"] == [0.25] * 4
     assert seen["together"] == [True] * 4
