@@ -96,6 +96,14 @@ class _Design:
     def matrix(self, terms: list[Term]) -> np.ndarray:
         return np.hstack([self.block(()), *(self.block(t) for t in terms)])
 
+    def collapsed(self) -> tuple[_Design, np.ndarray, np.ndarray]:
+        """One row per occupied cell, the cell of each row and each cell's count: every
+        row of a cell has the same row of a design matrix, so a fit needs only these."""
+        occupied, first, inverse, counts = np.unique(
+            self.cells, return_index=True, return_inverse=True, return_counts=True
+        )
+        return _Design(self.factors, self.shape, self.codes[first], occupied), inverse, counts
+
     def df(self, term: Term) -> int:
         return math.prod(self.shape[self.factors.index(f)] - 1 for f in term)
 
@@ -174,7 +182,7 @@ def _estimable(design: _Design, terms: list[Term], runs: _Runs | None = None) ->
     if p >= len(design.codes) or min(_error_df(design, terms, runs)) <= 0:
         return False
     # note: a complete grid's treatment-coded design always has full rank
-    return design.complete or np.linalg.matrix_rank(design.matrix(terms)) == p
+    return design.complete or np.linalg.matrix_rank(design.collapsed()[0].matrix(terms)) == p
 
 
 def choose_terms(df: pd.DataFrame, response: str, factors: list[str]) -> list[Term]:
@@ -254,11 +262,23 @@ def _sums_of_squares(
             mask = [not runs.varies_within(t) for t in terms]
             between = np.maximum(run_ss - ss[mask].sum(axis=0), 0.0)
         return _SumsOfSquares(ss, total - ss.sum(axis=0), total, between)
+    # note: least squares on the cell means weighted by √count: the same fit as on the
+    # rows (a design matrix is constant within a cell), with one row per cell; the
+    # within-cell scatter adds the same to every model's RSS and cancels in each SS
+    cells, inverse, counts = design.collapsed()
+    order = np.argsort(inverse, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(inverse[order]) != 0])
+    means = np.add.reduceat(y[order], starts, axis=0) / counts[:, None]
+    weight = np.sqrt(counts)[:, None]
+    wy = weight * means
     ss = np.empty((len(terms), y.shape[1]))
     for row, term in enumerate(terms):
         others = [t for t in terms if t != term and not set(term) < set(t)]
-        ss[row] = _rss(design.matrix(others), y) - _rss(design.matrix([*others, term]), y)
-    resid = _residuals(design.matrix(terms), y)
+        ss[row] = _rss(weight * cells.matrix(others), wy) - _rss(
+            weight * cells.matrix([*others, term]), wy
+        )
+    fitted = means - _residuals(weight * cells.matrix(terms), wy) / weight
+    resid = y - fitted[inverse]
     between = None
     if runs is not None:
         between = (runs.sums(resid) ** 2 / runs.sizes[:, None]).sum(axis=0)

@@ -96,8 +96,9 @@ def get_learning_curves_info(
     chosen = list(dict.fromkeys(order))[:limit]
     plateau_col = "run_plateau_epoch" if "run_plateau_epoch" in plateau.columns else "plateau_epoch"
     panels = []
+    shown = curves[curves["cell_id"].isin(chosen)]
     for cell_id in chosen:
-        c = curves[curves["cell_id"] == cell_id].sort_values(["seed", "epoch"])
+        c = shown[shown["cell_id"] == cell_id].sort_values(["seed", "epoch"])
         marks = []
         for kind, table, col, series in (
             ("plateau", plateau, plateau_col, val),

@@ -52,6 +52,7 @@ __all__ = [
     "StudyData",
     "final_metrics",
     "load",
+    "pad_runs",
     "rolling_runs",
     "split_runs",
     "split_trials",
@@ -208,6 +209,24 @@ def rolling_runs(
     return rolled.to_numpy()[at + right]
 
 
+def pad_runs(
+    values: np.ndarray, bounds: np.ndarray, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Curves as the rows of one NaN-padded matrix, and each row's length: row ``r`` is
+    ``values[bounds[t] : bounds[t + 1]]`` for trial ``t = rows[r]`` (every trial when
+    ``rows`` is None), so that a rule can be applied to all curves at once along axis 1."""
+    values = np.asarray(values, dtype=float)
+    rows = np.arange(len(bounds) - 1) if rows is None else np.asarray(rows, dtype=int)
+    starts = np.asarray(bounds)[rows]
+    lengths = np.asarray(bounds)[rows + 1] - starts
+    width = int(lengths.max()) if len(rows) else 0
+    column = np.arange(width)
+    inside = column < lengths[:, None]
+    out = np.full((len(rows), width), np.nan)
+    out[inside] = values[(starts[:, None] + column)[inside]]
+    return out, lengths
+
+
 def _read_tables(files: Storage) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """Both tables with the parts a running study has appended; None for a missing one."""
     from gridrun.storage import TableReadError, read_tables
@@ -284,7 +303,8 @@ def _normalise_trials(trials: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
 
 
 def _normalise_curves(curves: pd.DataFrame) -> pd.DataFrame:
-    curves = curves.copy()
+    """note: changes ``curves`` (a frame :func:`load` has just read) in place; a copy
+    of 2.4 M rows cost 0.9 s of a 10,000-cell report"""
     curves["cell_id"] = curves["cell_id"].astype(str)
     for col in FINAL_METRICS:
         if col not in curves.columns:

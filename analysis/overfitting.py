@@ -19,13 +19,14 @@ an onset, since a rise in the last epoch or two may be noise.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from analysis.load import FACTORS, rolling_runs, split_runs
+from analysis.load import FACTORS, pad_runs, rolling_runs, split_runs
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import higher_is_better
 from gridrun.layout import DEFAULT_METRIC
@@ -51,9 +52,10 @@ _NUMBERS = OVERFITTING_COLUMNS[OVERFITTING_COLUMNS.index("trial_epoch") :]
 
 
 def generalization_loss(val_loss: np.ndarray) -> np.ndarray:
-    """GL(t) in percent above the lowest validation loss seen up to t."""
+    """GL(t) in percent above the lowest validation loss seen up to t (along the last
+    axis: each row of a matrix is a curve; NaNs are skipped by the running minimum)."""
     val_loss = np.asarray(val_loss, dtype=float)
-    return 100.0 * (val_loss / np.fmin.accumulate(val_loss) - 1.0)
+    return 100.0 * (val_loss / np.fmin.accumulate(val_loss, axis=-1) - 1.0)
 
 
 def training_progress(train_loss: np.ndarray, k: int = 5) -> np.ndarray:
@@ -95,20 +97,46 @@ def overfit_onset(
     The second condition tells overfitting (training still improves while validation
     worsens) from a run that degrades on both.
     """
-    train_loss = np.asarray(train_loss, dtype=float)
-    val_loss = np.asarray(val_loss, dtype=float)
-    gl = generalization_loss(val_loss)
-    above = gl > params.gl_alpha
-    lowest = int(np.nanargmin(val_loss))
-    starts = np.flatnonzero(above & ~np.r_[False, above[:-1]])
-    transient = tuple(int(t) for t in starts[starts < lowest])
-    after = np.arange(len(val_loss)) > lowest
-    onset = np.flatnonzero(above & after & (train_loss < train_loss[lowest]))
-    if not len(onset):
+    train = np.asarray(train_loss, dtype=float)[None, :]
+    val = np.asarray(val_loss, dtype=float)[None, :]
+    onsets = _onsets(train, val, np.array([val.shape[1]]), params)
+    transient = tuple(int(t) for t in np.flatnonzero(onsets.transient[0]))
+    if onsets.index[0] < 0:
         return OnsetResult(None, len(transient), False, transient)
-    later = gl[onset[0] + 1 :]
-    confirmed = len(later) >= params.onset_confirm and np.nanmedian(later) > params.gl_alpha
-    return OnsetResult(int(onset[0]), len(transient), bool(confirmed), transient)
+    return OnsetResult(int(onsets.index[0]), len(transient), bool(onsets.confirmed[0]), transient)
+
+
+@dataclass(frozen=True)
+class _Onsets:
+    """:func:`overfit_onset` of each row of a padded matrix: ``index`` (-1 for none),
+    ``confirmed``, ``transient`` (True where a transient rise starts) and ``gl``."""
+
+    index: np.ndarray
+    confirmed: np.ndarray
+    transient: np.ndarray
+    gl: np.ndarray
+
+
+def _onsets(train: np.ndarray, val: np.ndarray, lengths: np.ndarray, params: Params) -> _Onsets:
+    """The rule of :func:`overfit_onset` applied to every row of NaN-padded loss
+    matrices at once (row ``r`` holds ``lengths[r]`` epochs)."""
+    gl = generalization_loss(val)
+    above = gl > params.gl_alpha
+    column = np.arange(val.shape[1])
+    lowest = np.nanargmin(val, axis=1)
+    starts = above & ~np.pad(above, ((0, 0), (1, 0)))[:, :-1]
+    transient = starts & (column < lowest[:, None])
+    at_lowest = train[np.arange(len(train)), lowest]
+    with np.errstate(invalid="ignore"):
+        rising = above & (column > lowest[:, None]) & (train < at_lowest[:, None])
+    found = rising.any(axis=1)
+    first = np.where(found, rising.argmax(axis=1), -1)
+    later = np.where(column > first[:, None], gl, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no later epoch: NaN, not confirmed
+        median = np.nanmedian(later, axis=1)
+    confirmed = found & (lengths - first - 1 >= params.onset_confirm) & (median > params.gl_alpha)
+    return _Onsets(first, confirmed, transient, gl)
 
 
 def overfitting_table(
@@ -145,31 +173,34 @@ def overfitting_table(
     train_metric = metric.replace("val_", "train_", 1)
     train_score = curves[train_metric].to_numpy(float) if train_metric in curves else nan
     pick = np.nanmax if higher_is_better(metric) else np.nanmin
-    runs = {
-        j: overfit_onset(train[bounds[j] : bounds[j + 1]], val[bounds[j] : bounds[j + 1]], params)
-        for j in np.unique(longest)
-    }
-    progress = _runs_progress(train, bounds, params.progress_k)
-    rows = np.full((len(heads), len(_NUMBERS)), np.nan)
-    for i, j in enumerate(longest):
-        lo, hi, run = bounds[i], bounds[i + 1], runs[j]
-        at = epochs[bounds[j] + run.index] if run.index is not None else np.nan
-        gl = generalization_loss(val[lo:hi])
-        s = score[lo:hi]
-        best = pick(s) if not np.isnan(s).all() else np.nan
-        rows[i] = (
-            epochs[hi - 1],
-            epochs[lo + int(np.nanargmin(val[lo:hi]))],
-            at if run.confirmed and at <= epochs[hi - 1] else np.nan,
-            at if not run.confirmed and at <= epochs[hi - 1] else np.nan,
-            at if run.confirmed else np.nan,
-            sum(t < hi - lo for t in run.transient_starts),
-            np.nanmax(gl),
-            gl[-1],
-            progress[hi - 1],
-            train_score[hi - 1] - s[-1],
-            abs(best - s[-1]),
-        )
+    ends = bounds[1:] - 1
+    trial_val, lengths = pad_runs(val, bounds)
+    run_rows = np.unique(longest)
+    runs = _onsets(*(pad_runs(v, bounds, run_rows)[0] for v in (train, val)),
+                   lengths[run_rows], params)  # fmt: skip
+    run = np.searchsorted(run_rows, longest)
+    index = runs.index[run]
+    at = np.where(index >= 0, epochs[bounds[longest] + np.maximum(index, 0)], np.nan)
+    confirmed = runs.confirmed[run]
+    reached = at <= epochs[ends]
+    rises = np.cumsum(runs.transient, axis=1)[run, lengths - 1]
+    gl = generalization_loss(trial_val)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a trial without the metric: NaN
+        best = pick(pad_runs(score, bounds)[0], axis=1)
+    rows = np.column_stack([
+        epochs[ends],
+        epochs[bounds[:-1] + np.nanargmin(trial_val, axis=1)],
+        np.where(confirmed & reached, at, np.nan),
+        np.where(~confirmed & reached, at, np.nan),
+        np.where(confirmed, at, np.nan),
+        rises,
+        np.nanmax(gl, axis=1),
+        gl[np.arange(len(gl)), lengths - 1],
+        _runs_progress(train, bounds, params.progress_k)[ends],
+        train_score[ends] - score[ends],
+        np.abs(best - score[ends]),
+    ])  # fmt: skip
     out = pd.concat([heads, pd.DataFrame(rows, columns=_NUMBERS)], axis=1)
     extra = [f for f in heads.columns if f not in OVERFITTING_COLUMNS]
     at = OVERFITTING_COLUMNS.index("seed")

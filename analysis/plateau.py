@@ -20,6 +20,7 @@ An epoch where the smoothed curve sits at a trivial predictor's score (collapsed
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from analysis.baselines import Baselines
 from analysis.collapse import collapsed_curve
-from analysis.load import FACTORS, rolling_runs, split_runs
+from analysis.load import FACTORS, pad_runs, rolling_runs, split_runs
 from analysis.params import DEFAULT_PARAMS, Params
 from analysis.stats import higher_is_better
 from gridrun.layout import DEFAULT_METRIC
@@ -74,33 +75,67 @@ def detect_plateau(
     an epoch whose smoothed value is collapsed on them cannot start the plateau.
     """
     raw = smooth_centred(values, params.window)
-    return _plateau_of_smoothed(raw, params, higher_better, trivial)
+    found = _plateaus(raw[None, :], params, higher_better, trivial)
+    index = int(found.index[0])
+    return PlateauResult(
+        index if index >= 0 else None, float(found.value[0]), float(found.gain_after[0]),
+        int(found.stuck[0]),
+    )  # fmt: skip
 
 
-def _plateau_of_smoothed(
+@dataclass(frozen=True)
+class _Plateaus:
+    """:func:`detect_plateau` of each row of a matrix: ``index`` is -1 where there is none
+    (``value`` and ``gain_after`` NaN there)."""
+
+    index: np.ndarray
+    value: np.ndarray
+    gain_after: np.ndarray
+    stuck: np.ndarray
+
+
+def _plateaus(
     raw: np.ndarray, params: Params, higher_better: bool, trivial: Sequence[float]
-) -> PlateauResult:
-    """:func:`detect_plateau` of a curve already smoothed by :func:`smooth_centred`."""
+) -> _Plateaus:
+    """The rule on every row of ``raw`` (curves already smoothed by :func:`smooth_centred`,
+    NaN-padded) at once. NaNs are skipped: each row's values are moved to its front in
+    order and the rule is applied to the first ``n`` of them."""
     sign = 1.0 if higher_better else -1.0
-    kept = np.flatnonzero(~np.isnan(raw))
-    s, patience = sign * raw[kept], params.patience
-    at_floor = collapsed_curve(raw[kept], trivial, params.collapse_margin, higher_better)
-    stuck = int(np.argmin(at_floor)) if not at_floor.all() else len(at_floor)
-    if len(s) <= patience:
-        return PlateauResult(None, np.nan, np.nan, stuck)
-    candidates = s[: len(s) - patience]
-    near = sliding_window_view(s[1:], patience).max(axis=1)[: len(candidates)]
-    later = np.maximum.accumulate(s[::-1])[::-1][1 : len(candidates) + 1]
+    rows, patience = np.arange(len(raw)), params.patience
+    if raw.shape[1] == 0:
+        raw = np.full((len(raw), 1), np.nan)
+    kept = np.argsort(np.isnan(raw), axis=1, kind="stable")
+    values = np.take_along_axis(raw, kept, axis=1)
+    n = (~np.isnan(raw)).sum(axis=1)
+    column = np.arange(raw.shape[1])
+    inside = column < n[:, None]
+    at_floor = collapsed_curve(values, trivial, params.collapse_margin, higher_better)
+    off_floor = ~at_floor & inside
+    stuck = np.where(off_floor.any(axis=1), off_floor.argmax(axis=1), n)
+    s = np.where(inside, sign * values, -np.inf)
+    width = max(raw.shape[1] - patience, 0)
+    padded = np.pad(s, ((0, 0), (0, patience + 1)), constant_values=-np.inf)
+    near = sliding_window_view(padded[:, 1:], patience, axis=1).max(axis=2)[:, :width]
+    later = np.maximum.accumulate(padded[:, ::-1], axis=1)[:, ::-1][:, 1 : width + 1]
+    candidates = s[:, :width]
     # note: a small tolerance so that a gain of exactly min_delta counts as "at most"
     eps = 1e-12
     ok = (near <= candidates + params.min_delta + eps) & (
         later <= candidates + patience * params.min_delta + eps
     )
-    ok &= ~at_floor[: len(candidates)]
-    if not ok.any():
-        return PlateauResult(None, np.nan, np.nan, stuck)
-    t = int(np.argmax(ok))
-    return PlateauResult(int(kept[t]), float(sign * s[t]), float(s[-1] - s[t]), stuck)
+    ok &= ~at_floor[:, :width] & (column[:width] < (n - patience)[:, None])
+    found = ok.any(axis=1)
+    t = ok.argmax(axis=1) if width else np.zeros(len(raw), dtype=int)
+    last = s[rows, np.maximum(n - 1, 0)]
+    at = s[rows, np.minimum(t, raw.shape[1] - 1)]
+    with np.errstate(invalid="ignore"):  # -inf - -inf where a row has no plateau
+        gain_after = np.where(found, last - at, np.nan)
+    return _Plateaus(
+        np.where(found, kept[rows, t] if width else -1, -1),
+        np.where(found, sign * at, np.nan),
+        gain_after,
+        stuck,
+    )
 
 
 PLATEAU_COLUMNS: list[str] = [
@@ -113,25 +148,6 @@ _INT_COLUMNS = (
     "stuck_epochs",
 )  # fmt: skip
 _NUMBERS = PLATEAU_COLUMNS[PLATEAU_COLUMNS.index("trial_epoch") :]
-
-
-def _trial_row(
-    run: PlateauResult, smooth: np.ndarray, run_epochs: np.ndarray, trial_epoch: float,
-    patience: int,
-) -> list[float]:  # fmt: skip
-    """The run's plateau read at one trial's epoch (``smooth`` signed: better is higher)."""
-    k = min(int(np.searchsorted(run_epochs, trial_epoch)), len(run_epochs) - 1)
-    run_at = run_epochs[run.index] if run.index is not None else np.nan
-    by_trial = run_at if run_at <= trial_epoch else np.nan
-    after = smooth[k + 1 :]
-    gain_after_trial = (
-        np.nanmax(after) - smooth[k] if len(after) and not np.isnan(after).all() else np.nan
-    )
-    return [
-        trial_epoch, run_epochs[-1], run_at, by_trial, run.value, run.gain_after,
-        gain_after_trial, smooth[k] - smooth[max(k - patience, 0)], trial_epoch - by_trial,
-        run.stuck,
-    ]  # fmt: skip
 
 
 def plateau_table(
@@ -165,15 +181,30 @@ def plateau_table(
     sign = 1.0 if higher else -1.0
     trivial = list(baselines.scores(metric).values()) if baselines is not None else []
     smoothed = smooth_runs(values, bounds, params.window)
-    runs = {}
-    for j in np.unique(longest):
-        raw = smoothed[bounds[j] : bounds[j + 1]]
-        plateau = _plateau_of_smoothed(raw, params, higher, trivial)
-        runs[j] = (plateau, sign * raw, epochs[bounds[j] : bounds[j + 1]])
-    rows = [
-        _trial_row(*runs[j], epochs[bounds[i + 1] - 1], params.patience)
-        for i, j in enumerate(longest)
-    ]
+    run_rows = np.unique(longest)
+    raw, run_lengths = pad_runs(smoothed, bounds, run_rows)
+    found = _plateaus(raw, params, higher, trivial)
+    run = np.searchsorted(run_rows, longest)
+    run_epochs = pad_runs(epochs, bounds, run_rows)[0][run]
+    smooth = sign * raw[run]
+    trial_epoch = epochs[bounds[1:] - 1]
+    with np.errstate(invalid="ignore"):
+        k = np.minimum((run_epochs < trial_epoch[:, None]).sum(axis=1), run_lengths[run] - 1)
+    trials = np.arange(len(longest))
+    index = found.index[run]
+    run_at = np.where(index >= 0, run_epochs[trials, np.maximum(index, 0)], np.nan)
+    by_trial = np.where(run_at <= trial_epoch, run_at, np.nan)
+    column = np.arange(smooth.shape[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the run's last epoch: NaN
+        best_after = np.nanmax(np.where(column > k[:, None], smooth, np.nan), axis=1)
+    at_k = smooth[trials, k]
+    rows = np.column_stack([
+        trial_epoch, run_epochs[trials, run_lengths[run] - 1], run_at, by_trial,
+        found.value[run], found.gain_after[run], best_after - at_k,
+        at_k - smooth[trials, np.maximum(k - params.patience, 0)], trial_epoch - by_trial,
+        found.stuck[run],
+    ])  # fmt: skip
     out = pd.concat([heads, pd.DataFrame(rows, columns=_NUMBERS, dtype=float)], axis=1)
     extra = [f for f in heads.columns if f not in PLATEAU_COLUMNS]
     at = PLATEAU_COLUMNS.index("seed")

@@ -7,18 +7,16 @@ starts, and the streaming path starts them every epoch."""
 from __future__ import annotations
 
 import io
+from typing import Literal
 
 import numpy as np
 
 from gridrun.storage import Storage
 
 
-def x_name(folder: str, size: int, index: int) -> str:
-    return f"{folder}/size-{size}/x-{index}.npy"
-
-
-def y_name(folder: str, size: int, index: int) -> str:
-    return f"{folder}/size-{size}/y-{index}.npy"
+def array_name(folder: str, kind: Literal["x", "y"], size: int, index: int) -> str:
+    """Where source image ``index`` (``kind`` x) or its mask (y) at ``size`` is cached."""
+    return f"{folder}/size-{size}/{kind}-{index}.npy"
 
 
 def save(study: Storage, rel: str, array: np.ndarray) -> None:
@@ -36,8 +34,8 @@ def read_batch(batch: dict[str, np.ndarray], study: str, folder: str, size: int,
     """Ray Data: a batch of source indices → their cached images and masks."""
     store = Storage(study)
     indices = batch["index"].tolist()
-    images = [load(store, x_name(folder, size, i)) for i in indices]
+    images = [load(store, array_name(folder, "x", size, i)) for i in indices]
     # grey images repeated to `channels`, as the in-memory path does before resizing
     x = np.stack([i if len(i) == channels else np.repeat(i, channels, 0) for i in images])
-    y = np.stack([load(store, y_name(folder, mask_size, i)) for i in indices])
+    y = np.stack([load(store, array_name(folder, "y", mask_size, i)) for i in indices])
     return {"x": np.ascontiguousarray(x), "y": y}

@@ -47,12 +47,14 @@ if TYPE_CHECKING:
 __all__ = [
     "IMAGE_SUFFIXES",
     "DataError",
+    "Indices",
     "Pool",
     "Prepared",
     "SizedArrays",
     "Split",
     "SplitTruth",
     "check",
+    "listed_source",
     "plan_split",
     "prepare",
     "prepare_on_ray",
@@ -60,6 +62,8 @@ __all__ = [
     "render_scenes",
     "resize_images",
     "resize_masks",
+    "shown_examples",
+    "split_indices",
     "truth_counts",
     "validation_examples",
 ]
@@ -182,7 +186,7 @@ def render_scenes(indices: Sequence[int], size: int, seed: int) -> list[Example]
         return list(executor.map(render, [int(i) for i in indices], chunksize=4))
 
 
-def _source(grid: Grid) -> tuple[Split, Files | Scenes]:
+def listed_source(grid: Grid) -> tuple[Split, Files | Scenes]:
     """The split's counts and the source: the source listed, nothing read yet."""
     d = grid.data
     if d.source == "synthetic":
@@ -201,15 +205,18 @@ def _source(grid: Grid) -> tuple[Split, Files | Scenes]:
 
 
 @dataclass(frozen=True)
-class _Indices:
+class Indices:
+    """Which examples of the listed source validate, test and train (the streaming
+    path reads the same ones through :func:`split_indices`)."""
+
     val: np.ndarray  # sorted
     test: np.ndarray  # sorted; empty without a test split
     train: np.ndarray  # in training order
 
 
-def _split(grid: Grid) -> tuple[_Indices, Files | Scenes]:
+def split_indices(grid: Grid) -> tuple[Indices, Files | Scenes]:
     """Validation, test and training indices, and the source."""
-    split, source = _source(grid)
+    split, source = listed_source(grid)
     if grid.data.source == "synthetic":
         # scenes are drawn independently: scenes 0..V-1 validate, whatever the grid asks
         order = np.arange(split.total)
@@ -217,7 +224,7 @@ def _split(grid: Grid) -> tuple[_Indices, Files | Scenes]:
         order = np.random.default_rng(grid.data.split_seed).permutation(split.total)
     held = split.val + split.test
     train = order[held : held + max(grid.factors.dataset_size)]
-    return _Indices(np.sort(order[: split.val]), np.sort(order[split.val : held]), train), source
+    return Indices(np.sort(order[: split.val]), np.sort(order[split.val : held]), train), source
 
 
 def _fetch(source: Files | Scenes, indices: Sequence[int]) -> list[Example]:
@@ -229,7 +236,7 @@ def _fetch(source: Files | Scenes, indices: Sequence[int]) -> list[Example]:
 def check(grid: Grid) -> Split:
     """Check the data and the split's counts. Every image and mask of a folder is read; a
     torchvision data set's listed files must exist (read when prepared)."""
-    split, source = _source(grid)
+    split, source = listed_source(grid)
     if isinstance(source, Files) and grid.data.source == "folder":
         for i in range(len(source)):
             source.read([i])
@@ -240,7 +247,7 @@ def check(grid: Grid) -> Split:
 
 def validation_examples(grid: Grid, count: int) -> list[Example]:
     """The first `count` validation examples at native size (for overlays)."""
-    indices, source = _split(grid)
+    indices, source = split_indices(grid)
     return _fetch(source, indices.val[:count])
 
 
@@ -277,9 +284,11 @@ def _images(examples: Sequence[Example], channels: int) -> list[np.ndarray]:
     return [i if i.shape[2] == channels else np.repeat(i, channels, 2) for i, _, _ in examples]
 
 
-def _shown(
+def shown_examples(
     val: Sequence[Example], channels: int, eval_size: int, count: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` validation examples at ``eval_size``, as RGB images and masks:
+    what the report's prediction overlays show."""
     first = val[:count]
     if not first:
         empty = np.zeros((0, eval_size, eval_size, 3), np.uint8)
@@ -294,7 +303,7 @@ def _shown(
 def prepare(grid: Grid, shown: int = OVERLAY_IMAGES) -> Prepared:
     """Read or render the data once, split it, and resize it once per image_size, here;
     keep the first `shown` validation images at eval_size as `examples`."""
-    indices, source = _split(grid)
+    indices, source = split_indices(grid)
     examples = _fetch(source, np.concatenate([indices.val, indices.test, indices.train]))
     v, t = len(indices.val), len(indices.val) + len(indices.test)
     val, test, train = examples[:v], examples[v:t], examples[t:]
@@ -327,7 +336,7 @@ def prepare(grid: Grid, shown: int = OVERLAY_IMAGES) -> Prepared:
         train_names=[name for _, _, name in train],
         val_names=[name for _, _, name in val],
         test_names=[name for _, _, name in test],
-        examples=_shown(val, channels, grid.eval_size, shown),
+        examples=shown_examples(val, channels, grid.eval_size, shown),
     )
 
 
@@ -373,7 +382,7 @@ def _stack_truth_task(
 
 
 def _shown_task(channels: int, eval_size: int, count: int, *chunks: list[Example]):
-    return _shown([e for chunk in chunks for e in chunk], channels, eval_size, count)
+    return shown_examples([e for chunk in chunks for e in chunk], channels, eval_size, count)
 
 
 def _get(refs: Any) -> Any:
@@ -401,7 +410,7 @@ def prepare_on_ray(
     back to the driver."""
     import ray
 
-    indices, source = _split(grid)
+    indices, source = split_indices(grid)
     if chunk_size is None:
         # two chunks per CPU keep every CPU busy while the slowest chunks finish
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))

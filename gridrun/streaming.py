@@ -24,17 +24,17 @@ from typing import Any
 import numpy as np
 
 from gridrun import layout
-from gridrun.cache import load, read_batch, save, x_name, y_name
+from gridrun.cache import array_name, load, read_batch, save
 from gridrun.data import (
     DataError,
     Prepared,
     SplitTruth,
-    _shown,
-    _source,
-    _split,
+    listed_source,
     prepare_on_ray,
     resize_images,
     resize_masks,
+    shown_examples,
+    split_indices,
     validation_examples,
 )
 from gridrun.layout import CACHE_DIR, OVERLAY_IMAGES
@@ -69,7 +69,7 @@ def prepared_mb(grid: Grid, channels: int | None = None) -> float:
     by default the first validation image's."""
     if channels is None:
         channels = validation_examples(grid, 1)[0][0].shape[2]
-    split = _source(grid)[0]
+    split = listed_source(grid)[0]
     train = max(grid.factors.dataset_size)
     held = split.val + split.test
     sizes = grid.factors.image_size
@@ -151,11 +151,11 @@ def _build(batch: dict[str, np.ndarray], files: Files, study: str, folder: str,
     channels, counts, errors = [], [], []
     for index, evaluated in zip(batch["index"].tolist(), batch["evaluated"].tolist(), strict=True):
         masks = [eval_size] if evaluated else list(sizes)
-        wanted = [x_name(folder, s, index) for s in sizes]
-        wanted += [y_name(folder, s, index) for s in masks]
+        wanted = [array_name(folder, "x", s, index) for s in sizes]
+        wanted += [array_name(folder, "y", s, index) for s in masks]
         if all(store.exists(rel) for rel in wanted):
             c = load(store, wanted[0]).shape[0]
-            truth = load(store, y_name(folder, eval_size, index)) if evaluated else None
+            truth = load(store, array_name(folder, "y", eval_size, index)) if evaluated else None
         else:
             try:
                 image, mask, _ = files.read([index])[0]
@@ -168,9 +168,9 @@ def _build(batch: dict[str, np.ndarray], files: Files, study: str, folder: str,
             for s in sizes:
                 # note: one image at a time, in its own channels: a grey image repeated to
                 # three channels after resizing is the same bytes as repeated before
-                save(store, x_name(folder, s, index), resize_images([image], s)[0])
+                save(store, array_name(folder, "x", s, index), resize_images([image], s)[0])
             for s in masks:
-                save(store, y_name(folder, s, index), resize_masks([mask], s)[0])
+                save(store, array_name(folder, "y", s, index), resize_masks([mask], s)[0])
             truth = resize_masks([mask], eval_size)[0] if evaluated else None
         channels.append(c)
         errors.append("")
@@ -200,7 +200,7 @@ def prepare_streamed(grid: Grid, study: Storage, shown: int = OVERLAY_IMAGES) ->
     every node), and `sizes[s]` a StreamedArrays naming it; `val_y` and `test_y` are None
     (the StreamedArrays carry the truth)."""
     data = _quiet_data()
-    indices, source = _split(grid)
+    indices, source = split_indices(grid)
     assert isinstance(source, Files)
     folder = _cache_folder(grid, source)
     sizes, eval_size = tuple(grid.factors.image_size), grid.eval_size
@@ -252,7 +252,7 @@ def prepare_streamed(grid: Grid, study: Storage, shown: int = OVERLAY_IMAGES) ->
         train_names=[source.names[i] for i in indices.train],
         val_names=[source.names[i] for i in indices.val],
         test_names=[source.names[i] for i in indices.test],
-        examples=_shown(first, channels, eval_size, shown),
+        examples=shown_examples(first, channels, eval_size, shown),
     )
 
 

@@ -296,3 +296,37 @@ def test_a_text_setting_as_a_factor_is_analysed_and_reported(tmp_path: Path):
     assert "model.encoder resnet18, resnet34; train.lr 0.0003, 0.001, 0.003" in html  # header
     assert set(tables.batch["model.encoder"]) == {"resnet18", "resnet34"}  # batch groups
     assert set(PLOTS) <= set(report.plots)
+
+
+def test_figures_drawn_in_forked_processes_are_the_figures_drawn_here(run_dir, tmp_path):
+    # note: in a fresh interpreter, since the test process may hold a Ray connection
+    code = f"""
+import analysis.report as report
+assert report._forkable()
+report._cores = lambda: 2
+forked = report.write_report({str(run_dir)!r}, to={str(tmp_path / "forked")!r})
+report._forkable = lambda: False
+here = report.write_report({str(run_dir)!r}, to={str(tmp_path / "here")!r})
+assert list(forked.plots) == list(here.plots)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+    forked = sorted((tmp_path / "forked" / "plots").glob("*.png"))
+    assert [p.name for p in forked] == sorted(f"{name}.png" for name in PLOTS)
+    for png in forked:
+        assert png.read_bytes() == (tmp_path / "here" / "plots" / png.name).read_bytes(), png
+    html = (tmp_path / "forked" / "index.html").read_text()
+    assert html == (tmp_path / "here" / "index.html").read_text()
+
+
+def test_no_fork_in_a_ray_process(monkeypatch):
+    import analysis.report as report
+
+    class Ray:
+        @staticmethod
+        def is_initialized() -> bool:
+            return True
+
+    monkeypatch.setitem(sys.modules, "ray", Ray)
+    assert not report._forkable()
+    Ray.is_initialized = staticmethod(lambda: False)
+    assert report._forkable() == (sys.platform != "darwin")
