@@ -242,6 +242,16 @@ class Storage:
 
         self._atomic(rel, fill)
 
+    def write_streamed(self, rel: str, write: Callable[[pa.NativeFile], None]) -> None:
+        """`write_bytes` for content made a piece at a time: `write(stream)` writes it to
+        the temporary file, so none of it has to be held whole in memory."""
+
+        def fill(tmp: str) -> None:
+            with self._fs.open_output_stream(tmp) as stream:
+                write(stream)
+
+        self._atomic(rel, fill)
+
     def write_text(self, rel: str, text: str) -> None:
         self.write_bytes(rel, text.encode("utf-8"))
 

@@ -291,20 +291,23 @@ def _compact_curves(study: Storage, rels: list[str], owner: pd.Series | None) ->
     names += sorted(c for c in unified.names if c not in CURVE_COLUMNS)
     schema = pa.schema([unified.field(c) for c in names])
     slices = (counts["rows"].cumsum() // COMPACT_ROWS).to_numpy()
-    buffer = io.BytesIO()
-    with pq.ParquetWriter(buffer, schema) as writer:
-        for at in np.unique(slices):
-            wanted = counts[slices == at]
-            index = pd.MultiIndex.from_frame(wanted[key])
-            pieces = []
-            for i in wanted["source"].unique():
-                table = read_arrow(study, rels[i])
-                keys = pd.MultiIndex.from_frame(table.select(key).to_pandas())
-                keep = owned_rows(table, int(i), owner) & keys.isin(index)
-                pieces.append(_conform(table.filter(pa.array(keep)), schema))
-            piece = pa.concat_tables(pieces).sort_by([(c, "ascending") for c in order])
-            writer.write_table(piece)
-    study.write_bytes(CURVES_FILE, buffer.getbuffer())  # type: ignore[arg-type]  # no copy
+
+    def write(stream: pa.NativeFile) -> None:
+        with pq.ParquetWriter(stream, schema) as writer:
+            for at in np.unique(slices):
+                wanted = counts[slices == at]
+                index = pd.MultiIndex.from_frame(wanted[key])
+                pieces = []
+                for i in wanted["source"].unique():
+                    table = read_arrow(study, rels[i])
+                    keys = pd.MultiIndex.from_frame(table.select(key).to_pandas())
+                    keep = owned_rows(table, int(i), owner) & keys.isin(index)
+                    pieces.append(_conform(table.filter(pa.array(keep)), schema))
+                piece = pa.concat_tables(pieces).sort_by([(c, "ascending") for c in order])
+                writer.write_table(piece)
+
+    # note: straight to the temporary file, not through a buffer of the whole table
+    study.write_streamed(CURVES_FILE, write)
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

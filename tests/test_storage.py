@@ -126,6 +126,21 @@ def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary(study, monk
     assert _everything(study) == ["t.bin"]
 
 
+def test_a_streamed_write_that_fails_midway_keeps_the_old_file(study):
+    study.write_bytes("t.bin", b"old")
+
+    def write(stream) -> None:
+        stream.write(b"half of the n")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        study.write_streamed("t.bin", write)
+    assert study.read_bytes("t.bin") == b"old"
+    assert _everything(study) == ["t.bin"]
+    study.write_streamed("t.bin", lambda stream: [stream.write(p) for p in (b"ne", b"w")])
+    assert study.read_bytes("t.bin") == b"new"
+
+
 def test_a_concurrent_reader_sees_only_whole_files(study):
     versions = [b"a" * 200_000, b"b" * 300_000]
     study.write_bytes("t.bin", versions[0])
