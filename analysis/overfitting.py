@@ -109,12 +109,11 @@ def overfit_onset(
 @dataclass(frozen=True)
 class _Onsets:
     """:func:`overfit_onset` of each row of a padded matrix: ``index`` (-1 for none),
-    ``confirmed``, ``transient`` (True where a transient rise starts) and ``gl``."""
+    ``confirmed`` and ``transient`` (True where a transient rise starts)."""
 
     index: np.ndarray
     confirmed: np.ndarray
     transient: np.ndarray
-    gl: np.ndarray
 
 
 def _onsets(train: np.ndarray, val: np.ndarray, lengths: np.ndarray, params: Params) -> _Onsets:
@@ -136,7 +135,7 @@ def _onsets(train: np.ndarray, val: np.ndarray, lengths: np.ndarray, params: Par
         warnings.simplefilter("ignore", RuntimeWarning)  # no later epoch: NaN, not confirmed
         median = np.nanmedian(later, axis=1)
     confirmed = found & (lengths - first - 1 >= params.onset_confirm) & (median > params.gl_alpha)
-    return _Onsets(first, confirmed, transient, gl)
+    return _Onsets(first, confirmed, transient)
 
 
 def overfitting_table(
@@ -176,8 +175,10 @@ def overfitting_table(
     ends = bounds[1:] - 1
     trial_val, lengths = pad_runs(val, bounds)
     run_rows = np.unique(longest)
-    runs = _onsets(*(pad_runs(v, bounds, run_rows)[0] for v in (train, val)),
-                   lengths[run_rows], params)  # fmt: skip
+    run_train = pad_runs(train, bounds, run_rows)[0]
+    # note: the runs' rows of the trials' matrix, cut to the runs' longest curve
+    run_val = trial_val[run_rows, : run_train.shape[1]]
+    runs = _onsets(run_train, run_val, lengths[run_rows], params)
     run = np.searchsorted(run_rows, longest)
     index = runs.index[run]
     at = np.where(index >= 0, epochs[bounds[longest] + np.maximum(index, 0)], np.nan)

@@ -235,14 +235,9 @@ class Storage:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write atomically: the data goes to a temporary name beside `rel` first."""
+        self.write_streamed(rel, lambda stream: stream.write(data))
 
-        def fill(tmp: str) -> None:
-            with self._fs.open_output_stream(tmp) as stream:
-                stream.write(data)
-
-        self._atomic(rel, fill)
-
-    def write_streamed(self, rel: str, write: Callable[[pa.NativeFile], None]) -> None:
+    def write_streamed(self, rel: str, write: Callable[[pa.NativeFile], object]) -> None:
         """`write_bytes` for content made a piece at a time: `write(stream)` writes it to
         the temporary file, so none of it has to be held whole in memory."""
 
