@@ -125,9 +125,14 @@ def test_failed_trial_becomes_a_row_and_the_grid_goes_on(ray_cluster, tmp_path):
     assert len(list((out / "ray").glob("tune-*"))) == 2
 
 
-def test_cells_differing_in_epochs_share_one_training_run(ray_cluster, tmp_path):
+def test_cells_differing_in_epochs_share_one_training_run(ray_cluster, tmp_path, monkeypatch):
     factors = {"image_size": 16, "dataset_size": 4, "epochs": [1, 2, 4], "batch_size": 4}
     # each worker needs a fake_gpu; the cluster has two, so exactly two work units overlap
+    # note: 3 s more per epoch (12 s a run), so that the overlap checked below does not
+    # hang on worker start-up: a run of 4 tiny epochs took 4 s, while one unit's workers
+    # started 4.2 s after the other's on a loaded machine
+    slow = ",".join(f"slow@img16_n4_ep4_bs4_s{seed}:3" for seed in (0, 1))
+    monkeypatch.setenv("GRIDRUN_FAULTS", slow)
     grid_file = _write(tmp_path, "share", factors, val_size=2, seeds=[0, 1],
                        resources={"custom": {"fake_gpu": 1}})  # fmt: skip
     out = tmp_path / "run"
